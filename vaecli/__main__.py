@@ -1,0 +1,3 @@
+from vaecli.cli import main
+
+main()

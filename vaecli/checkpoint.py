@@ -1,0 +1,162 @@
+"""Run folders: save_run writes, load_run reads back a ready model.
+
+A run folder holds
+  model.safetensors  the weights; string metadata `format`, `vaecli_version`,
+                     `config` (TrainConfig JSON) and `metrics` (final test terms JSON)
+  metrics.json       the per-epoch history and run facts
+  loss.png           train and test curves
+model.safetensors is written last: its presence marks a finished run.
+Nothing is ever unpickled.
+"""
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save as safetensors_bytes
+
+from vaecli import __version__, atomic
+from vaecli.config import TrainConfig
+from vaecli.errors import CheckpointError, ConfigError
+from vaecli.metrics import EpochRecord
+from vaecli.model import VAE
+from vaecli.trainer import TrainResult
+
+FORMAT = "vaecli"
+MODEL_FILE = "model.safetensors"
+METRICS_FILE = "metrics.json"
+LOSS_FIGURE = "loss.png"
+
+
+@dataclass
+class Run:
+    """A trained model with the config and history it came from."""
+
+    path: Path  # the run folder
+    config: TrainConfig
+    model: VAE
+    history: list[EpochRecord] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)  # vaecli_version, device, train_seconds, ...
+
+    @property
+    def final(self) -> EpochRecord | None:
+        return self.history[-1] if self.history else None
+
+
+def save_run(folder: Path, result: TrainResult) -> Run:
+    """Write metrics.json, loss.png and, last, model.safetensors into `folder`."""
+    from vaecli import figures  # matplotlib only when a figure is drawn
+
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise CheckpointError(f"{folder} is a file, not a run folder; choose another --out")
+    info = {
+        "vaecli_version": __version__,
+        "device": result.device,
+        "train_seconds": round(result.seconds, 3),
+        "data": result.dataset_source,
+    }
+    atomic.write_json(
+        folder / METRICS_FILE,
+        {**info, "config": result.config.to_dict(), "history": [r.to_dict() for r in result.history]},
+    )
+    figures.save(figures.loss_curves(result.history, result.config), folder / LOSS_FIGURE)
+    metadata = {
+        "format": FORMAT,
+        "vaecli_version": __version__,
+        "config": result.config.to_json(),
+        "metrics": json.dumps(result.final.to_dict()),
+    }
+    tensors = {k: v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()}
+    atomic.write_bytes(folder / MODEL_FILE, safetensors_bytes(tensors, metadata=metadata))
+    return Run(folder, result.config, result.model, list(result.history), info)
+
+
+def _model_path(path: Path) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        path = path / MODEL_FILE
+        if not path.is_file():
+            raise CheckpointError(f"{path.parent}: no {MODEL_FILE} (not a finished vaecli run)")
+    elif not path.exists():
+        raise CheckpointError(f"{path}: no such file or run folder")
+    return path
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    """The checkpoint's string metadata, read from its header without loading tensors."""
+    path = _model_path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
+    if metadata.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a vaecli checkpoint (no 'format: {FORMAT}' in its metadata)")
+    return metadata
+
+
+def read_config(path: Path) -> TrainConfig:
+    """The TrainConfig stored in a checkpoint, without loading its tensors."""
+    path = _model_path(path)
+    try:
+        return TrainConfig.from_json(read_metadata(path).get("config", ""))
+    except ConfigError as e:
+        raise CheckpointError(f"{path}: bad config in metadata: {e}") from e
+
+
+def _load_weights(path: Path, model: VAE) -> None:
+    """Copy the file's tensors into `model`, checking names, shapes and dtypes first."""
+    expected = model.state_dict()
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            names = set(f.keys())
+            if names != set(expected):
+                missing, extra = sorted(set(expected) - names), sorted(names - set(expected))
+                raise CheckpointError(
+                    f"{path}: tensors do not match its config (missing {missing or 'none'}, unexpected {extra or 'none'})"
+                )
+            for name, target in expected.items():
+                piece = f.get_slice(name)
+                shape, dtype = tuple(piece.get_shape()), piece.get_dtype()
+                if shape != tuple(target.shape) or dtype != "F32":
+                    raise CheckpointError(
+                        f"{path}: tensor {name} is {dtype} {list(shape)}, its config needs F32 {list(target.shape)}"
+                    )
+            state = {name: f.get_tensor(name) for name in expected}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: cannot read tensors ({e})") from e
+    model.load_state_dict(state)
+
+
+def _read_history(path: Path) -> tuple[list[EpochRecord], dict[str, Any]]:
+    try:
+        data = json.loads(path.read_text())
+        history = [EpochRecord.from_dict(row) for row in data["history"]]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a vaecli metrics file ({e.__class__.__name__}: {e})") from e
+    info = {k: v for k, v in data.items() if k not in ("history", "config")}
+    return history, info
+
+
+def load_run(path: Path | str, device: str | torch.device = "cpu") -> Run:
+    """Load a run folder or a model.safetensors file into a ready model in eval mode.
+
+    A folder must hold metrics.json too; a lone .safetensors file loads without it.
+    """
+    model_path = _model_path(Path(path))
+    config = read_config(model_path)
+    model = VAE(config.model)
+    _load_weights(model_path, model)
+    folder = model_path.parent
+    metrics_path = folder / METRICS_FILE
+    history: list[EpochRecord] = []
+    info: dict[str, Any] = {"vaecli_version": read_metadata(model_path).get("vaecli_version")}
+    if Path(path).is_dir() or metrics_path.is_file():
+        if not metrics_path.is_file():
+            raise CheckpointError(f"{metrics_path}: missing (the run folder is incomplete)")
+        history, info = _read_history(metrics_path)
+    return Run(folder, config, model.to(device).eval(), history, info)

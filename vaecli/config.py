@@ -1,0 +1,140 @@
+"""ModelConfig and TrainConfig: frozen dataclasses that round-trip through JSON.
+
+Loading rejects unknown keys and wrong types, so a config read from a shared
+file is as trustworthy as one built in code.
+"""
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from vaecli.errors import ConfigError
+
+RECON_KINDS = ("bernoulli", "gaussian")
+DATASET_TITLES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}
+DATASETS = tuple(DATASET_TITLES)
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+
+
+def _check_float(name: str, value: Any, minimum: float, *, strict: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {value!r}")
+    if value < minimum or (strict and value == minimum):
+        bound = "greater than" if strict else "at least"
+        raise ConfigError(f"{name} must be {bound} {minimum:g}, got {value:g}")
+
+
+def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _check_keys(cls: type, data: Any) -> None:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{cls.__name__} must be a JSON object, got {type(data).__name__}")
+    unknown = set(data) - {f.name for f in fields(cls)}
+    if unknown:
+        raise ConfigError(f"{cls.__name__} has unknown keys: {', '.join(sorted(unknown))}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The network: image -> MLP -> (mu, logvar) of size latent_dim -> mirrored MLP -> logits."""
+
+    latent_dim: int = 2
+    hidden_layers: tuple[int, ...] = (512, 256)
+    image_shape: tuple[int, int] = (28, 28)
+    recon: str = "bernoulli"  # likelihood p(x|z): "bernoulli" (BCE) or "gaussian" (squared error)
+
+    def __post_init__(self) -> None:
+        _check_int("latent_dim", self.latent_dim, 1)
+        if not isinstance(self.hidden_layers, tuple):
+            raise ConfigError(f"hidden_layers must be a tuple of sizes, got {self.hidden_layers!r}")
+        for size in self.hidden_layers:
+            _check_int("each hidden layer size", size, 1)
+        if not isinstance(self.image_shape, tuple) or len(self.image_shape) != 2:
+            raise ConfigError(f"image_shape must be (height, width), got {self.image_shape!r}")
+        for side in self.image_shape:
+            _check_int("image side", side, 1)
+        _check_choice("recon", self.recon, RECON_KINDS)
+
+    @property
+    def input_dim(self) -> int:
+        return self.image_shape[0] * self.image_shape[1]
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "ModelConfig":
+        _check_keys(cls, data)
+        data = dict(data)
+        for key in ("hidden_layers", "image_shape"):
+            if key in data:
+                if not isinstance(data[key], list | tuple):
+                    raise ConfigError(f"{key} must be a list, got {data[key]!r}")
+                data[key] = tuple(data[key])
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides a trained model; two equal configs give the same run."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    lam: float = 1.0  # weight of the KL term: loss = recon + lam * KL
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 1e-3
+    seed: int = 0
+    dataset: str = "mnist"
+    binarize: bool = False  # dynamic binarization: a fresh Bernoulli draw of every batch
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, ModelConfig):
+            raise ConfigError(f"model must be a ModelConfig, got {type(self.model).__name__}")
+        _check_float("lam", self.lam, 0.0)
+        _check_int("epochs", self.epochs, 1)
+        _check_int("batch_size", self.batch_size, 1)
+        _check_float("lr", self.lr, 0.0, strict=True)
+        _check_int("seed", self.seed, 0)
+        _check_choice("dataset", self.dataset, DATASETS)
+        if not isinstance(self.binarize, bool):
+            raise ConfigError(f"binarize must be true or false, got {self.binarize!r}")
+        # 1 and 1.0 are the same lam: keep one spelling so the JSON (and hash) agree
+        object.__setattr__(self, "lam", float(self.lam))
+        object.__setattr__(self, "lr", float(self.lr))
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["model"]["hidden_layers"] = list(self.model.hidden_layers)
+        data["model"]["image_shape"] = list(self.model.image_shape)
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    def digest(self) -> str:
+        """A short hash of the full config: equal configs, equal digests."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:8]
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "TrainConfig":
+        _check_keys(cls, data)
+        data = dict(data)
+        if "model" in data:
+            data["model"] = ModelConfig.from_dict(data["model"])
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str) -> "TrainConfig":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"config is not valid JSON ({e})") from e
+        return cls.from_dict(data)
