@@ -117,7 +117,8 @@ def _load_weights(path: Path, model: VAE) -> None:
             if names != set(expected):
                 missing, extra = sorted(set(expected) - names), sorted(names - set(expected))
                 raise CheckpointError(
-                    f"{path}: tensors do not match its config (missing {missing or 'none'}, unexpected {extra or 'none'})"
+                    f"{path}: tensors do not match its config "
+                    f"(missing {missing or 'none'}, unexpected {extra or 'none'})"
                 )
             for name, target in expected.items():
                 piece = f.get_slice(name)

@@ -40,13 +40,22 @@ def fail(message: str, code: int = 1) -> None:
 class Group(TyperGroup):
     """Turns every error a user can fix into one line on stderr and a non-zero exit."""
 
-    def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None, standalone_mode: bool = True, **extra: Any) -> Any:
+    def main(
+        self,
+        args: Any = None,
+        prog_name: Any = None,
+        complete_var: Any = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except VaeError as e:
             fail(str(e))
         except ClickException as e:
-            hint = f" (see '{e.ctx.command_path} --help')" if getattr(e, "ctx", None) else ""
+            # the program is always vaecli here, also under a test runner that names it otherwise
+            command = " ".join(["vaecli", *e.ctx.command_path.split()[1:]]) if getattr(e, "ctx", None) else ""
+            hint = f" (see '{command} --help')" if command else ""
             fail(e.format_message() + hint, e.exit_code)
         code = rv if isinstance(rv, int) else 0
         if standalone_mode:
@@ -111,20 +120,42 @@ DatasetName = Enum("DatasetName", {k: k for k in DATASETS}, type=str)
 Device = Enum("Device", {k: k for k in ("auto", "cpu", "cuda", "mps")}, type=str)
 
 # options shared by every command that trains or reuses a run; declared once
-HiddenOpt = Annotated[int, typer.Option("--hidden", "-H", min=1, help="Latent size H (mu and logvar each have H units).")]
+HiddenOpt = Annotated[
+    int, typer.Option("--hidden", "-H", min=1, help="Latent size H (mu and logvar each have H units).")
+]
 LamOpt = Annotated[float, typer.Option("--lam", min=0.0, help="Weight of the KL term: loss = recon + lam * KL.")]
 EpochsOpt = Annotated[int, typer.Option(min=1, help="Passes over the training set.")]
-LayersOpt = Annotated[str, typer.Option(metavar="N [N ...]", show_default="512 256", help="Encoder hidden layer sizes (decoder mirrors them), e.g. --layers 512 256.")]
-ReconOpt = Annotated[Recon, typer.Option(help="Likelihood: bernoulli (BCE on logits) or gaussian (summed squared error).")]
+LayersOpt = Annotated[
+    str,
+    typer.Option(
+        metavar="N [N ...]",
+        show_default="512 256",
+        help="Encoder hidden layer sizes (decoder mirrors them), e.g. --layers 512 256.",
+    ),
+]
+ReconOpt = Annotated[
+    Recon, typer.Option(help="Likelihood: bernoulli (BCE on logits) or gaussian (summed squared error).")
+]
 BatchOpt = Annotated[int, typer.Option(min=1, help="Images per optimizer step.")]
 LrOpt = Annotated[float, typer.Option(help="Adam learning rate (> 0).")]
-SeedOpt = Annotated[int, typer.Option(min=0, help="Seed for init, shuffling and noise; same seed on CPU, same weights.")]
+SeedOpt = Annotated[
+    int, typer.Option(min=0, help="Seed for init, shuffling and noise; same seed on CPU, same weights.")
+]
 DatasetOpt = Annotated[DatasetName, typer.Option(help="mnist or fashion-mnist.")]
-BinarizeOpt = Annotated[bool, typer.Option("--binarize", help="Dynamic binarization: a fresh Bernoulli draw of every batch.")]
+BinarizeOpt = Annotated[
+    bool, typer.Option("--binarize", help="Dynamic binarization: a fresh Bernoulli draw of every batch.")
+]
 DeviceOpt = Annotated[Device, typer.Option(help="auto picks CUDA when present.")]
-DataDirOpt = Annotated[Path | None, typer.Option(help="Folder holding MNIST/raw/*-ubyte.", show_default="$VAECLI_DATA_DIR, else ~/.cache/vaecli/data")]
-DownloadOpt = Annotated[bool, typer.Option("--download", help="Download the data into --data-dir when it is missing there.")]
-RunsDirOpt = Annotated[Path | None, typer.Option(help="Where runs are kept and found.", show_default="$VAECLI_RUNS, else ./runs")]
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option(help="Folder holding MNIST/raw/*-ubyte.", show_default="$VAECLI_DATA_DIR, else ~/.cache/vaecli/data"),
+]
+DownloadOpt = Annotated[
+    bool, typer.Option("--download", help="Download the data into --data-dir when it is missing there.")
+]
+RunsDirOpt = Annotated[
+    Path | None, typer.Option(help="Where runs are kept and found.", show_default="$VAECLI_RUNS, else ./runs")
+]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Train again even if a finished run with this config exists.")]
 
 app = typer.Typer(
@@ -144,7 +175,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
 ) -> None:
     """Train and understand Variational Autoencoders on MNIST-like data."""
 
@@ -180,7 +213,9 @@ class TrainingDisplay:
             console=self.console,
             transient=True,
         )
-        self.task = self.progress.add_task("train", total=config.epochs * steps_per_epoch, epoch=1, epochs=config.epochs, rate="")
+        self.task = self.progress.add_task(
+            "train", total=config.epochs * steps_per_epoch, epoch=1, epochs=config.epochs, rate=""
+        )
         self.progress.start()
 
     def on_batch(self, epoch: int, step: int) -> None:
@@ -206,20 +241,23 @@ def epoch_row(record: "EpochRecord", header: bool) -> Table:
     """One epoch as a table row with fixed widths, so rows printed apart line up.
 
     lam * KL and the total are shown only when lam != 1; at lam = 1 they equal KL and -ELBO.
+    Eleven columns fit in 80 characters.
     """
     weighted = record.lam != 1.0
-    table = Table(box=None, show_header=header, header_style="bold", pad_edge=False, padding=(0, 1))
-    table.add_column("epoch", width=5, justify="right")
+    table = Table(
+        box=None, show_header=header, header_style="bold", pad_edge=False, padding=(0, 1), collapse_padding=True
+    )
+    table.add_column("ep", width=3, justify="right")
     cells = [str(record.epoch)]
     for split, terms in (("train", record.train), ("test", record.test)):
         columns = [("recon", terms.recon), ("KL", terms.kl)]
         if weighted:
-            columns += [("lam*KL", record.lam * terms.kl), ("total", terms.total(record.lam))]
+            columns += [("λ·KL", record.lam * terms.kl), ("total", terms.total(record.lam))]
         columns.append(("-ELBO", terms.neg_elbo))
         for name, value in columns:
-            table.add_column(f"{split}\n{name}", width=7, justify="right")
+            table.add_column(f"{split}\n{name}", width=6, justify="right")
             cells.append(_fmt(value))
-    table.add_column("time", width=6, justify="right")
+    table.add_column("time", width=5, justify="right")
     cells.append(f"{record.seconds:.1f}s")
     table.add_row(*cells)
     return table
@@ -265,11 +303,15 @@ def train(
     device: DeviceOpt = Device.auto,
     data_dir: DataDirOpt = None,
     download: DownloadOpt = False,
-    out: Annotated[Path | None, typer.Option(help="Run folder.", show_default="<runs-dir>/<name from the config>")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Run folder.", show_default="<runs-dir>/<name from the config>")
+    ] = None,
     runs_dir: RunsDirOpt = None,
     force: ForceOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per epoch on stdout, then one for the run.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object per epoch on stdout, then one for the run.")
+    ] = False,
 ) -> None:
     """Train a VAE and save weights, metrics and loss curves in a run folder.
 
@@ -291,14 +333,29 @@ def train(
     display = TrainingDisplay(console, as_json and not quiet)
     try:
         outcome = train_or_reuse(
-            config, out=out, store=runs_dir, force=force, device=device.value,
-            data_dir=data_dir, download=download or None, observer=display,
+            config,
+            out=out,
+            store=runs_dir,
+            force=force,
+            device=device.value,
+            data_dir=data_dir,
+            download=download or None,
+            observer=display,
         )
     finally:
         display.close()
     if as_json and not quiet:
         final = outcome.run.final
-        print(json.dumps({"event": "done", "run": str(outcome.run.path), "reused": outcome.reused, **(final.to_dict() if final else {})}))
+        print(
+            json.dumps(
+                {
+                    "event": "done",
+                    "run": str(outcome.run.path),
+                    "reused": outcome.reused,
+                    **(final.to_dict() if final else {}),
+                }
+            )
+        )
     if outcome.reused:
         console.print("A finished run with this config exists; reusing it (--force trains again).")
     console.print(_summary(outcome))

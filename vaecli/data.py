@@ -142,7 +142,9 @@ def download(name: str, root: Path) -> None:
         ) from e
 
 
-def load_dataset(name: str = "mnist", data_dir: Path | str | None = None, *, download_missing: bool | None = None) -> Dataset:
+def load_dataset(
+    name: str = "mnist", data_dir: Path | str | None = None, *, download_missing: bool | None = None
+) -> Dataset:
     """Load a data set as float tensors in [0, 1], downloading it if allowed and missing.
 
     `download_missing=None` downloads only into the default folder, never into
@@ -167,7 +169,9 @@ def load_dataset(name: str = "mnist", data_dir: Path | str | None = None, *, dow
     train_images, train_labels = _read_split(folder, "train")
     test_images, test_labels = _read_split(folder, "test")
     if train_images.shape[1:] != test_images.shape[1:]:
-        raise DataError(f"{folder}: train images are {tuple(train_images.shape[1:])}, test images {tuple(test_images.shape[1:])}")
+        raise DataError(
+            f"{folder}: train images are {tuple(train_images.shape[1:])}, test images {tuple(test_images.shape[1:])}"
+        )
     shape = (int(train_images.shape[1]), int(train_images.shape[2]))
 
     def as_split(images: torch.Tensor, labels: torch.Tensor) -> Split:

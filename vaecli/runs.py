@@ -22,10 +22,7 @@ def default_store() -> Path:
 
 def run_name(config: TrainConfig) -> str:
     prefix = "fashion-" if config.dataset == "fashion-mnist" else ""
-    return (
-        f"{prefix}h{config.model.latent_dim}-lam{config.lam:g}-e{config.epochs}"
-        f"-s{config.seed}-{config.digest()}"
-    )
+    return f"{prefix}h{config.model.latent_dim}-lam{config.lam:g}-e{config.epochs}-s{config.seed}-{config.digest()}"
 
 
 def run_folder(config: TrainConfig, store: Path | None = None) -> Path:

@@ -96,9 +96,7 @@ def train(
     if data is None:
         data = load_dataset(config.dataset, data_dir)
     if data.image_shape != config.model.image_shape:
-        raise ConfigError(
-            f"the model expects {config.model.image_shape} images but {data.name} has {data.image_shape}"
-        )
+        raise ConfigError(f"the model expects {config.model.image_shape} images but {data.name} has {data.image_shape}")
     data = data.to(dev)
     model = build_model(config).to(dev)
     optimizer = _optimizer(model, config, dev)

@@ -1,0 +1,156 @@
+"""The command line through typer's CliRunner: files written, exit codes, one-line errors."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from vaecli.cli import app, join_number_lists
+
+runner = CliRunner()
+TINY = ["--layers", "32", "16", "--epochs", "1", "--batch-size", "32", "--device", "cpu"]
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def one_line_error(result, *fragments):
+    assert result.exit_code != 0, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_train_writes_a_run_folder(tiny_mnist, tmp_path):
+    result = invoke("train", *TINY, "--data-dir", tiny_mnist, "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    assert {p.name for p in (tmp_path / "run").iterdir()} == {"model.safetensors", "metrics.json", "loss.png"}
+    assert "run saved" in result.stdout and "-ELBO" in result.stdout
+
+
+def test_train_without_out_uses_the_store_then_reuses(tiny_mnist, tmp_path):
+    first = invoke("train", *TINY, "--data-dir", tiny_mnist, "--runs-dir", tmp_path / "s")
+    assert first.exit_code == 0, first.output
+    (folder,) = (tmp_path / "s").iterdir()
+    assert folder.name.startswith("h2-lam1-e1-s0-")
+    second = invoke("train", *TINY, "--data-dir", tiny_mnist, "--runs-dir", tmp_path / "s")
+    assert second.exit_code == 0 and "reusing" in second.stdout
+
+
+def test_json_prints_one_object_per_epoch(tiny_mnist, tmp_path):
+    result = invoke("train", *TINY, "--epochs", "3", "--lam", "5", "--data-dir", tiny_mnist, "--json")
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["event"] for r in rows] == ["epoch", "epoch", "epoch", "done"]
+    first = rows[0]
+    assert first["epoch"] == 1 and first["lam"] == 5.0
+    assert first["test_total"] == pytest.approx(first["test_recon"] + 5 * first["test_kl"])
+    assert first["test_neg_elbo"] == pytest.approx(first["test_recon"] + first["test_kl"])
+    assert rows[-1]["run"].endswith(rows[-1]["run"].split("/")[-1]) and not rows[-1]["reused"]
+
+
+def test_quiet_prints_nothing(tiny_mnist):
+    result = invoke("train", *TINY, "--data-dir", tiny_mnist, "--quiet")
+    assert result.exit_code == 0 and result.stdout == "" and result.stderr == ""
+
+
+def test_table_shows_weighted_columns_only_when_lam_is_not_one(tiny_mnist):
+    plain = invoke("train", *TINY, "--data-dir", tiny_mnist)
+    weighted = invoke("train", *TINY, "--lam", "10", "--data-dir", tiny_mnist)
+    assert "λ·KL" not in plain.stdout and "λ·KL" in weighted.stdout
+
+
+def test_layers_take_space_or_comma_separated_values():
+    assert join_number_lists(["--layers", "512", "256", "--lam", "1"], ("--layers",)) == [
+        "--layers",
+        "512,256",
+        "--lam",
+        "1",
+    ]
+    assert join_number_lists(["--layers", "64,32"], ("--layers",)) == ["--layers", "64,32"]
+    assert join_number_lists(["--range", "-3", "3", "x"], ("--range",)) == ["--range", "-3,3", "x"]
+
+
+def test_version_and_help():
+    assert invoke("--version").stdout.strip().startswith("vaecli ")
+    result = invoke("train", "--help")
+    assert result.exit_code == 0 and "--hidden" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["--hidden", "0"], ["--hidden", "vaecli train --help"]),
+        (["--lam", "-1"], ["--lam"]),
+        (["--epochs", "0"], ["--epochs"]),
+        (["--batch-size", "0"], ["--batch-size"]),
+        (["--lr", "0"], ["lr must be greater than 0"]),
+        (["--recon", "laplace"], ["--recon", "laplace"]),
+        (["--device", "tpu"], ["--device"]),
+        (["--dataset", "cifar"], ["--dataset"]),
+        (["--layers", "512", "0"], ["--layers", "at least 1"]),
+        (["--layers", "wide"], ["--layers"]),
+        (["--bogus"], ["--bogus"]),
+    ],
+)
+def test_bad_options_give_one_line(args, fragments, tiny_mnist):
+    one_line_error(invoke("train", *TINY, "--data-dir", tiny_mnist, *args), *fragments)
+
+
+def test_unknown_command_gives_one_line():
+    one_line_error(invoke("trian"), "trian")
+
+
+def test_missing_data_folder_says_where_it_looked(tmp_path):
+    one_line_error(invoke("train", *TINY, "--data-dir", tmp_path / "nowhere"), str(tmp_path / "nowhere"), "--data-dir")
+
+
+def test_broken_data_file_is_named(tiny_mnist):
+    bad = tiny_mnist / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    bad.write_bytes(bad.read_bytes()[:1000])
+    one_line_error(invoke("train", *TINY, "--data-dir", tiny_mnist), str(bad))
+
+
+def test_out_that_is_a_file_is_left_alone(tiny_mnist, tmp_path):
+    target = tmp_path / "notes.txt"
+    target.write_text("keep me")
+    one_line_error(invoke("train", *TINY, "--data-dir", tiny_mnist, "--out", target), "is a file")
+    assert target.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("damage", [lambda b: b[: len(b) // 2], lambda b: b"\x00" * len(b), lambda b: b""])
+def test_damaged_checkpoint_in_out_is_reported_and_kept(tiny_mnist, tmp_path, damage):
+    out = tmp_path / "run"
+    assert invoke("train", *TINY, "--data-dir", tiny_mnist, "--out", out).exit_code == 0
+    model = out / "model.safetensors"
+    model.write_bytes(damage(model.read_bytes()))
+    before = model.read_bytes()
+    one_line_error(invoke("train", *TINY, "--data-dir", tiny_mnist, "--out", out), str(model))
+    assert model.read_bytes() == before
+
+
+def test_cuda_when_absent_is_one_line(tiny_mnist):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    one_line_error(invoke("train", *TINY[:-2], "--device", "cuda", "--data-dir", tiny_mnist), "no CUDA GPU")
+
+
+def test_library_example_runs(tiny_mnist, tmp_path, capsys):
+    import runpy
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "examples" / "train_in_python.py"
+    argv = sys.argv
+    sys.argv = [str(script), str(tiny_mnist), "1"]
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    finally:
+        sys.argv = argv
+    assert (tmp_path / "runs" / "from-python" / "model.safetensors").is_file()
+    assert "decodes identically: True" in capsys.readouterr().out

@@ -1,0 +1,81 @@
+import pytest
+import torch
+
+from vaecli.config import ModelConfig, TrainConfig
+from vaecli.data import load_dataset
+from vaecli.errors import ConfigError
+from vaecli.trainer import Observer, resolve_device, train
+
+TINY = ModelConfig(latent_dim=2, hidden_layers=(32, 16))
+
+
+def test_history_has_one_record_per_epoch(tiny_mnist):
+    result = train(TrainConfig(model=TINY, epochs=3, batch_size=16), load_dataset("mnist", tiny_mnist), device="cpu")
+    assert [r.epoch for r in result.history] == [1, 2, 3]
+    assert all(r.test.kl >= 0 and r.seconds > 0 for r in result.history)
+    assert result.device == "cpu" and not result.model.training
+
+
+def test_training_lowers_the_test_loss(tiny_mnist):
+    cfg = TrainConfig(model=TINY, epochs=30, batch_size=16, lr=3e-3)
+    history = train(cfg, load_dataset("mnist", tiny_mnist), device="cpu").history
+    assert history[-1].test.neg_elbo < 0.7 * history[0].test.neg_elbo
+
+
+def test_same_seed_same_weights_bit_for_bit(tiny_mnist):
+    ds = load_dataset("mnist", tiny_mnist)
+    cfg = TrainConfig(model=TINY, epochs=2, batch_size=16, binarize=True)
+    a, b = (train(cfg, ds, device="cpu").model.state_dict() for _ in range(2))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    c = train(TrainConfig(model=TINY, epochs=2, batch_size=16, binarize=True, seed=1), ds, device="cpu").model
+    assert not torch.equal(a["mu.weight"], c.state_dict()["mu.weight"])
+
+
+def test_training_leaves_the_global_rng_alone(tiny_mnist):
+    ds = load_dataset("mnist", tiny_mnist)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    train(TrainConfig(model=TINY, epochs=1, batch_size=32), ds, device="cpu")
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_observer_sees_every_batch_and_epoch(tiny_mnist):
+    seen = []
+
+    class Spy(Observer):
+        def on_start(self, config, steps_per_epoch, device):
+            seen.append(("start", steps_per_epoch))
+
+        def on_batch(self, epoch, step):
+            seen.append(("batch", epoch, step))
+
+        def on_epoch(self, record):
+            seen.append(("epoch", record.epoch))
+
+    train(
+        TrainConfig(model=TINY, epochs=2, batch_size=30),
+        load_dataset("mnist", tiny_mnist),
+        device="cpu",
+        observer=Spy(),
+    )
+    # 64 images in batches of 30: 3 steps, the last one short
+    assert seen[0] == ("start", 3)
+    assert seen[1:5] == [("batch", 1, 1), ("batch", 1, 2), ("batch", 1, 3), ("epoch", 1)]
+    assert len(seen) == 9
+
+
+def test_image_shape_must_match(tiny_mnist):
+    cfg = TrainConfig(model=ModelConfig(image_shape=(32, 32)), epochs=1)
+    with pytest.raises(ConfigError, match="expects"):
+        train(cfg, load_dataset("mnist", tiny_mnist), device="cpu")
+
+
+def test_devices_are_checked():
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ConfigError, match="device must be one of"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        assert resolve_device("auto") == torch.device("cpu")
+        with pytest.raises(ConfigError, match="no CUDA GPU"):
+            resolve_device("cuda")
