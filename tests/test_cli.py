@@ -5,7 +5,8 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from vaecli.cli import app, join_number_lists
+from vaecli.cli import app
+from vaecli.cli.options import join_number_lists
 
 runner = CliRunner()
 TINY = ["--layers", "32", "16", "--epochs", "1", "--batch-size", "32", "--device", "cpu"]

@@ -1,0 +1,73 @@
+"""The Typer app, its one error path, and the root options (--version)."""
+
+import sys
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.text import Text
+from typer.core import TyperGroup
+
+from vaecli import __version__
+from vaecli.errors import VaeError
+
+# click's own error base (typer vendors click and exports only BadParameter)
+ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+stderr = Console(stderr=True, soft_wrap=True)
+
+
+def fail(message: str, code: int = 1) -> None:
+    """Print one `error: ...` line on stderr and exit with `code`."""
+    stderr.print(Text.assemble(("error: ", "bold red"), message))
+    sys.exit(code)
+
+
+class Group(TyperGroup):
+    """Turns every error a user can fix into one line on stderr and a non-zero exit."""
+
+    def main(
+        self,
+        args: Any = None,
+        prog_name: Any = None,
+        complete_var: Any = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except VaeError as e:
+            fail(str(e))
+        except ClickException as e:
+            # the program is always vaecli here, also under a test runner that names it otherwise
+            command = " ".join(["vaecli", *e.ctx.command_path.split()[1:]]) if getattr(e, "ctx", None) else ""
+            hint = f" (see '{command} --help')" if command else ""
+            fail(e.format_message() + hint, e.exit_code)
+        code = rv if isinstance(rv, int) else 0
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+app = typer.Typer(
+    cls=Group,
+    help="Train and understand Variational Autoencoders on MNIST-like data.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"vaecli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Train and understand Variational Autoencoders on MNIST-like data."""

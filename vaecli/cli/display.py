@@ -1,0 +1,124 @@
+"""Rich rendering of training: progress bar, one table row per epoch, the run summary."""
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.panel import Panel
+from rich.table import Table
+
+from vaecli.config import TrainConfig
+
+if TYPE_CHECKING:
+    from vaecli.metrics import EpochRecord
+    from vaecli.runs import Outcome
+
+
+def describe(config: TrainConfig) -> str:
+    layers = "-".join(map(str, config.model.hidden_layers)) or "none"
+    return f"H={config.model.latent_dim}, lam={config.lam:g}, layers {layers}, {config.model.recon}, {config.dataset}"
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.2f}" if abs(value) < 100 else f"{value:.1f}"
+
+
+def epoch_row(record: "EpochRecord", header: bool) -> Table:
+    """One epoch as a table row with fixed widths, so rows printed apart line up.
+
+    lam * KL and the total are shown only when lam != 1; at lam = 1 they equal KL and -ELBO.
+    Eleven columns fit in 80 characters.
+    """
+    weighted = record.lam != 1.0
+    table = Table(
+        box=None, show_header=header, header_style="bold", pad_edge=False, padding=(0, 1), collapse_padding=True
+    )
+    table.add_column("ep", width=3, justify="right")
+    cells = [str(record.epoch)]
+    for split, terms in (("train", record.train), ("test", record.test)):
+        columns = [("recon", terms.recon), ("KL", terms.kl)]
+        if weighted:
+            columns += [("λ·KL", record.lam * terms.kl), ("total", terms.total(record.lam))]
+        columns.append(("-ELBO", terms.neg_elbo))
+        for name, value in columns:
+            table.add_column(f"{split}\n{name}", width=6, justify="right")
+            cells.append(_fmt(value))
+    table.add_column("time", width=5, justify="right")
+    cells.append(f"{record.seconds:.1f}s")
+    table.add_row(*cells)
+    return table
+
+
+class TrainingDisplay:
+    """A trainer Observer: progress bar and table rows on `console`, or JSON lines on stdout."""
+
+    def __init__(self, console: Console, as_json: bool = False) -> None:
+        self.console, self.as_json = console, as_json
+        self.progress: Any = None
+
+    def on_start(self, config: TrainConfig, steps_per_epoch: int, device: Any) -> None:
+        self.steps = steps_per_epoch
+        if self.as_json or self.console.quiet:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.console.print(
+            f"Training a VAE ({describe(config)}) on {device}: "
+            f"{steps_per_epoch} batches of {config.batch_size} per epoch"
+        )
+        self.progress = Progress(
+            TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=True,
+        )
+        total = config.epochs * steps_per_epoch
+        self.task = self.progress.add_task("train", total=total, epoch=1, epochs=config.epochs, rate="")
+        self.progress.start()
+
+    def on_batch(self, epoch: int, step: int) -> None:
+        if self.progress is None:
+            return
+        speed = self.progress.tasks[0].speed
+        rate = f"{speed:.0f} it/s" if speed else ""
+        self.progress.update(self.task, completed=(epoch - 1) * self.steps + step, epoch=epoch, rate=rate)
+
+    def on_epoch(self, record: "EpochRecord") -> None:
+        if self.as_json:
+            print(json.dumps({"event": "epoch", **record.to_dict()}), flush=True)
+        else:
+            self.console.print(epoch_row(record, header=record.epoch == 1))
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+def summary(outcome: "Outcome") -> Panel:
+    """Where the run is, what it holds, how good it is and how long it took."""
+    run = outcome.run
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    grid.add_row("folder", str(run.path))
+    files = sorted(p for p in run.path.iterdir() if p.is_file() and not p.name.startswith("."))
+    grid.add_row("files", ", ".join(f"{p.name} ({_size(p.stat().st_size)})" for p in files))
+    grid.add_row("config", describe(run.config) + f", {run.config.epochs} epochs, seed {run.config.seed}")
+    if run.final is not None:
+        t = run.final.test
+        grid.add_row("test", f"recon {t.recon:.2f}  KL {t.kl:.2f}  -ELBO {t.neg_elbo:.2f} nats per image")
+    seconds = run.info.get("train_seconds")
+    if seconds is not None and run.history:
+        per_epoch = sum(r.seconds for r in run.history) / len(run.history)
+        grid.add_row("time", f"{seconds:.1f} s in all, {per_epoch:.2f} s per epoch on {run.info.get('device', '?')}")
+    title = "reused finished run" if outcome.reused else "run saved"
+    return Panel(grid, title=title, title_align="left", expand=False)
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"

@@ -1,0 +1,244 @@
+"""Options shared by commands, declared once, and how a command gets its model.
+
+Every command that needs a trained model takes the training options through
+`@training_options`: it receives them as one `TrainingOptions` and calls
+`obtain_run`, which loads `--model` or reuses (else trains) the run of that
+config from the run store.
+"""
+
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+from typer.core import TyperCommand
+
+from vaecli.config import DATASETS, RECON_KINDS, ModelConfig, TrainConfig
+
+if TYPE_CHECKING:
+    from vaecli.checkpoint import Run
+    from vaecli.cli.display import TrainingDisplay
+    from vaecli.runs import Outcome
+
+
+def _is_number(token: str) -> bool:
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
+
+
+def join_number_lists(args: list[str], names: tuple[str, ...]) -> list[str]:
+    """['--layers', '512', '256'] -> ['--layers', '512,256'] for the options in `names`."""
+    joined: list[str] = []
+    i = 0
+    while i < len(args):
+        joined.append(args[i])
+        i += 1
+        if joined[-1] in names:
+            end = i
+            while end < len(args) and _is_number(args[end]):
+                end += 1
+            if end > i:
+                joined.append(",".join(args[i:end]))
+                i = end
+    return joined
+
+
+def number_lists(*names: str) -> type[TyperCommand]:
+    """A command class that reads `--opt 1 2 3` as `--opt 1,2,3` for the options `names`.
+
+    The homework writes lists this way; a plain Typer list option would need the
+    flag before every value. Declare such an option as `str` and parse it with
+    parse_ints / parse_floats.
+    """
+
+    class NumberListCommand(TyperCommand):
+        def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+            return super().parse_args(ctx, join_number_lists(args, names))
+
+    return NumberListCommand
+
+
+def _parse_numbers(text: str, option: str, kind: type, minimum: float) -> tuple:
+    try:
+        values = tuple(kind(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        noun = "whole numbers" if kind is int else "numbers"
+        raise typer.BadParameter(f"expected {noun}, got {text!r}", param_hint=option) from None
+    if not values:
+        raise typer.BadParameter("give at least one number", param_hint=option)
+    if min(values) < minimum:
+        raise typer.BadParameter(f"every value must be at least {minimum:g}, got {min(values):g}", param_hint=option)
+    return values
+
+
+def parse_ints(text: str, option: str, minimum: int = 1) -> tuple[int, ...]:
+    """'512,256' -> (512, 256), each at least `minimum`."""
+    return _parse_numbers(text, option, int, minimum)
+
+
+def parse_floats(text: str, option: str, minimum: float = float("-inf")) -> tuple[float, ...]:
+    """'1,5,10' -> (1.0, 5.0, 10.0), each at least `minimum`."""
+    return _parse_numbers(text, option, float, minimum)
+
+
+Recon = Enum("Recon", {k: k for k in RECON_KINDS}, type=str)
+DatasetName = Enum("DatasetName", {k: k for k in DATASETS}, type=str)
+Device = Enum("Device", {k: k for k in ("auto", "cpu", "cuda", "mps")}, type=str)
+
+HiddenOpt = Annotated[
+    int, typer.Option("--hidden", "-H", min=1, help="Latent size H (mu and logvar each have H units).")
+]
+LamOpt = Annotated[float, typer.Option("--lam", min=0.0, help="Weight of the KL term: loss = recon + lam * KL.")]
+EpochsOpt = Annotated[int, typer.Option(min=1, help="Passes over the training set.")]
+LayersOpt = Annotated[
+    str,
+    typer.Option(
+        metavar="N [N ...]",
+        show_default="512 256",
+        help="Encoder hidden layer sizes (decoder mirrors them), e.g. --layers 512 256.",
+    ),
+]
+ReconOpt = Annotated[
+    Recon, typer.Option(help="Likelihood: bernoulli (BCE on logits) or gaussian (summed squared error).")
+]
+BatchOpt = Annotated[int, typer.Option(min=1, help="Images per optimizer step.")]
+LrOpt = Annotated[float, typer.Option(help="Adam learning rate (> 0).")]
+SeedOpt = Annotated[
+    int, typer.Option(min=0, help="Seed for init, shuffling and noise; same seed on CPU, same weights.")
+]
+DatasetOpt = Annotated[DatasetName, typer.Option(help="mnist or fashion-mnist.")]
+BinarizeOpt = Annotated[
+    bool, typer.Option("--binarize", help="Dynamic binarization: a fresh Bernoulli draw of every batch.")
+]
+DeviceOpt = Annotated[Device, typer.Option(help="auto picks CUDA when present.")]
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option(help="Folder holding MNIST/raw/*-ubyte.", show_default="$VAECLI_DATA_DIR, else ~/.cache/vaecli/data"),
+]
+DownloadOpt = Annotated[
+    bool, typer.Option("--download", help="Download the data into --data-dir when it is missing there.")
+]
+RunsDirOpt = Annotated[
+    Path | None, typer.Option(help="Where runs are kept and found.", show_default="$VAECLI_RUNS, else ./runs")
+]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Train again even if a finished run with this config exists.")]
+ModelOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help="A run folder or model.safetensors to use; without it the training options pick the run.",
+    ),
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")]
+
+# name -> (annotation, default) of every training option, in the order --help shows them
+TRAINING_OPTIONS: dict[str, tuple[Any, Any]] = {
+    "hidden": (HiddenOpt, 2),
+    "lam": (LamOpt, 1.0),
+    "epochs": (EpochsOpt, 20),
+    "layers": (LayersOpt, "512,256"),
+    "recon": (ReconOpt, Recon.bernoulli),
+    "batch_size": (BatchOpt, 128),
+    "lr": (LrOpt, 1e-3),
+    "seed": (SeedOpt, 0),
+    "dataset": (DatasetOpt, DatasetName.mnist),
+    "binarize": (BinarizeOpt, False),
+    "device": (DeviceOpt, Device.auto),
+    "data_dir": (DataDirOpt, None),
+    "download": (DownloadOpt, False),
+    "runs_dir": (RunsDirOpt, None),
+    "force": (ForceOpt, False),
+}
+
+
+@dataclass(frozen=True)
+class TrainingOptions:
+    """What the training options say: a config, and where and how to train it."""
+
+    config: TrainConfig
+    device: str
+    data_dir: Path | None
+    download: bool | None  # None: only into the default data folder
+    runs_dir: Path | None
+    force: bool
+
+    @classmethod
+    def from_values(cls, v: dict[str, Any]) -> "TrainingOptions":
+        config = TrainConfig(
+            model=ModelConfig(
+                latent_dim=v["hidden"], hidden_layers=parse_ints(v["layers"], "--layers"), recon=v["recon"].value
+            ),
+            lam=v["lam"],
+            epochs=v["epochs"],
+            batch_size=v["batch_size"],
+            lr=v["lr"],
+            seed=v["seed"],
+            dataset=v["dataset"].value,
+            binarize=v["binarize"],
+        )
+        return cls(config, v["device"].value, v["data_dir"], v["download"] or None, v["runs_dir"], v["force"])
+
+
+def training_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add every training option to `command`, which receives them as `options: TrainingOptions`.
+
+    Typer reads a command's parameters from its signature, so the wrapper's
+    signature is the command's own parameters followed by the shared ones.
+    """
+    own = [p for p in inspect.signature(command).parameters.values() if p.name != "options"]
+    shared = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
+        for name, (annotation, default) in TRAINING_OPTIONS.items()
+    ]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> Any:
+        values = {name: kwargs.pop(name) for name in TRAINING_OPTIONS}
+        return command(options=TrainingOptions.from_values(values), **kwargs)
+
+    parameters = own + shared
+    wrapper.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
+    return wrapper
+
+
+def train_with_display(options: TrainingOptions, display: "TrainingDisplay", out: Path | None = None) -> "Outcome":
+    """The run for `options`: reused from the store, or trained with progress shown by `display`."""
+    from vaecli.runs import train_or_reuse
+
+    try:
+        return train_or_reuse(
+            options.config,
+            out=out,
+            store=options.runs_dir,
+            force=options.force,
+            device=options.device,
+            data_dir=options.data_dir,
+            download=options.download,
+            observer=display,
+        )
+    finally:
+        display.close()
+
+
+def obtain_run(options: TrainingOptions, model: Path | None, console: Console) -> "Run":
+    """The model a command works on: `--model` if given, else the store's run for the options."""
+    if model is not None:
+        from vaecli.checkpoint import load_run
+
+        return load_run(model)
+    from vaecli.cli.display import TrainingDisplay
+
+    outcome = train_with_display(options, TrainingDisplay(console))
+    if outcome.reused:
+        console.print(f"Using the finished run {outcome.run.path}")
+    return outcome.run
