@@ -1,6 +1,7 @@
 """The command line through typer's CliRunner: files written, exit codes, one-line errors."""
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -155,3 +156,21 @@ def test_library_example_runs(tiny_mnist, tmp_path, capsys):
         sys.argv = argv
     assert (tmp_path / "runs" / "from-python" / "model.safetensors").is_file()
     assert "decodes identically: True" in capsys.readouterr().out
+
+
+def test_info_and_runs(tiny_mnist, tmp_path):
+    store = tmp_path / "store"
+    assert invoke("train", *TINY, "--data-dir", tiny_mnist, "--runs-dir", store, "--lam", "5").exit_code == 0
+    (run,) = store.iterdir()
+    shown = invoke("info", run)
+    assert shown.exit_code == 0 and "lam=5" in shown.stdout and "model.safetensors" in shown.stdout
+    data = json.loads(invoke("info", run, "--json").stdout)
+    assert data["config"]["lam"] == 5.0 and data["epochs_trained"] == 1
+    assert set(data["files"]) == {"model.safetensors", "metrics.json", "loss.png"}
+    (store / "half-done").mkdir()
+    listed = json.loads(invoke("runs", "--runs-dir", store, "--json").stdout)
+    assert {Path(e["path"]).name for e in listed} == {run.name, "half-done"}
+    assert next(e for e in listed if e["path"] == str(run))["final"]["test_neg_elbo"] > 0
+    table = invoke("runs", "--runs-dir", store)
+    assert run.name in table.stdout and "unfinished" in table.stdout
+    assert "No runs" in invoke("runs", "--runs-dir", tmp_path / "empty").stdout

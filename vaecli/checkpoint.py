@@ -108,9 +108,8 @@ def read_config(path: Path) -> TrainConfig:
         raise CheckpointError(f"{path}: bad config in metadata: {e}") from e
 
 
-def _load_weights(path: Path, model: VAE) -> None:
-    """Copy the file's tensors into `model`, checking names, shapes and dtypes first."""
-    expected = model.state_dict()
+def _check_tensors(path: Path, expected: dict[str, torch.Size]) -> None:
+    """The file's tensor names, shapes and dtypes must be exactly what its config builds."""
     try:
         with safe_open(str(path), framework="pt") as f:
             names = set(f.keys())
@@ -120,17 +119,34 @@ def _load_weights(path: Path, model: VAE) -> None:
                     f"{path}: tensors do not match its config "
                     f"(missing {missing or 'none'}, unexpected {extra or 'none'})"
                 )
-            for name, target in expected.items():
+            for name, shape in expected.items():
                 piece = f.get_slice(name)
-                shape, dtype = tuple(piece.get_shape()), piece.get_dtype()
-                if shape != tuple(target.shape) or dtype != "F32":
+                found, dtype = tuple(piece.get_shape()), piece.get_dtype()
+                if found != tuple(shape) or dtype != "F32":
                     raise CheckpointError(
-                        f"{path}: tensor {name} is {dtype} {list(shape)}, its config needs F32 {list(target.shape)}"
+                        f"{path}: tensor {name} is {dtype} {list(found)}, its config needs F32 {list(shape)}"
                     )
-            state = {name: f.get_tensor(name) for name in expected}
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{path}: cannot read tensors ({e})") from e
-    model.load_state_dict(state)
+
+
+def _load_weights(path: Path, config: TrainConfig) -> VAE:
+    """The model the file holds, built only once its tensors are known to fit the config.
+
+    The shapes the config implies come from a model on the meta device, which
+    allocates nothing, so a forged config cannot make us allocate a forged size:
+    the file's own tensors, already bounded by its length, must match first.
+    """
+    with torch.device("meta"):
+        expected = {name: t.shape for name, t in VAE(config.model).state_dict().items()}
+    _check_tensors(path, expected)
+    model = VAE(config.model)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            model.load_state_dict({name: f.get_tensor(name) for name in expected})
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: cannot read tensors ({e})") from e
+    return model
 
 
 def _read_history(path: Path) -> tuple[list[EpochRecord], dict[str, Any]]:
@@ -150,8 +166,7 @@ def load_run(path: Path | str, device: str | torch.device = "cpu") -> Run:
     """
     model_path = _model_path(Path(path))
     config = read_config(model_path)
-    model = VAE(config.model)
-    _load_weights(model_path, model)
+    model = _load_weights(model_path, config)
     folder = model_path.parent
     metrics_path = folder / METRICS_FILE
     history: list[EpochRecord] = []
@@ -161,3 +176,28 @@ def load_run(path: Path | str, device: str | torch.device = "cpu") -> Run:
             raise CheckpointError(f"{metrics_path}: missing (the run folder is incomplete)")
         history, info = _read_history(metrics_path)
     return Run(folder, config, model.to(device).eval(), history, info)
+
+
+def run_info(path: Path | str) -> dict[str, Any]:
+    """What `vaecli info` shows: config, final metrics, timings, files and versions, as JSON-ready data."""
+    path = Path(path)
+    run = load_run(path)
+    shown = (
+        [path]
+        if path.is_file()
+        else sorted(p for p in run.path.iterdir() if p.is_file() and not p.name.startswith("."))
+    )
+    seconds = [r.seconds for r in run.history]
+    return {
+        "path": str(path),
+        "vaecli_version": run.info.get("vaecli_version"),
+        "config": run.config.to_dict(),
+        "parameters": sum(p.numel() for p in run.model.parameters()),
+        "epochs_trained": len(run.history),
+        "final": run.final.to_dict() if run.final else None,
+        "train_seconds": run.info.get("train_seconds"),
+        "seconds_per_epoch": sum(seconds) / len(seconds) if seconds else None,
+        "device": run.info.get("device"),
+        "data": run.info.get("data"),
+        "files": {p.name: p.stat().st_size for p in shown},
+    }

@@ -4,14 +4,15 @@ A run's folder is `<store>/<name>`, the name showing the config at a glance and
 ending in a hash of the full config, e.g. `h2-lam1-e20-s0-1a2b3c4d`.
 """
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from vaecli.checkpoint import MODEL_FILE, Run, load_run, read_config, save_run
+from vaecli.checkpoint import MODEL_FILE, Run, load_run, read_config, read_metadata, save_run
 from vaecli.config import TrainConfig
 from vaecli.data import Dataset, load_dataset
-from vaecli.errors import RunStoreError
+from vaecli.errors import RunStoreError, VaeError
 from vaecli.trainer import Observer, train
 
 
@@ -72,3 +73,36 @@ def train_or_reuse(
         data = load_dataset(config.dataset, data_dir, download_missing=download)
     result = train(config, data, device=device, observer=observer)
     return Outcome(save_run(folder, result), reused=False)
+
+
+@dataclass
+class StoredRun:
+    """One entry of the run store, read from headers only (no tensors loaded)."""
+
+    path: Path
+    config: TrainConfig | None
+    final: dict | None  # the last epoch's record, as in metrics.json
+    modified: float  # model.safetensors' mtime, seconds since the epoch
+    problem: str | None = None  # why the entry could not be read, if it could not
+
+
+def list_runs(store: Path | None = None) -> list[StoredRun]:
+    """Every run folder in the store, finished or not, newest first; unreadable ones say why."""
+    store = Path(store or default_store())
+    if not store.is_dir():
+        return []
+    entries = []
+    for folder in sorted(p for p in store.iterdir() if p.is_dir()):
+        model = folder / MODEL_FILE
+        if not model.is_file():
+            entries.append(StoredRun(folder, None, None, folder.stat().st_mtime, "unfinished: no model.safetensors"))
+            continue
+        try:
+            metadata = read_metadata(model)
+            config = read_config(model)
+            final = json.loads(metadata.get("metrics", "null"))
+        except (VaeError, json.JSONDecodeError) as e:
+            entries.append(StoredRun(folder, None, None, model.stat().st_mtime, str(e)))
+            continue
+        entries.append(StoredRun(folder, config, final if isinstance(final, dict) else None, model.stat().st_mtime))
+    return sorted(entries, key=lambda e: e.modified, reverse=True)

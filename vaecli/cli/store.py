@@ -1,0 +1,106 @@
+"""`vaecli info` and `vaecli runs`: what a run holds, and what the store holds."""
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from vaecli.cli.app import app
+from vaecli.cli.options import RunsDirOpt
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
+
+
+@app.command()
+def info(
+    run: Annotated[Path, typer.Argument(help="A run folder or a model.safetensors file.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a run's config, test metrics, training time, files and vaecli version."""
+    from vaecli.checkpoint import run_info
+
+    data = run_info(run)
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    config, model = data["config"], data["config"]["model"]
+    grid.add_row("run", data["path"])
+    grid.add_row(
+        "model",
+        f"H={model['latent_dim']}, layers {model['hidden_layers']}, {model['recon']} likelihood, "
+        f"{data['parameters']:,} parameters",
+    )
+    grid.add_row(
+        "training",
+        f"lam={config['lam']:g}, {config['epochs']} epochs, batch {config['batch_size']}, "
+        f"lr {config['lr']:g}, seed {config['seed']}, {config['dataset']}"
+        + (", binarized" if config["binarize"] else ""),
+    )
+    if data["final"]:
+        f = data["final"]
+        grid.add_row("test", f"recon {f['test_recon']:.2f}, KL {f['test_kl']:.2f}, -ELBO {f['test_neg_elbo']:.2f} nats")
+        grid.add_row(
+            "train", f"recon {f['train_recon']:.2f}, KL {f['train_kl']:.2f}, -ELBO {f['train_neg_elbo']:.2f} nats"
+        )
+    if data["train_seconds"] is not None:
+        grid.add_row(
+            "time", f"{data['train_seconds']:.1f} s, {data['seconds_per_epoch']:.2f} s per epoch on {data['device']}"
+        )
+    grid.add_row("files", ", ".join(f"{name} ({_size(n)})" for name, n in data["files"].items()))
+    grid.add_row("version", f"vaecli {data['vaecli_version']}")
+    Console().print(grid)
+
+
+@app.command()
+def runs(runs_dir: RunsDirOpt = None, as_json: JsonOpt = False) -> None:
+    """List the run store: one row per run, newest first."""
+    from vaecli.runs import default_store, list_runs
+
+    entries = list_runs(runs_dir)
+    if as_json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "path": str(e.path),
+                        "config": e.config.to_dict() if e.config else None,
+                        "final": e.final,
+                        "modified": e.modified,
+                        "problem": e.problem,
+                    }
+                    for e in entries
+                ],
+                indent=2,
+            )
+        )
+        return
+    console = Console()
+    if not entries:
+        console.print(f"No runs in {runs_dir or default_store()}.")
+        return
+    table = Table(title=f"runs in {runs_dir or default_store()}", title_justify="left")
+    table.add_column("name", no_wrap=True)
+    for column in ("H", "lam", "epochs", "test -ELBO", "date"):
+        table.add_column(column, justify="right")
+    for e in entries:
+        date = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.modified))
+        if e.config is None:
+            table.add_row(e.path.name, "", "", "", Text(e.problem, style="red"), date)
+            continue
+        score = f"{e.final['test_neg_elbo']:.2f}" if e.final else "?"
+        table.add_row(
+            e.path.name, str(e.config.model.latent_dim), f"{e.config.lam:g}", str(e.config.epochs), score, date
+        )
+    console.print(table)
