@@ -174,3 +174,20 @@ def test_info_and_runs(tiny_mnist, tmp_path):
     table = invoke("runs", "--runs-dir", store)
     assert run.name in table.stdout and "unfinished" in table.stdout
     assert "No runs" in invoke("runs", "--runs-dir", tmp_path / "empty").stdout
+
+
+def test_shell_completion_completes_commands_and_options(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    script = Path(sys.executable).parent / "vaecli"
+    assert script.is_file(), "the vaecli console script is installed with the package"
+
+    def complete(words: str) -> list[str]:
+        env = {**os.environ, "_VAECLI_COMPLETE": "complete_bash", "COMP_WORDS": words}
+        env["COMP_CWORD"] = str(len(words.split()) - 1)
+        return subprocess.run([script], env=env, capture_output=True, text=True, check=True).stdout.split()
+
+    assert "train" in complete("vaecli tr")
+    assert {"--lam", "--layers"} <= set(complete("vaecli train --la"))
