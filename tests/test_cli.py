@@ -191,3 +191,18 @@ def test_shell_completion_completes_commands_and_options(tmp_path):
 
     assert "train" in complete("vaecli tr")
     assert {"--lam", "--layers"} <= set(complete("vaecli train --la"))
+
+
+def test_eval_reports_every_metric(tiny_mnist, tmp_path):
+    out = tmp_path / "run"
+    assert invoke("train", *TINY, "--hidden", "3", "--data-dir", tiny_mnist, "--out", out).exit_code == 0
+    result = invoke("eval", out, "--iw-samples", "7", "--data-dir", tiny_mnist, "--device", "cpu", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["iw_samples"] == 7 and data["latent_dim"] == 3 and len(data["kl_per_dim"]) == 3
+    assert 0 <= data["active_units"] <= 3 and data["iw_nll"] > 0
+    assert data["neg_elbo"] == pytest.approx(data["recon"] + data["kl"])
+    table = invoke("eval", out, "--iw-samples", "7", "--data-dir", tiny_mnist, "--device", "cpu")
+    assert "IW bound on -log p(x), k=7" in table.stdout and "active units" in table.stdout
+    one_line_error(invoke("eval", out, "--iw-samples", "0", "--data-dir", tiny_mnist), "--iw-samples")
+    one_line_error(invoke("eval", tmp_path / "missing", "--data-dir", tiny_mnist), "no such file")

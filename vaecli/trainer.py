@@ -14,7 +14,7 @@ from vaecli.config import TrainConfig
 from vaecli.data import Dataset, load_dataset
 from vaecli.errors import ConfigError
 from vaecli.loss import vae_loss
-from vaecli.metrics import EpochRecord, Terms, evaluate
+from vaecli.metrics import EpochRecord, Terms, evaluate, scored_test_images
 from vaecli.model import VAE
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -73,15 +73,6 @@ def _optimizer(model: VAE, config: TrainConfig, device: torch.device) -> torch.o
     return torch.optim.Adam(model.parameters(), lr=config.lr, fused=fused)
 
 
-def _fixed_test_images(data: Dataset, config: TrainConfig, device: torch.device) -> torch.Tensor:
-    """The test images as scored every epoch: binarized once, with a fixed draw, when asked."""
-    images = data.test.images
-    if not config.binarize:
-        return images
-    generator = torch.Generator(device=device).manual_seed(config.seed + 1)
-    return torch.bernoulli(images, generator=generator)
-
-
 def train(
     config: TrainConfig,
     data: Dataset | None = None,
@@ -102,7 +93,7 @@ def train(
     optimizer = _optimizer(model, config, dev)
     shuffle_gen = torch.Generator().manual_seed(config.seed)
     noise_gen = torch.Generator(device=dev).manual_seed(config.seed)
-    test_images = _fixed_test_images(data, config, dev)
+    test_images = scored_test_images(data.test.images, config)
     train_images = data.train.images
     n, batch_size = len(train_images), config.batch_size
     steps = math.ceil(n / batch_size)

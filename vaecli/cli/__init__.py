@@ -5,7 +5,7 @@ its own and registers itself on `app` when imported here. torch and matplotlib
 are imported inside commands, so `vaecli --help` stays fast.
 """
 
-from vaecli.cli import store, train  # noqa: F401  (each registers its commands)
+from vaecli.cli import evaluate, store, train  # noqa: F401  (each registers its commands)
 from vaecli.cli.app import app
 
 

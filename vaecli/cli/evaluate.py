@@ -1,0 +1,65 @@
+"""`vaecli eval`: a run's test-set metrics, the importance-weighted bound included."""
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from vaecli.cli.app import app
+from vaecli.cli.options import DataDirOpt, Device, DeviceOpt, DownloadOpt
+
+
+@app.command("eval")
+def evaluate(
+    run: Annotated[Path, typer.Argument(help="A run folder or a model.safetensors file.")],
+    iw_samples: Annotated[
+        int,
+        typer.Option(min=1, max=100_000, help="Samples k of the importance-weighted bound (5000 in the literature)."),
+    ] = 100,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the sampling, so a result can be repeated.")] = 0,
+    device: DeviceOpt = Device.auto,
+    data_dir: DataDirOpt = None,
+    download: DownloadOpt = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
+) -> None:
+    """Test-set metrics of a run: recon, KL, -ELBO, an importance-weighted NLL bound, active units, KL per dimension."""
+    from rich.progress import Progress
+
+    from vaecli.checkpoint import load_run
+    from vaecli.data import load_dataset
+    from vaecli.metrics import ACTIVE_THRESHOLD, score_run
+    from vaecli.trainer import resolve_device
+
+    loaded = load_run(run)
+    data = load_dataset(loaded.config.dataset, data_dir, download_missing=download or None)
+    console = Console(quiet=as_json)
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task(f"IW bound, k={iw_samples}", total=len(data.test.images))
+        metrics = score_run(
+            loaded.model,
+            loaded.config,
+            data,
+            iw_samples,
+            seed,
+            resolve_device(device.value),
+            progress=lambda done, total: bar.update(task, completed=done),
+        )
+    if as_json:
+        print(json.dumps({"run": str(loaded.path), **metrics.to_dict()}, indent=2))
+        return
+    table = Table(title=f"test metrics of {loaded.path} (nats per image)", title_justify="left")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_row("reconstruction", f"{metrics.recon:.2f}")
+    table.add_row("KL to the prior", f"{metrics.kl:.2f}")
+    table.add_row("negative ELBO (1 sample)", f"{metrics.neg_elbo:.2f}")
+    table.add_row(f"IW bound on -log p(x), k={metrics.iw_samples}", f"{metrics.iw_nll:.2f}")
+    table.add_row("active units", f"{metrics.active_units} of {metrics.latent_dim}")
+    ranked = sorted(enumerate(metrics.kl_per_dim), key=lambda item: -item[1])
+    shown = ", ".join(f"z{d}: {kl:.2f}" for d, kl in ranked[:10]) + (" ..." if len(ranked) > 10 else "")
+    table.add_row("KL per dimension, largest first", shown)
+    console.print(table)
+    console.print(f"A unit is active when the variance of its mean code over the test set exceeds {ACTIVE_THRESHOLD}.")
