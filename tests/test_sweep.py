@@ -1,0 +1,83 @@
+import math
+
+import pytest
+
+from vaecli.config import ModelConfig, TrainConfig
+from vaecli.data import load_dataset
+from vaecli.errors import ConfigError
+from vaecli.sweep import Sweep, report, run_sweep, table_rows, to_csv, to_markdown
+
+BASE = TrainConfig(model=ModelConfig(latent_dim=2, hidden_layers=(16,)), epochs=1, batch_size=32)
+
+
+def test_members_are_the_cross_product_times_seeds():
+    sweep = Sweep(BASE, hidden=(2, 10), lams=(1.0, 5.0), seeds=(0, 1))
+    members = sweep.members()
+    assert len(members) == 8
+    assert [(m.model.latent_dim, m.lam, m.seed) for m in members[:3]] == [(2, 1.0, 0), (2, 1.0, 1), (2, 5.0, 0)]
+    assert all(m.epochs == 1 and m.model.hidden_layers == (16,) for m in members)
+    assert sweep.varies == ["H", "lam"]
+
+
+def test_unlisted_settings_take_the_base():
+    assert [m.model.latent_dim for m in Sweep(BASE, lams=(1.0, 40.0)).members()] == [2, 2]
+    assert [m.lam for m in Sweep(BASE, hidden=(2, 50)).members()] == [1.0, 1.0]
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"hidden": (2, 2)}, "--hidden lists a value twice"),
+        ({"seeds": ()}, "at least one seed"),
+    ],
+)
+def test_bad_sweeps_are_refused(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        Sweep(BASE, **kwargs)
+
+
+def test_invalid_member_values_fail_before_training():
+    with pytest.raises(ConfigError, match="latent_dim must be at least 1"):
+        Sweep(BASE, hidden=(2, 0)).members()
+    with pytest.raises(ConfigError, match="lam must be at least 0"):
+        Sweep(BASE, lams=(-1.0,)).members()
+
+
+def test_command_reproduces_the_sweep():
+    sweep = Sweep(BASE, lams=(1.0, 5.0, 10.0, 40.0), seeds=(0, 1))
+    assert sweep.command() == ("vaecli ablate --lam 1 5 10 40 --seeds 0 1 --epochs 1 --batch-size 32 --layers 16")
+    assert sweep.name().startswith("ablate-lam1-5-10-40-e1-")
+    assert Sweep(BASE, hidden=(2, 10)).name() != Sweep(BASE, hidden=(2, 25)).name()
+
+
+def test_a_sweep_trains_once_then_reuses(tiny_mnist, tmp_path):
+    data = load_dataset("mnist", tiny_mnist)
+    sweep = Sweep(BASE, lams=(1.0, 10.0), seeds=(0, 1))
+    seen = []
+    first = run_sweep(sweep, data, device="cpu", iw_samples=5, on_member=lambda i, c: seen.append((i, c.lam)))
+    assert seen == [(0, 1.0), (1, 1.0), (2, 10.0), (3, 10.0)]
+    assert not any(m.reused for m in first) and all(m.path.is_dir() for m in first)
+    second = run_sweep(sweep, data, device="cpu", iw_samples=5)
+    assert all(m.reused for m in second)
+    assert [m.metrics for m in second] == [m.metrics for m in first]
+
+    rows = table_rows(second, sweep)
+    assert [(r["H"], r["lam"], r["seeds"]) for r in rows] == [(2, 1.0, 2), (2, 10.0, 2)]
+    kl = [m.metrics.kl for m in second[:2]]
+    assert rows[0]["KL"] == pytest.approx(sum(kl) / 2) and rows[0]["KL_std"] > 0
+    assert "iw5_nll" in rows[0] and len(rows[0]["kl_per_dim"]) == 2
+
+    csv_text = to_csv(rows)
+    assert csv_text.splitlines()[0].startswith("H,lam,seeds,recon,recon_std,KL,KL_std")
+    markdown = to_markdown(rows)
+    assert "| H | lam | seeds |" in markdown and " ± " in markdown
+    text = report(sweep, rows, [("Random samples", "samples.png")])
+    assert sweep.command() in text and "![Random samples](samples.png)" in text and "MNIST" in text
+
+
+def test_one_seed_shows_active_units_out_of_h(tiny_mnist):
+    data = load_dataset("mnist", tiny_mnist)
+    sweep = Sweep(BASE, hidden=(2, 3))
+    rows = table_rows(run_sweep(sweep, data, device="cpu", iw_samples=3), sweep)
+    assert rows[0]["active_units"].endswith("/2") and rows[1]["active_units"].endswith("/3")
+    assert "KL_std" not in rows[0] and not math.isnan(rows[1]["neg_elbo"])

@@ -1,0 +1,234 @@
+"""Ablations: a base config varied over latent sizes, lam values and seeds.
+
+Each member is an ordinary run of the run store, so finished members are reused
+and an interrupted sweep resumes where it stopped. Members train one after
+another: on a CPU one member at batch 128 already keeps every core busy.
+"""
+
+import csv
+import hashlib
+import io
+import math
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from vaecli.config import DATASET_TITLES, TrainConfig
+from vaecli.data import Dataset
+from vaecli.errors import ConfigError
+from vaecli.metrics import RunMetrics, score_run
+from vaecli.runs import train_or_reuse
+from vaecli.trainer import Observer, resolve_device
+
+MAX_MEMBERS = 64  # beyond this a sweep needs an explicit yes
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """The base config and the values that vary; members are their cross product."""
+
+    base: TrainConfig
+    hidden: tuple[int, ...] = ()  # empty: the base's latent size
+    lams: tuple[float, ...] = ()  # empty: the base's lam
+    seeds: tuple[int, ...] = (0,)
+
+    def __post_init__(self) -> None:
+        if not self.seeds:
+            raise ConfigError("a sweep needs at least one seed")
+        for name, values in (("--hidden", self.hidden), ("--lam", self.lams), ("--seeds", self.seeds)):
+            if len(set(values)) != len(values):
+                raise ConfigError(f"{name} lists a value twice: {' '.join(f'{v:g}' for v in values)}")
+
+    @property
+    def settings(self) -> list[tuple[int, float]]:
+        """(latent size, lam) of each setting, in the order given."""
+        hidden = self.hidden or (self.base.model.latent_dim,)
+        lams = self.lams or (self.base.lam,)
+        return [(h, lam) for h in hidden for lam in lams]
+
+    def members(self) -> list[TrainConfig]:
+        """One config per setting and seed; invalid values fail here, before any training."""
+        return [
+            replace(self.base, model=replace(self.base.model, latent_dim=h), lam=lam, seed=seed)
+            for h, lam in self.settings
+            for seed in self.seeds
+        ]
+
+    @property
+    def varies(self) -> list[str]:
+        """What the sweep compares: 'H', 'lam' or both (a lone member still names its axis)."""
+        return [name for name, values in (("H", self.hidden), ("lam", self.lams)) if values] or ["H"]
+
+    def name(self) -> str:
+        """A folder name that says what was swept, with a hash of the whole sweep."""
+        parts = []
+        if self.hidden:
+            parts.append("h" + "-".join(map(str, self.hidden)))
+        if self.lams:
+            parts.append("lam" + "-".join(f"{v:g}" for v in self.lams))
+        digest = hashlib.sha256("".join(m.digest() for m in self.members()).encode()).hexdigest()[:8]
+        return f"ablate-{'-'.join(parts) or 'base'}-e{self.base.epochs}-{digest}"
+
+    def command(self) -> str:
+        """The `vaecli ablate` command line that reproduces this sweep exactly."""
+        default, base = TrainConfig(), self.base
+        words = ["vaecli", "ablate"]
+        if self.hidden:
+            words += ["--hidden", *map(str, self.hidden)]
+        elif base.model.latent_dim != default.model.latent_dim:
+            words += ["--hidden", str(base.model.latent_dim)]
+        if self.lams:
+            words += ["--lam", *(f"{v:g}" for v in self.lams)]
+        elif base.lam != default.lam:
+            words += ["--lam", f"{base.lam:g}"]
+        if self.seeds != (0,):
+            words += ["--seeds", *map(str, self.seeds)]
+        options = [
+            ("--epochs", base.epochs, default.epochs),
+            ("--batch-size", base.batch_size, default.batch_size),
+            ("--lr", base.lr, default.lr),
+            ("--recon", base.model.recon, default.model.recon),
+            ("--dataset", base.dataset, default.dataset),
+        ]
+        for flag, value, usual in options:
+            if value != usual:
+                words += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+        if base.model.hidden_layers != default.model.hidden_layers:
+            words += ["--layers", *map(str, base.model.hidden_layers)]
+        if base.binarize:
+            words.append("--binarize")
+        return " ".join(words)
+
+
+@dataclass
+class Member:
+    """One trained member of a sweep and its test metrics."""
+
+    config: TrainConfig
+    path: Path
+    metrics: RunMetrics
+    train_seconds: float
+    reused: bool
+    history: list = field(default_factory=list)  # EpochRecords, for the curves figure
+
+    def label(self, varies: Sequence[str]) -> str:
+        parts = {"H": f"H={self.config.model.latent_dim}", "lam": f"lam={self.config.lam:g}"}
+        return ", ".join(parts[v] for v in varies)
+
+
+def run_sweep(
+    sweep: Sweep,
+    data: Dataset,
+    *,
+    store: Path | None = None,
+    device: str = "auto",
+    iw_samples: int = 100,
+    force: bool = False,
+    observer: Observer | None = None,
+    on_member: Callable[[int, TrainConfig], None] | None = None,
+) -> list[Member]:
+    """Train (or reuse from the store) and score every member, in order.
+
+    A member is saved as soon as it finishes, so an interrupted sweep keeps
+    them; running it again trains only the rest.
+    """
+    dev = resolve_device(device)
+    members = []
+    for index, config in enumerate(sweep.members()):
+        if on_member is not None:
+            on_member(index, config)
+        outcome = train_or_reuse(config, store=store, force=force, device=device, data=data, observer=observer)
+        run = outcome.run
+        metrics = score_run(run.model, config, data, iw_samples, seed=config.seed, device=dev)
+        run.model.cpu()
+        seconds = float(run.info.get("train_seconds") or 0.0)
+        members.append(Member(config, run.path, metrics, seconds, outcome.reused, list(run.history)))
+    return members
+
+
+# the columns of the metrics table: (name, value of a member)
+def _columns(iw_samples: int) -> list[tuple[str, Callable[[Member], float]]]:
+    return [
+        ("recon", lambda m: m.metrics.recon),
+        ("KL", lambda m: m.metrics.kl),
+        ("neg_elbo", lambda m: m.metrics.neg_elbo),
+        (f"iw{iw_samples}_nll", lambda m: m.metrics.iw_nll),
+        ("active_units", lambda m: m.metrics.active_units),
+        ("train_seconds", lambda m: m.train_seconds),
+    ]
+
+
+def table_rows(members: list[Member], sweep: Sweep) -> list[dict[str, Any]]:
+    """One row per setting: each metric's mean over seeds, and its standard deviation when seeds > 1."""
+    iw = members[0].metrics.iw_samples if members else 0
+    rows = []
+    for h, lam in sweep.settings:
+        group = [m for m in members if m.config.model.latent_dim == h and m.config.lam == lam]
+        row: dict[str, Any] = {"H": h, "lam": lam, "seeds": len(group)}
+        for name, value in _columns(iw):
+            values = [float(value(m)) for m in group]
+            row[name] = statistics.fmean(values)
+            if len(sweep.seeds) > 1:
+                row[f"{name}_std"] = statistics.stdev(values) if len(values) > 1 else math.nan
+        row["active_units"] = f"{row['active_units']:g}/{h}" if len(sweep.seeds) == 1 else row["active_units"]
+        row["kl_per_dim"] = [statistics.fmean(d) for d in zip(*(m.metrics.kl_per_dim for m in group), strict=True)]
+        rows.append(row)
+    return rows
+
+
+def to_csv(rows: list[dict[str, Any]]) -> str:
+    """The table as CSV; the per-dimension KL list is left to the JSON."""
+    fields = [k for k in rows[0] if k != "kl_per_dim"] if rows else []
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items() if k in fields})
+    return buffer.getvalue()
+
+
+def to_markdown(rows: list[dict[str, Any]]) -> str:
+    """The table as GitHub Markdown, mean ± std when there are several seeds."""
+    fields = [k for k in rows[0] if k != "kl_per_dim" and not k.endswith("_std")] if rows else []
+    lines = ["| " + " | ".join(fields) + " |", "|" + "---|" * len(fields)]
+    for row in rows:
+        cells = []
+        for k in fields:
+            value = row[k]
+            if isinstance(value, float):
+                text = f"{value:g}" if k == "lam" else f"{value:.2f}"
+            else:
+                text = str(value)
+            if f"{k}_std" in row and not math.isnan(row[f"{k}_std"]):
+                text += f" ± {row[f'{k}_std']:.2f}"
+            cells.append(text)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def report(sweep: Sweep, rows: list[dict[str, Any]], figures: Sequence[tuple[str, str]]) -> str:
+    """report.md: what was compared, on which data, the figures, the table and the command."""
+    base = sweep.base
+    data = DATASET_TITLES[base.dataset] + (" (dynamically binarized)" if base.binarize else " (pixels in [0, 1])")
+    layers = "-".join(map(str, base.model.hidden_layers))
+    lines = [
+        f"# VAE ablation over {' and '.join(sweep.varies)}",
+        "",
+        f"Data: {data}. Model: 784-{layers}-H, {base.model.recon} likelihood; {base.epochs} epochs, batch "
+        f"{base.batch_size}, Adam lr {base.lr:g}; seeds {', '.join(map(str, sweep.seeds))}.",
+        "",
+        "Reproduce with:",
+        "",
+        "```bash",
+        sweep.command(),
+        "```",
+        "",
+        "## Metrics (test set, nats per image)",
+        "",
+        to_markdown(rows),
+    ]
+    for title, filename in figures:
+        lines += [f"## {title}", "", f"![{title}]({filename})", ""]
+    return "\n".join(lines)
