@@ -123,7 +123,9 @@ def _parse_range(text: str | None) -> tuple[float, float] | None:
         return None
     values = parse_floats(text, "--range")
     if len(values) != 2 or not values[0] < values[1]:
-        raise typer.BadParameter(f"give two numbers LO HI with LO < HI, e.g. --range -3 3; got {text!r}", "--range")
+        raise typer.BadParameter(
+            f"give two numbers LO HI with LO < HI, e.g. --range -3 3; got {text!r}", param_hint="--range"
+        )
     return values[0], values[1]
 
 
