@@ -83,11 +83,14 @@ def loss_curves(history: list[EpochRecord], config: TrainConfig) -> Figure:
 # ---------------------------------------------------------------- figures of a trained model
 #
 # draw_* functions draw one panel onto a given Axes (to compose figures, e.g. one
-# panel per model side by side) and return what they decoded; the full-figure
-# functions build on them and add a title naming the model.
+# panel per model side by side) and return what they decoded. The full-figure
+# functions build on them, add a title naming the model, and size each mosaic
+# to a whole number of screen pixels per image pixel at save()'s dpi, so digits
+# stay crisp (nearest-neighbour) and PNGs small.
 
 CMAP = "gray"  # pixel means: 0 black, 1 white, as MNIST is stored
 MINUS = "\N{MINUS SIGN}"
+DPI = 120  # save()'s default, which the full figures are laid out for
 
 
 def run_label(run: "Run") -> str:
@@ -100,11 +103,9 @@ def run_label(run: "Run") -> str:
 
 
 def _number(value: float) -> str:
-    return f"{value:.2f}".replace("-", MINUS)
-
-
-def _title(fig: Figure, what: str, run: "Run") -> None:
-    fig.suptitle(f"{what}\n{run_label(run)}", fontsize=10.5)
+    """2.5 -> '2.50', -1.2 -> '\N{MINUS SIGN}1.20', as matplotlib writes numbers; never '\N{MINUS SIGN}0.00'."""
+    text = f"{float(value):.2f}"
+    return "0.00" if text == "-0.00" else text.replace("-", MINUS)
 
 
 def _show(ax: Axes, mosaic: torch.Tensor, **kwargs: Any) -> None:
@@ -118,10 +119,53 @@ def _tick_indices(n: int, max_ticks: int) -> list[int]:
     return list(range(offset, n, step))
 
 
-def draw_samples(ax: Axes, model: VAE, n: int = 64, nrow: int | None = None, seed: int = 0) -> torch.Tensor:
-    """n decodes of z ~ N(0, I) as a mosaic on `ax`; returns the codes z (n, H)."""
+def _scale(mosaic: torch.Tensor, target: int) -> int:
+    """Screen pixels per image pixel that bring the mosaic's longer side nearest `target` pixels."""
+    return max(1, round(target / max(mosaic.shape)))
+
+
+class _Layout:
+    """A figure of fixed margins (inches) around panels of exact pixel sizes, placed left to right."""
+
+    def __init__(
+        self, panels: list[tuple[int, int]], left: float, right: float, bottom: float, top: float, gap: float = 0.0
+    ):
+        self.sizes = [(w / DPI, h / DPI) for w, h in panels]  # (width, height) in inches
+        self.width = left + sum(w for w, _ in self.sizes) + gap * (len(panels) - 1) + right
+        self.height = bottom + max(h for _, h in self.sizes) + top
+        self.left, self.bottom, self.gap = left, bottom, gap
+        self.fig = plt.figure(figsize=(self.width, self.height))
+
+    def axes(self) -> list[Axes]:
+        """One Axes per panel, top-aligned."""
+        x, top = self.left, self.bottom + max(h for _, h in self.sizes)
+        placed = []
+        for w, h in self.sizes:
+            placed.append(self.fig.add_axes((x / self.width, (top - h) / self.height, w / self.width, h / self.height)))
+            x += w + self.gap
+        return placed
+
+    def title(self, what: str, run: "Run", over: Axes) -> None:
+        """Centred over the Axes `over`."""
+        box = over.get_position()
+        self.fig.suptitle(f"{what}\n{run_label(run)}", x=(box.x0 + box.x1) / 2, y=1 - 0.1 / self.height, fontsize=10.5)
+
+
+def _pixels(mosaic: torch.Tensor, scale: int) -> tuple[int, int]:
+    return mosaic.shape[1] * scale, mosaic.shape[0] * scale
+
+
+def _samples_mosaic(model: VAE, n: int, nrow: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     images, z = latent.sample_images(model, n, seed)
-    _show(ax, latent.tile(images, nrow or latent.default_nrow(n), pad=2))
+    return latent.tile(images, nrow or latent.default_nrow(n), pad=2), z
+
+
+def draw_samples(
+    ax: Axes, model: VAE, n: int = 64, nrow: int | None = None, seed: int = 0, interpolation: str = "antialiased"
+) -> torch.Tensor:
+    """n decodes of z ~ N(0, I) as a mosaic on `ax`; returns the codes z (n, H)."""
+    mosaic, z = _samples_mosaic(model, n, nrow, seed)
+    _show(ax, mosaic, interpolation=interpolation)
     ax.set_axis_off()
     return z
 
@@ -134,14 +178,15 @@ def draw_manifold(
     value_range: tuple[float, float] | None = None,
     max_ticks: int = 20,
     fontsize: float = 7,
+    interpolation: str = "antialiased",
 ) -> latent.LatentGrid:
     """The decoded n x n grid of z on `ax`, each tile at its z; the ticks carry the z values.
 
-    Tile (row r, column c) spans [c, c + 1] x [n - 1 - r, n - r] in axes data
-    units; the tick at its centre is labelled with its z value.
+    Tile (row r, column c) spans [c, c + 1] x [n - 1 - r, n - r] in data units;
+    the tick at its centre is labelled with its z value.
     """
     mosaic, grid = latent.manifold_image(model, n, dims, value_range)
-    _show(ax, mosaic, extent=(0, n, 0, n))
+    _show(ax, mosaic, extent=(0, n, 0, n), interpolation=interpolation)
     ticks = _tick_indices(n, max_ticks)
     centres = [i + 0.5 for i in ticks]
     rotate = 90 if len(ticks) > 10 else 0
@@ -161,50 +206,57 @@ def _grid_rule(grid: latent.LatentGrid) -> str:
 
 def samples(run: "Run", n: int = 64, nrow: int | None = None, seed: int = 0) -> Figure:
     """Figure 2 of the homework: images decoded from random latent points z ~ N(0, I)."""
-    nrow = nrow or latent.default_nrow(n)
-    rows = math.ceil(n / nrow)
-    fig, ax = plt.subplots(figsize=(max(4.5, 0.75 * nrow), 0.75 * rows + 0.9), layout="constrained")
-    draw_samples(ax, run.model, n, nrow, seed)
-    _title(fig, f"{n} images decoded from z ~ N(0, I) (pixel means, seed {seed})", run)
-    return fig
+    mosaic, _ = _samples_mosaic(run.model, n, nrow, seed)
+    layout = _Layout([_pixels(mosaic, _scale(mosaic, 700))], left=0.1, right=0.1, bottom=0.1, top=0.65)
+    (ax,) = layout.axes()
+    draw_samples(ax, run.model, n, nrow, seed, interpolation="nearest")
+    layout.title(f"{n} images decoded from z ~ N(0, I) (pixel means, seed {seed})", run, ax)
+    return layout.fig
 
 
 def latent_grid(
     run: "Run", n: int = 20, dims: tuple[int, int] = (0, 1), value_range: tuple[float, float] | None = None
 ) -> Figure:
     """Figure 3 of the homework: the 2-D latent manifold, each decoded tile placed at its z."""
-    side = min(9.0, max(4.5, 0.4 * n))
-    fig, ax = plt.subplots(figsize=(side + 0.6, side + 1.0), layout="constrained")
-    grid = draw_manifold(ax, run.model, n, dims, value_range)
-    what = f"Latent manifold: {n} x {n} decodes, {_grid_rule(grid)}"
+    mosaic, _ = latent.manifold_image(run.model, n, dims, value_range)
     others = run.config.model.latent_dim - 2
+    layout = _Layout(
+        [_pixels(mosaic, _scale(mosaic, 1000))], left=0.75, right=0.15, bottom=0.75, top=0.85 if others else 0.65
+    )
+    (ax,) = layout.axes()
+    grid = draw_manifold(ax, run.model, n, dims, value_range, interpolation="nearest")
+    what = f"Latent manifold: {n} x {n} decodes, {_grid_rule(grid)}"
     if others:
         what += f"\nz[{grid.dims[0]}] and z[{grid.dims[1]}] vary; the other {others} dimensions are held at 0"
-    _title(fig, what, run)
-    return fig
+    layout.title(what, run, ax)
+    return layout.fig
+
+
+def _hide_frame(ax: Axes) -> None:
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
 
 
 def reconstructions(run: "Run", images: torch.Tensor, n: int = 32, nrow: int = 8, seed: int = 0) -> Figure:
     """n test images (picked by `seed` from images (N, D)), each row of them above its reconstructions."""
     chosen = images[latent.pick(len(images), n, seed)]
-    mosaic = latent.reconstruction_image(run.model, chosen, nrow)
+    pad, gap = 1, 6
+    mosaic = latent.reconstruction_image(run.model, chosen, nrow, pad=pad, gap=gap)
+    layout = _Layout([_pixels(mosaic, _scale(mosaic, 750))], left=0.6, right=0.1, bottom=0.1, top=0.65)
+    (ax,) = layout.axes()
+    _show(ax, mosaic, interpolation="nearest")
     h = run.config.model.image_shape[0]
-    pairs = math.ceil(len(chosen) / nrow)
-    fig, ax = plt.subplots(figsize=(0.75 * nrow + 1.2, 1.5 * pairs + 1.0), layout="constrained")
-    _show(ax, mosaic)
-    # label each row at its centre: pairs are (h + 1 + h) tall, 6 pixels apart
     centres, names = [], []
-    for k in range(pairs):
-        top = k * (2 * h + 1 + 6)
-        centres += [top + h / 2 - 0.5, top + h + 1 + h / 2 - 0.5]
+    for k in range(math.ceil(len(chosen) / nrow)):
+        top = k * (2 * h + pad + gap)
+        centres += [top + (h - 1) / 2, top + h + pad + (h - 1) / 2]
         names += ["input", "recon"]
     ax.set_yticks(centres, names, fontsize=8)
     ax.set_xticks([])
-    ax.tick_params(length=0)
-    for spine in ax.spines.values():
-        spine.set_visible(False)
-    _title(fig, f"Test images (input) and their mean decodings (recon), seed {seed}", run)
-    return fig
+    _hide_frame(ax)
+    layout.title(f"Test images (input) and their mean decodings (recon), seed {seed}", run, ax)
+    return layout.fig
 
 
 def traversals(
@@ -222,52 +274,46 @@ def traversals(
     """
     model = run.model
     if not 0 <= index < len(images):
-        raise ConfigError(
-            f"image index {index} is out of range: the test set has {len(images)} images (0 to {len(images) - 1})"
-        )
+        raise ConfigError(f"image index {index} is out of range: the test set has {len(images)} images")
     mu, logvar = latent.encode_means(model, images)
     kl = latent.kl_per_dim(mu, logvar)
     dims = latent.top_dims(kl, top)
     values = latent.sweep_values(steps)
-    mosaic = latent.traversal_image(model, mu[index], dims, values)
+    pad = 1
+    mosaic = latent.traversal_image(model, mu[index], dims, values, pad=pad)
     h, w = model.config.image_shape
     source = images[index].detach().cpu().float().reshape(h, w)
+    scale = _scale(mosaic, 1000)
 
-    fig, (ax_in, ax) = plt.subplots(
-        1,
-        2,
-        figsize=(0.62 * steps + 3.2, 0.62 * len(dims) + 1.6),
-        width_ratios=[1, steps],
-        layout="constrained",
+    layout = _Layout(
+        [_pixels(source, scale), _pixels(mosaic, scale)], left=0.1, right=0.15, bottom=0.6, top=1.2, gap=1.35
     )
-    _show(ax_in, source)
+    ax_in, ax = layout.axes()
+    _show(ax_in, source, interpolation="nearest")
     digit = f" (a {int(labels[index])})" if labels is not None else ""
     ax_in.set_title(f"test image\n#{index}{digit}", fontsize=8)
     ax_in.set_axis_off()
-    ax_in.set_anchor("N")
 
-    _show(ax, mosaic)
-    ax.set_xticks([c * (w + 1) + w / 2 - 0.5 for c in range(steps)], [_number(v) for v in values], fontsize=7)
+    _show(ax, mosaic, interpolation="nearest")
+    ax.set_xticks([c * (w + pad) + (w - 1) / 2 for c in range(steps)], [_number(v) for v in values], fontsize=7)
     ax.set_xlabel("value of the swept dimension")
-    centres = [r * (h + 1) + h / 2 - 0.5 for r in range(len(dims))]
-    names = [f"z[{d}]  KL {kl[d]:.2f}" if kl[d] >= latent.INACTIVE_KL else f"z[{d}]  inactive" for d in dims]
+    active = latent.active_dims(kl)
+    centres = [r * (h + pad) + (h - 1) / 2 for r in range(len(dims))]
+    names = [f"z[{d}]  KL {kl[d]:.2f}" if active[d] else f"z[{d}]  inactive" for d in dims]
     ax.set_yticks(centres, names, fontsize=8)
     for tick, d in zip(ax.get_yticklabels(), dims, strict=True):
-        if kl[d] < latent.INACTIVE_KL:
+        if not active[d]:
             tick.set_color("0.55")
-    ax.tick_params(length=0)
-    for spine in ax.spines.values():
-        spine.set_visible(False)
-    inactive = int((~latent.active_dims(kl)).sum())
+    _hide_frame(ax)
     which = f"the {len(dims)} dimensions with the largest KL" if top is not None else "each latent dimension"
-    _title(
-        fig,
-        f"Latent traversals: {which} swept from {_number(values[0])} to {_number(values[-1])}, the others at "
-        f"the mean code of test image #{index}\naverage KL per dimension on the test set; "
-        f"{inactive} of {len(kl)} dimensions inactive (KL < {latent.INACTIVE_KL:g} nats)",
+    layout.title(
+        f"Latent traversals: {which} swept from {_number(values[0])} to {_number(values[-1])},\nthe others at "
+        f"the mean code of test image #{index}; KL is the average on the test set;\n"
+        f"{int((~active).sum())} of {len(kl)} dimensions inactive (KL < {latent.INACTIVE_KL:g} nats)",
         run,
+        ax,
     )
-    return fig
+    return layout.fig
 
 
 def draw_latent(ax: Axes, model: VAE, images: torch.Tensor, labels: torch.Tensor) -> latent.Projection:
@@ -281,12 +327,13 @@ def draw_latent(ax: Axes, model: VAE, images: torch.Tensor, labels: torch.Tensor
         coords = np.stack([coords[:, 0], (labels.double() + jitter).numpy()], axis=1)
     # one scatter in a fixed shuffled order, so no digit is painted over all the others
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0)).numpy()
-    colours = plt.get_cmap("tab10")(labels.numpy() % 10)
+    palette = plt.get_cmap("tab10")
+    colours = palette(labels.numpy() % 10)
     ax.scatter(coords[order, 0], coords[order, 1], c=colours[order], s=2, alpha=0.6, linewidths=0, rasterized=True)
     ax.set_xlabel(projection.axis_labels[0])
     ax.set_ylabel(projection.axis_labels[1] if len(projection.axis_labels) > 1 else "digit (jittered)")
     handles = [
-        Line2D([], [], marker="o", linestyle="", color=plt.get_cmap("tab10")(d), label=str(d))
+        Line2D([], [], marker="o", linestyle="", color=palette(d % 10), label=str(d))
         for d in sorted(set(labels.tolist()))
     ]
     ax.legend(handles=handles, title="digit", fontsize=8, title_fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
@@ -299,5 +346,9 @@ def latent_scatter(run: "Run", images: torch.Tensor, labels: torch.Tensor) -> Fi
     fig, ax = plt.subplots(figsize=(7.2, 6.0), layout="constrained")
     projection = draw_latent(ax, run.model, images, labels)
     where = "first two principal components of " if projection.explained else ""
-    _title(fig, f"Latent space: {where}the mean codes mu(x) of {len(images):,} test images, coloured by digit", run)
+    fig.suptitle(
+        f"Latent space: {where}the mean codes mu(x) of {len(images):,} test images, coloured by digit\n"
+        f"{run_label(run)}",
+        fontsize=10.5,
+    )
     return fig
