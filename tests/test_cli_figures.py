@@ -159,7 +159,7 @@ def test_bad_input_gives_one_line(command, args, fragments, tiny):
 def test_unwritable_out_gives_one_line(tiny, tmp_path):
     blocker = tmp_path / "notes.txt"
     blocker.write_text("keep me")
-    one_line_error(draw(tiny, "grid", "--out", blocker / "grid.png"), "cannot write", str(blocker))
+    one_line_error(draw(tiny, "grid", "--n", "2", "--out", blocker / "grid.png"), "cannot write", str(blocker))
     assert blocker.read_text() == "keep me"
 
 
@@ -183,3 +183,15 @@ def test_figure_commands_show_in_help():
     result = CliRunner().invoke(__import__("vaecli.cli", fromlist=["app"]).app, ["--help"])
     for command in COMMANDS:
         assert command in result.stdout
+
+
+@pytest.mark.slow
+def test_every_command_on_real_mnist(mnist_dir, tmp_path):
+    options = ["--epochs", "1", "--layers", "64", "--device", "cpu", "--data-dir", mnist_dir, "--runs-dir", tmp_path]
+    first = invoke("grid", *options)
+    assert first.exit_code == 0 and "Training a VAE" in first.stdout, first.output
+    (folder,) = tmp_path.iterdir()
+    for command in COMMANDS[:1] + COMMANDS[2:]:
+        result = invoke(command, *options)
+        assert result.exit_code == 0 and "Using the finished run" in result.stdout, result.output
+    assert {f"{c}.png" for c in COMMANDS} <= {p.name for p in folder.iterdir()}
