@@ -43,7 +43,8 @@ class Run:
 
     @property
     def final(self) -> EpochRecord | None:
-        return self.history[-1] if self.history else None
+        """The last epoch's record: from the history, else (a lone checkpoint file) its metadata."""
+        return self.history[-1] if self.history else self.info.get("final")
 
 
 def save_run(folder: Path, result: TrainResult) -> Run:
@@ -159,6 +160,16 @@ def _read_history(path: Path) -> tuple[list[EpochRecord], dict[str, Any]]:
     return history, info
 
 
+def _final_from_metadata(path: Path, metadata: dict[str, str]) -> EpochRecord | None:
+    """The last epoch's record stored in the checkpoint's metadata, None when absent."""
+    if "metrics" not in metadata:
+        return None
+    try:
+        return EpochRecord.from_dict(json.loads(metadata["metrics"]))
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: bad metrics in metadata ({e.__class__.__name__}: {e})") from e
+
+
 def load_run(path: Path | str, device: str | torch.device = "cpu") -> Run:
     """Load a run folder or a model.safetensors file into a ready model in eval mode.
 
@@ -170,11 +181,15 @@ def load_run(path: Path | str, device: str | torch.device = "cpu") -> Run:
     folder = model_path.parent
     metrics_path = folder / METRICS_FILE
     history: list[EpochRecord] = []
-    info: dict[str, Any] = {"vaecli_version": read_metadata(model_path).get("vaecli_version")}
+    metadata = read_metadata(model_path)
+    info: dict[str, Any] = {"vaecli_version": metadata.get("vaecli_version")}
     if Path(path).is_dir() or metrics_path.is_file():
         if not metrics_path.is_file():
             raise CheckpointError(f"{metrics_path}: missing (the run folder is incomplete)")
         history, info = _read_history(metrics_path)
+    else:
+        # a lone file still knows its final test terms, e.g. for a figure's title
+        info["final"] = _final_from_metadata(model_path, metadata)
     return Run(folder, config, model.to(device).eval(), history, info)
 
 

@@ -1,21 +1,32 @@
 """Figures of a trained VAE, returned as matplotlib Figures; save() writes them atomically.
 
-Headless: the Agg backend is chosen before pyplot is imported.
+Headless: the Agg backend is chosen before pyplot is imported. The numbers and
+images behind each figure come from vaecli.latent; this module only draws.
 """
 
 import io
+import math
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 
-from vaecli import atomic  # noqa: E402
+from vaecli import atomic, latent  # noqa: E402
 from vaecli.config import DATASET_TITLES, TrainConfig  # noqa: E402
-from vaecli.errors import OutputError  # noqa: E402
+from vaecli.errors import ConfigError, OutputError  # noqa: E402
 from vaecli.metrics import EpochRecord  # noqa: E402
+from vaecli.model import VAE  # noqa: E402
+
+if TYPE_CHECKING:
+    from vaecli.checkpoint import Run
 
 FORMATS = ("png", "pdf", "svg")
 # fixed metadata, so the same figure gives the same bytes
@@ -36,7 +47,9 @@ def save(fig: Figure, path: Path, dpi: int = 120) -> Path:
         plt.close(fig)
         raise OutputError(f"{path}: unsupported figure format {fmt!r}; use .png, .pdf or .svg")
     buffer = io.BytesIO()
-    fig.savefig(buffer, format=fmt, dpi=dpi, bbox_inches="tight", metadata=_METADATA[fmt])
+    # a fixed salt: SVG element ids are hashes salted with a random uuid otherwise
+    with matplotlib.rc_context({"svg.hashsalt": "vaecli"}):
+        fig.savefig(buffer, format=fmt, dpi=dpi, bbox_inches="tight", metadata=_METADATA[fmt])
     plt.close(fig)
     return atomic.write_bytes(path, buffer.getvalue())
 
@@ -63,5 +76,279 @@ def loss_curves(history: list[EpochRecord], config: TrainConfig) -> Figure:
         f"VAE training curves ({describe(config)}); final test: recon {final.recon:.1f}, "
         f"KL {final.kl:.2f}, -ELBO {final.neg_elbo:.1f} nats",
         fontsize=11,
+    )
+    return fig
+
+
+# ---------------------------------------------------------------- figures of a trained model
+#
+# draw_* functions draw one panel onto a given Axes (to compose figures, e.g. one
+# panel per model side by side) and return what they decoded. The full-figure
+# functions build on them, add a title naming the model, and size each mosaic
+# to a whole number of screen pixels per image pixel at save()'s dpi, so digits
+# stay crisp (nearest-neighbour) and PNGs small.
+
+CMAP = "gray"  # pixel means: 0 black, 1 white, as MNIST is stored
+MINUS = "\N{MINUS SIGN}"
+DPI = 120  # save()'s default, which the full figures are laid out for
+
+
+def run_label(run: "Run") -> str:
+    """'H=2, lam=1, 20 epochs, MNIST; test -ELBO 143.2 nats' (the -ELBO when the run recorded one)."""
+    label = describe(run.config)
+    final = run.final
+    if final is not None:
+        label += f"; test {MINUS}ELBO {final.test.neg_elbo:.1f} nats"
+    return label
+
+
+def _number(value: float) -> str:
+    """2.5 -> '2.50', -1.2 -> '\N{MINUS SIGN}1.20', as matplotlib writes numbers; never '\N{MINUS SIGN}0.00'."""
+    text = f"{float(value):.2f}"
+    return "0.00" if text == "-0.00" else text.replace("-", MINUS)
+
+
+def _show(ax: Axes, mosaic: torch.Tensor, **kwargs: Any) -> None:
+    ax.imshow(mosaic.numpy(), cmap=CMAP, vmin=0.0, vmax=1.0, **kwargs)
+
+
+def _tick_indices(n: int, max_ticks: int) -> list[int]:
+    """At most `max_ticks` of range(n), evenly strided and centred."""
+    step = max(1, math.ceil(n / max_ticks))
+    offset = ((n - 1) % step) // 2
+    return list(range(offset, n, step))
+
+
+def _scale(mosaic: torch.Tensor, target: int) -> int:
+    """Screen pixels per image pixel that bring the mosaic's longer side nearest `target` pixels."""
+    return max(1, round(target / max(mosaic.shape)))
+
+
+class _Layout:
+    """A figure of fixed margins (inches) around panels of exact pixel sizes, placed left to right."""
+
+    def __init__(
+        self, panels: list[tuple[int, int]], left: float, right: float, bottom: float, top: float, gap: float = 0.0
+    ):
+        self.sizes = [(w / DPI, h / DPI) for w, h in panels]  # (width, height) in inches
+        self.width = left + sum(w for w, _ in self.sizes) + gap * (len(panels) - 1) + right
+        self.height = bottom + max(h for _, h in self.sizes) + top
+        self.left, self.bottom, self.gap = left, bottom, gap
+        self.fig = plt.figure(figsize=(self.width, self.height))
+
+    def axes(self) -> list[Axes]:
+        """One Axes per panel, top-aligned."""
+        x, top = self.left, self.bottom + max(h for _, h in self.sizes)
+        placed = []
+        for w, h in self.sizes:
+            placed.append(self.fig.add_axes((x / self.width, (top - h) / self.height, w / self.width, h / self.height)))
+            x += w + self.gap
+        return placed
+
+    def title(self, what: str, run: "Run", over: Axes) -> None:
+        """Centred over the Axes `over`."""
+        box = over.get_position()
+        self.fig.suptitle(f"{what}\n{run_label(run)}", x=(box.x0 + box.x1) / 2, y=1 - 0.1 / self.height, fontsize=10.5)
+
+
+def _pixels(mosaic: torch.Tensor, scale: int) -> tuple[int, int]:
+    return mosaic.shape[1] * scale, mosaic.shape[0] * scale
+
+
+def _samples_mosaic(model: VAE, n: int, nrow: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    images, z = latent.sample_images(model, n, seed)
+    return latent.tile(images, nrow or latent.default_nrow(n), pad=2), z
+
+
+def draw_samples(
+    ax: Axes, model: VAE, n: int = 64, nrow: int | None = None, seed: int = 0, interpolation: str = "antialiased"
+) -> torch.Tensor:
+    """n decodes of z ~ N(0, I) as a mosaic on `ax`; returns the codes z (n, H)."""
+    mosaic, z = _samples_mosaic(model, n, nrow, seed)
+    _show(ax, mosaic, interpolation=interpolation)
+    ax.set_axis_off()
+    return z
+
+
+def draw_manifold(
+    ax: Axes,
+    model: VAE,
+    n: int = 20,
+    dims: tuple[int, int] = (0, 1),
+    value_range: tuple[float, float] | None = None,
+    max_ticks: int = 20,
+    fontsize: float = 7,
+    interpolation: str = "antialiased",
+) -> latent.LatentGrid:
+    """The decoded n x n grid of z on `ax`, each tile at its z; the ticks carry the z values.
+
+    Tile (row r, column c) spans [c, c + 1] x [n - 1 - r, n - r] in data units;
+    the tick at its centre is labelled with its z value.
+    """
+    mosaic, grid = latent.manifold_image(model, n, dims, value_range)
+    _show(ax, mosaic, extent=(0, n, 0, n), interpolation=interpolation)
+    ticks = _tick_indices(n, max_ticks)
+    centres = [i + 0.5 for i in ticks]
+    rotate = 90 if len(ticks) > 10 else 0
+    ax.set_xticks(centres, [_number(grid.x_values[i]) for i in ticks], fontsize=fontsize, rotation=rotate)
+    ax.set_yticks(centres, [_number(grid.y_values[i]) for i in ticks], fontsize=fontsize)
+    ax.set_xlabel(f"z[{grid.dims[0]}]")
+    ax.set_ylabel(f"z[{grid.dims[1]}]")
+    ax.tick_params(length=2, pad=1.5)
+    return grid
+
+
+def _grid_rule(grid: latent.LatentGrid) -> str:
+    if grid.linear:
+        return f"z evenly spaced from {_number(grid.x_values[0])} to {_number(grid.x_values[-1])}"
+    return f"z = inverse normal CDF of (i + 0.5)/{grid.n}"
+
+
+def samples(run: "Run", n: int = 64, nrow: int | None = None, seed: int = 0) -> Figure:
+    """Figure 2 of the homework: images decoded from random latent points z ~ N(0, I)."""
+    mosaic, _ = _samples_mosaic(run.model, n, nrow, seed)
+    layout = _Layout([_pixels(mosaic, _scale(mosaic, 700))], left=0.1, right=0.1, bottom=0.1, top=0.65)
+    (ax,) = layout.axes()
+    draw_samples(ax, run.model, n, nrow, seed, interpolation="nearest")
+    layout.title(f"{n} images decoded from z ~ N(0, I) (pixel means, seed {seed})", run, ax)
+    return layout.fig
+
+
+def latent_grid(
+    run: "Run", n: int = 20, dims: tuple[int, int] = (0, 1), value_range: tuple[float, float] | None = None
+) -> Figure:
+    """Figure 3 of the homework: the 2-D latent manifold, each decoded tile placed at its z."""
+    mosaic, _ = latent.manifold_image(run.model, n, dims, value_range)
+    others = run.config.model.latent_dim - 2
+    layout = _Layout(
+        [_pixels(mosaic, _scale(mosaic, 1000))], left=0.75, right=0.15, bottom=0.75, top=0.85 if others else 0.65
+    )
+    (ax,) = layout.axes()
+    grid = draw_manifold(ax, run.model, n, dims, value_range, interpolation="nearest")
+    what = f"Latent manifold: {n} x {n} decodes, {_grid_rule(grid)}"
+    if others:
+        what += f"\nz[{grid.dims[0]}] and z[{grid.dims[1]}] vary; the other {others} dimensions are held at 0"
+    layout.title(what, run, ax)
+    return layout.fig
+
+
+def _hide_frame(ax: Axes) -> None:
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
+def reconstructions(run: "Run", images: torch.Tensor, n: int = 32, nrow: int = 8, seed: int = 0) -> Figure:
+    """n test images (picked by `seed` from images (N, D)), each row of them above its reconstructions."""
+    chosen = images[latent.pick(len(images), n, seed)]
+    pad, gap = 1, 6
+    mosaic = latent.reconstruction_image(run.model, chosen, nrow, pad=pad, gap=gap)
+    layout = _Layout([_pixels(mosaic, _scale(mosaic, 750))], left=0.6, right=0.1, bottom=0.1, top=0.65)
+    (ax,) = layout.axes()
+    _show(ax, mosaic, interpolation="nearest")
+    h = run.config.model.image_shape[0]
+    centres, names = [], []
+    for k in range(math.ceil(len(chosen) / nrow)):
+        top = k * (2 * h + pad + gap)
+        centres += [top + (h - 1) / 2, top + h + pad + (h - 1) / 2]
+        names += ["input", "recon"]
+    ax.set_yticks(centres, names, fontsize=8)
+    ax.set_xticks([])
+    _hide_frame(ax)
+    layout.title(f"Test images (input) and their mean decodings (recon), seed {seed}", run, ax)
+    return layout.fig
+
+
+def traversals(
+    run: "Run",
+    images: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    index: int = 0,
+    top: int | None = None,
+    steps: int = 11,
+) -> Figure:
+    """A row per latent dimension sweeping it from -3 to 3, the others at test image `index`'s mean code.
+
+    Rows are the `top` dimensions by average KL on `images` (all, in order,
+    without it); those below 0.01 nats are marked inactive.
+    """
+    model = run.model
+    if not 0 <= index < len(images):
+        raise ConfigError(f"image index {index} is out of range: the test set has {len(images)} images")
+    mu, logvar = latent.encode_means(model, images)
+    kl = latent.kl_per_dim(mu, logvar)
+    dims = latent.top_dims(kl, top)
+    values = latent.sweep_values(steps)
+    pad = 1
+    mosaic = latent.traversal_image(model, mu[index], dims, values, pad=pad)
+    h, w = model.config.image_shape
+    source = images[index].detach().cpu().float().reshape(h, w)
+    scale = _scale(mosaic, 1000)
+
+    layout = _Layout(
+        [_pixels(source, scale), _pixels(mosaic, scale)], left=0.1, right=0.15, bottom=0.6, top=1.2, gap=1.35
+    )
+    ax_in, ax = layout.axes()
+    _show(ax_in, source, interpolation="nearest")
+    digit = f" (a {int(labels[index])})" if labels is not None else ""
+    ax_in.set_title(f"test image\n#{index}{digit}", fontsize=8)
+    ax_in.set_axis_off()
+
+    _show(ax, mosaic, interpolation="nearest")
+    ax.set_xticks([c * (w + pad) + (w - 1) / 2 for c in range(steps)], [_number(v) for v in values], fontsize=7)
+    ax.set_xlabel("value of the swept dimension")
+    active = latent.active_dims(kl)
+    centres = [r * (h + pad) + (h - 1) / 2 for r in range(len(dims))]
+    names = [f"z[{d}]  KL {kl[d]:.2f}" if active[d] else f"z[{d}]  inactive" for d in dims]
+    ax.set_yticks(centres, names, fontsize=8)
+    for tick, d in zip(ax.get_yticklabels(), dims, strict=True):
+        if not active[d]:
+            tick.set_color("0.55")
+    _hide_frame(ax)
+    which = f"the {len(dims)} dimensions with the largest KL" if top is not None else "each latent dimension"
+    layout.title(
+        f"Latent traversals: {which} swept from {_number(values[0])} to {_number(values[-1])},\nthe others at "
+        f"the mean code of test image #{index}; KL is the average on the test set;\n"
+        f"{int((~active).sum())} of {len(kl)} dimensions inactive (KL < {latent.INACTIVE_KL:g} nats)",
+        run,
+        ax,
+    )
+    return layout.fig
+
+
+def draw_latent(ax: Axes, model: VAE, images: torch.Tensor, labels: torch.Tensor) -> latent.Projection:
+    """The mean codes of images (N, D) as points coloured by digit label, with a legend."""
+    mu, _ = latent.encode_means(model, images)
+    projection = latent.project(mu)
+    coords = projection.coords.numpy()
+    labels = labels.detach().cpu()
+    if coords.shape[1] == 1:  # H = 1: the code on x, the digit (jittered) on y
+        jitter = torch.rand(len(labels), generator=torch.Generator().manual_seed(0)) * 0.6 - 0.3
+        coords = np.stack([coords[:, 0], (labels.double() + jitter).numpy()], axis=1)
+    # one scatter in a fixed shuffled order, so no digit is painted over all the others
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0)).numpy()
+    palette = plt.get_cmap("tab10")
+    colours = palette(labels.numpy() % 10)
+    ax.scatter(coords[order, 0], coords[order, 1], c=colours[order], s=2, alpha=0.6, linewidths=0, rasterized=True)
+    ax.set_xlabel(projection.axis_labels[0])
+    ax.set_ylabel(projection.axis_labels[1] if len(projection.axis_labels) > 1 else "digit (jittered)")
+    handles = [
+        Line2D([], [], marker="o", linestyle="", color=palette(d % 10), label=str(d))
+        for d in sorted(set(labels.tolist()))
+    ]
+    ax.legend(handles=handles, title="digit", fontsize=8, title_fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    ax.grid(alpha=0.25)
+    return projection
+
+
+def latent_scatter(run: "Run", images: torch.Tensor, labels: torch.Tensor) -> Figure:
+    """The test set's mean codes coloured by digit; principal components for H > 2."""
+    fig, ax = plt.subplots(figsize=(7.2, 6.0), layout="constrained")
+    projection = draw_latent(ax, run.model, images, labels)
+    where = "first two principal components of " if projection.explained else ""
+    fig.suptitle(
+        f"Latent space: {where}the mean codes mu(x) of {len(images):,} test images, coloured by digit\n"
+        f"{run_label(run)}",
+        fontsize=10.5,
     )
     return fig

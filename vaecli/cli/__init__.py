@@ -5,7 +5,10 @@ its own and registers itself on `app` when imported here. torch and matplotlib
 are imported inside commands, so `vaecli --help` stays fast.
 """
 
-from vaecli.cli import evaluate, store, train  # noqa: F401  (each registers its commands)
+# import order is the order of --help
+from vaecli.cli import train  # noqa: I001, F401  (each import registers its commands)
+from vaecli.cli import figures  # noqa: F401
+from vaecli.cli import evaluate, store  # noqa: F401
 from vaecli.cli.app import app
 
 

@@ -1,0 +1,250 @@
+"""`vaecli sample`, `grid`, `recon`, `traverse`, `latent`: figures of one trained model.
+
+Each takes --model, or the training options, which reuse (else train) the
+store's run of that config. The figure goes to --out, or to <run folder>/<command>.png.
+"""
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+
+from vaecli.cli.app import app
+from vaecli.cli.options import (
+    ModelOpt,
+    QuietOpt,
+    TrainingOptions,
+    number_lists,
+    obtain_run,
+    parse_floats,
+    parse_ints,
+    training_options,
+)
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from vaecli.checkpoint import Run
+    from vaecli.data import Split
+
+MAX_N = 100  # vaecli.latent.MAX_N, repeated so that --help needs no torch
+PANEL = "Figures of a trained model"
+
+
+def _out_option(name: str) -> Any:
+    return Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Figure file; its extension (.png, .pdf, .svg) picks the format.",
+            show_default=f"<run folder>/{name}.png",
+        ),
+    ]
+
+
+def _count_option(help: str) -> Any:
+    return Annotated[int, typer.Option("--n", min=1, max=MAX_N, help=help)]
+
+
+def _check_format(out: Path | None) -> None:
+    """Refuse an unknown extension before any training starts."""
+    from vaecli.figures import FORMATS
+
+    if out is not None and out.suffix.lstrip(".").lower() not in FORMATS:
+        raise typer.BadParameter(
+            f"{out}: unsupported figure format {out.suffix or '(none)'!r}; use .png, .pdf or .svg", param_hint="--out"
+        )
+
+
+def _latent_dim(options: TrainingOptions, model: Path | None) -> int:
+    """H of the model a command will use, known before anything is trained or loaded."""
+    if model is None:
+        return options.config.model.latent_dim
+    from vaecli.checkpoint import read_config
+
+    return read_config(model).model.latent_dim
+
+
+def _run(options: TrainingOptions, model: Path | None, out: Path | None, console: Console) -> "Run":
+    _check_format(out)
+    run = obtain_run(options, model, console)
+    run.model.cpu().eval()
+    return run
+
+
+def _test_split(run: "Run", options: TrainingOptions) -> "Split":
+    """The test split of the data set the run was trained on."""
+    from vaecli.data import load_dataset
+    from vaecli.errors import DataError
+
+    data = load_dataset(run.config.dataset, options.data_dir, download_missing=options.download)
+    if data.image_shape != run.config.model.image_shape:
+        raise DataError(
+            f"{data.source}: images are {data.image_shape}, the model expects {run.config.model.image_shape}"
+        )
+    return data.test
+
+
+def _write(fig: "Figure", run: "Run", out: Path | None, name: str, console: Console) -> None:
+    from vaecli.figures import save
+
+    path = save(fig, out if out is not None else run.path / f"{name}.png")
+    console.print(f"wrote {path}")
+
+
+@app.command(cls=number_lists("--layers"), rich_help_panel=PANEL)
+@training_options
+def sample(
+    options: TrainingOptions,
+    model: ModelOpt = None,
+    n: _count_option("Images to decode.") = 64,
+    nrow: Annotated[
+        int | None, typer.Option(min=1, max=MAX_N, help="Images per row.", show_default="square-ish")
+    ] = None,
+    out: _out_option("sample") = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Decode random z ~ N(0, I) into an image grid (the homework's Figure 2).
+
+    Pixels are the decoder's Bernoulli means, never thresholded. --seed seeds
+    the draw (and, without --model, picks the run trained with that seed).
+    """
+    from vaecli import figures
+
+    console = Console(quiet=quiet)
+    run = _run(options, model, out, console)
+    _write(figures.samples(run, n, nrow, options.config.seed), run, out, "sample", console)
+
+
+def _parse_range(text: str | None) -> tuple[float, float] | None:
+    if text is None:
+        return None
+    values = parse_floats(text, "--range")
+    if len(values) != 2 or not values[0] < values[1]:
+        raise typer.BadParameter(
+            f"give two numbers LO HI with LO < HI, e.g. --range -3 3; got {text!r}", param_hint="--range"
+        )
+    return values[0], values[1]
+
+
+def _parse_dims(text: str, latent_dim: int) -> tuple[int, int]:
+    from vaecli.errors import ConfigError
+    from vaecli.latent import check_dims
+
+    dims = parse_ints(text, "--dims", minimum=0)
+    if latent_dim < 2:
+        return check_dims(dims, latent_dim)  # says that the grid needs H >= 2
+    try:
+        return check_dims(dims, latent_dim)
+    except ConfigError as e:
+        raise typer.BadParameter(str(e), param_hint="--dims") from None
+
+
+@app.command(cls=number_lists("--layers", "--range", "--dims"), rich_help_panel=PANEL)
+@training_options
+def grid(
+    options: TrainingOptions,
+    model: ModelOpt = None,
+    n: _count_option("Tiles per side: an n x n grid.") = 20,
+    value_range: Annotated[
+        str | None,
+        typer.Option(
+            "--range",
+            metavar="LO HI",
+            help="Evenly spaced z from LO to HI instead of the inverse normal CDF, e.g. --range -3 3.",
+        ),
+    ] = None,
+    dims: Annotated[
+        str,
+        typer.Option(
+            metavar="I J", help="The two latent dimensions that vary (H > 2); the others stay at 0.", show_default="0 1"
+        ),
+    ] = "0,1",
+    out: _out_option("grid") = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Decode a regular n x n grid of z, each image at its z (the homework's Figure 3).
+
+    The grid's coordinates are the inverse normal CDF of (i + 0.5) / n, so
+    every tile covers an equal share of the prior; --range LO HI spaces them evenly.
+    """
+    from vaecli import figures
+
+    span = _parse_range(value_range)
+    chosen = _parse_dims(dims, _latent_dim(options, model))
+    console = Console(quiet=quiet)
+    run = _run(options, model, out, console)
+    _write(figures.latent_grid(run, n, chosen, span), run, out, "grid", console)
+
+
+@app.command(cls=number_lists("--layers"), rich_help_panel=PANEL)
+@training_options
+def recon(
+    options: TrainingOptions,
+    model: ModelOpt = None,
+    n: _count_option("Test images to show.") = 32,
+    nrow: Annotated[int, typer.Option(min=1, max=MAX_N, help="Images per row.")] = 8,
+    out: _out_option("recon") = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Test images, each row of them above its reconstructions (mean decoding of mu).
+
+    --seed picks which test images.
+    """
+    from vaecli import figures
+
+    console = Console(quiet=quiet)
+    run = _run(options, model, out, console)
+    test = _test_split(run, options)
+    _write(figures.reconstructions(run, test.images, n, nrow, options.config.seed), run, out, "recon", console)
+
+
+@app.command(cls=number_lists("--layers"), rich_help_panel=PANEL)
+@training_options
+def traverse(
+    options: TrainingOptions,
+    model: ModelOpt = None,
+    n: _count_option("Values per row, evenly spaced from -3 to 3.") = 11,
+    top: Annotated[
+        int | None,
+        typer.Option(min=1, help="Only the K dimensions with the largest average KL.", show_default="all"),
+    ] = None,
+    image: Annotated[int, typer.Option(min=0, help="Index of the test image whose mean code the rows start from.")] = 0,
+    out: _out_option("traverse") = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Sweep each latent dimension from -3 to 3, the others at a test image's mean code.
+
+    Dimensions whose average KL on the test set is below 0.01 nats are marked inactive.
+    """
+    from vaecli import figures
+
+    console = Console(quiet=quiet)
+    run = _run(options, model, out, console)
+    test = _test_split(run, options)
+    if image >= len(test.images):
+        raise typer.BadParameter(
+            f"the test set has {len(test.images)} images, so the index must be below that; got {image}",
+            param_hint="--image",
+        )
+    fig = figures.traversals(run, test.images, test.labels, image, top, n)
+    _write(fig, run, out, "traverse", console)
+
+
+@app.command(cls=number_lists("--layers"), rich_help_panel=PANEL)
+@training_options
+def latent(
+    options: TrainingOptions,
+    model: ModelOpt = None,
+    out: _out_option("latent") = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Scatter the test set's mean codes coloured by digit; for H > 2 their first two principal components."""
+    from vaecli import figures
+
+    console = Console(quiet=quiet)
+    run = _run(options, model, out, console)
+    test = _test_split(run, options)
+    _write(figures.latent_scatter(run, test.images, test.labels), run, out, "latent", console)
