@@ -18,6 +18,7 @@ import torch  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from vaecli import atomic, latent  # noqa: E402
 from vaecli.config import DATASET_TITLES, TrainConfig  # noqa: E402
@@ -27,6 +28,8 @@ from vaecli.model import VAE  # noqa: E402
 
 if TYPE_CHECKING:
     from vaecli.checkpoint import Run
+    from vaecli.data import Dataset
+    from vaecli.sweep import Member, Sweep
 
 FORMATS = ("png", "pdf", "svg")
 # fixed metadata, so the same figure gives the same bytes
@@ -352,3 +355,112 @@ def latent_scatter(run: "Run", images: torch.Tensor, labels: torch.Tensor) -> Fi
         fontsize=10.5,
     )
     return fig
+
+
+# ---------------------------------------------------------------- ablations: one panel per member
+
+
+def _panel_title(member: "Member", varies: list[str]) -> str:
+    return f"{member.label(varies)}\ntest {MINUS}ELBO {member.metrics.neg_elbo:.1f}"
+
+
+def compare_samples(members: list["Member"], varies: list[str], n: int = 64, seed: int = 0) -> Figure:
+    """Problem 2: random samples of every member side by side, the same z draws where H agrees."""
+    fig, axes = plt.subplots(1, len(members), figsize=(3.1 * len(members) + 0.4, 3.9), layout="constrained")
+    for ax, member in zip(np.atleast_1d(axes), members, strict=True):
+        draw_samples(ax, member.model, n, seed=seed)
+        ax.set_title(_panel_title(member, varies), fontsize=9.5)
+    fig.suptitle(f"Images decoded from z ~ N(0, I), seed {seed}: one panel per member", fontsize=11)
+    return fig
+
+
+def compare_manifolds(members: list["Member"], varies: list[str], n: int = 15) -> Figure:
+    """Problem 3: the 2-D manifold of every H = 2 member, all on the same inverse-CDF grid."""
+    fig, axes = plt.subplots(1, len(members), figsize=(3.6 * len(members) + 0.4, 4.4), layout="constrained")
+    for ax, member in zip(np.atleast_1d(axes), members, strict=True):
+        draw_manifold(ax, member.model, n, max_ticks=7, fontsize=6)
+        ax.set_title(_panel_title(member, varies), fontsize=9.5)
+    fig.suptitle(f"2-D latent manifolds, {n} x {n} decodes at z = inverse normal CDF of (i + 0.5)/{n}", fontsize=11)
+    return fig
+
+
+def compare_reconstructions(members: list["Member"], varies: list[str], images: torch.Tensor, n: int = 10) -> Figure:
+    """The same n test images (top row) and each member's reconstruction of them, one row per member."""
+    chosen = images[latent.pick(len(images), n, seed=0)]
+    rows = [("test images", chosen)] + [
+        (member.label(varies), latent.reconstruct(member.model, chosen)) for member in members
+    ]
+    fig, axes = plt.subplots(len(rows), 1, figsize=(0.8 * n + 1.6, 0.85 * len(rows) + 0.6), layout="constrained")
+    side = int(math.isqrt(chosen.shape[1]))
+    for ax, (label, pictures) in zip(np.atleast_1d(axes), rows, strict=True):
+        _show(ax, latent.tile(pictures.reshape(-1, side, side), nrow=n, pad=2))
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
+    fig.suptitle("Reconstructions (pixel means of the decoded mean code) of the same test images", fontsize=11)
+    return fig
+
+
+def kl_per_dim_bars(members: list["Member"], varies: list[str], kl_per_dim: list[list[float]]) -> Figure:
+    """Each member's average KL per latent dimension, largest first: how many dimensions carry information."""
+    fig, axes = plt.subplots(
+        1, len(members), figsize=(3.0 * len(members) + 0.4, 3.3), layout="constrained", sharey=True, squeeze=False
+    )
+    for ax, member, kl in zip(axes[0], members, kl_per_dim, strict=True):
+        ranked = sorted(kl, reverse=True)
+        colours = ["tab:blue" if v >= latent.INACTIVE_KL else "lightgray" for v in ranked]
+        ax.bar(range(1, len(ranked) + 1), ranked, color=colours, width=0.85)
+        ax.axhline(latent.INACTIVE_KL, color="gray", lw=0.8, ls="--")
+        used = sum(v >= latent.INACTIVE_KL for v in ranked)
+        ax.set_title(
+            f"{member.label(varies)}\n{used} of {len(ranked)} dims with KL >= {latent.INACTIVE_KL}", fontsize=9
+        )
+        ax.set_xlabel("latent dimension, by KL")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].set_ylabel("average KL (nats)")
+    fig.suptitle("Average KL to the prior of each latent dimension (grey: inactive)", fontsize=11)
+    return fig
+
+
+def compare_curves(members: list["Member"], varies: list[str]) -> Figure:
+    """Test negative ELBO and KL per epoch, one line per member."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8), layout="constrained")
+    seeds = len({m.config.seed for m in members}) > 1
+    for member in members:
+        epochs = [r.epoch for r in member.history]
+        label = member.label(varies) + (f", seed {member.config.seed}" if seeds else "")
+        left.plot(epochs, [r.test.neg_elbo for r in member.history], "o-", ms=3, label=label)
+        right.plot(epochs, [r.test.kl for r in member.history], "o-", ms=3, label=label)
+    for ax, what in ((left, f"test {MINUS}ELBO = recon + KL (nats)"), (right, "test KL to the prior (nats)")):
+        ax.set_title(what, fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    left.legend(fontsize=8)
+    fig.suptitle("Training curves of every member", fontsize=11)
+    return fig
+
+
+def save_ablation(
+    members: list["Member"], sweep: "Sweep", rows: list[dict], data: "Dataset", folder: Path
+) -> list[tuple[str, str]]:
+    """Write the comparison figures into `folder`; returns (title, file name) of each, for the report."""
+    from vaecli.sweep import first_seed
+
+    shown, varies = first_seed(members, sweep), sweep.varies
+    made = [("Random samples", "samples.png")]
+    save(compare_samples(shown, varies), folder / "samples.png")
+    two_d = [m for m in shown if m.config.model.latent_dim == 2]
+    if two_d:
+        save(compare_manifolds(two_d, varies), folder / "manifolds.png")
+        made.append(("2-D latent manifolds (members with H = 2)", "manifolds.png"))
+    save(compare_reconstructions(shown, varies, data.test.images), folder / "recon.png")
+    save(kl_per_dim_bars(shown, varies, [row["kl_per_dim"] for row in rows]), folder / "kl_per_dim.png")
+    save(compare_curves(members, varies), folder / "curves.png")
+    made += [
+        ("Reconstructions", "recon.png"),
+        ("KL per latent dimension", "kl_per_dim.png"),
+        ("Training curves", "curves.png"),
+    ]
+    return made

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from vaecli import latent
 from vaecli.config import TrainConfig
 from vaecli.data import Dataset
 from vaecli.loss import kl_divergence, reconstruction_nll
@@ -96,20 +97,14 @@ def scored_test_images(images: torch.Tensor, config: TrainConfig) -> torch.Tenso
     return torch.bernoulli(images, generator=generator)
 
 
-@torch.inference_mode()
-def kl_per_dimension(model: VAE, images: torch.Tensor, batch_size: int = 2000) -> torch.Tensor:
+def kl_per_dimension(model: VAE, images: torch.Tensor) -> torch.Tensor:
     """Average KL(q(z_d|x) || N(0, 1)) over `images` for each latent dimension d: (H,)."""
-    total = torch.zeros(model.config.latent_dim, dtype=torch.float64, device=images.device)
-    for start in range(0, len(images), batch_size):
-        mu, logvar = model.encode(images[start : start + batch_size])
-        total += (0.5 * (mu.pow(2) + logvar.exp() - logvar - 1)).sum(0).double()
-    return (total / len(images)).float()
+    return latent.kl_per_dim(*latent.encode_means(model, images)).float()
 
 
-@torch.inference_mode()
-def mean_codes(model: VAE, images: torch.Tensor, batch_size: int = 2000) -> torch.Tensor:
+def mean_codes(model: VAE, images: torch.Tensor) -> torch.Tensor:
     """E_q[z | x] for each image: (N, H)."""
-    return torch.cat([model.encode(images[s : s + batch_size])[0] for s in range(0, len(images), batch_size)])
+    return latent.encode_means(model, images)[0]
 
 
 def active_units(model: VAE, images: torch.Tensor) -> int:

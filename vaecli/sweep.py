@@ -112,6 +112,7 @@ class Member:
     train_seconds: float
     reused: bool
     history: list = field(default_factory=list)  # EpochRecords, for the curves figure
+    model: Any = None  # the trained VAE (on the CPU), for the comparison figures
 
     def label(self, varies: Sequence[str]) -> str:
         parts = {"H": f"H={self.config.model.latent_dim}", "lam": f"lam={self.config.lam:g}"}
@@ -144,7 +145,7 @@ def run_sweep(
         metrics = score_run(run.model, config, data, iw_samples, seed=config.seed, device=dev)
         run.model.cpu()
         seconds = float(run.info.get("train_seconds") or 0.0)
-        members.append(Member(config, run.path, metrics, seconds, outcome.reused, list(run.history)))
+        members.append(Member(config, run.path, metrics, seconds, outcome.reused, list(run.history), run.model))
     return members
 
 
@@ -158,6 +159,11 @@ def _columns(iw_samples: int) -> list[tuple[str, Callable[[Member], float]]]:
         ("active_units", lambda m: m.metrics.active_units),
         ("train_seconds", lambda m: m.train_seconds),
     ]
+
+
+def first_seed(members: list[Member], sweep: Sweep) -> list[Member]:
+    """One member per setting (its first seed), in the sweep's order: the figures' panels."""
+    return [next(m for m in members if (m.config.model.latent_dim, m.config.lam) == s) for s in sweep.settings]
 
 
 def table_rows(members: list[Member], sweep: Sweep) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ are imported inside commands, so `vaecli --help` stays fast.
 # import order is the order of --help
 from vaecli.cli import train  # noqa: I001, F401  (each import registers its commands)
 from vaecli.cli import figures  # noqa: F401
+from vaecli.cli import ablate  # noqa: F401
 from vaecli.cli import evaluate, store  # noqa: F401
 from vaecli.cli.app import app
 

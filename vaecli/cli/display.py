@@ -49,43 +49,57 @@ def epoch_row(record: "EpochRecord", header: bool) -> Table:
     return table
 
 
+def _progress(console: Console) -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
+
+
 class TrainingDisplay:
     """A trainer Observer: progress bar and table rows on `console`, or JSON lines on stdout."""
 
     def __init__(self, console: Console, as_json: bool = False) -> None:
         self.console, self.as_json = console, as_json
         self.progress: Any = None
+        self.task: Any = None
 
     def on_start(self, config: TrainConfig, steps_per_epoch: int, device: Any) -> None:
-        self.steps = steps_per_epoch
+        self.steps, self.epochs = steps_per_epoch, config.epochs
         if self.as_json or self.console.quiet:
             return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
         self.console.print(
             f"Training a VAE ({describe(config)}) on {device}: "
             f"{steps_per_epoch} batches of {config.batch_size} per epoch"
         )
-        self.progress = Progress(
-            TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]}"),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=self.console,
-            transient=True,
-        )
+        if self.progress is None:
+            self.progress = _progress(self.console)
+            self.progress.start()
         total = config.epochs * steps_per_epoch
-        self.task = self.progress.add_task("train", total=total, epoch=1, epochs=config.epochs, rate="")
-        self.progress.start()
+        if self.task is None:
+            self.task = self.progress.add_task(f"epoch 1/{config.epochs}", total=total, rate="")
+        else:
+            self.progress.reset(self.task, total=total, description=f"epoch 1/{config.epochs}", rate="")
 
     def on_batch(self, epoch: int, step: int) -> None:
         if self.progress is None:
             return
-        speed = self.progress.tasks[0].speed
+        speed = next(t.speed for t in self.progress.tasks if t.id == self.task)
         rate = f"{speed:.0f} it/s" if speed else ""
-        self.progress.update(self.task, completed=(epoch - 1) * self.steps + step, epoch=epoch, rate=rate)
+        self.progress.update(
+            self.task,
+            completed=(epoch - 1) * self.steps + step,
+            description=f"epoch {epoch}/{self.epochs}",
+            rate=rate,
+        )
 
     def on_epoch(self, record: "EpochRecord") -> None:
         if self.as_json:
@@ -97,6 +111,30 @@ class TrainingDisplay:
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
+
+
+class SweepDisplay(TrainingDisplay):
+    """One bar for the whole sweep above the bar of the member in training."""
+
+    def __init__(self, console: Console, members: int) -> None:
+        super().__init__(console)
+        self.members = members
+        if console.quiet:
+            return
+        self.progress = _progress(console)
+        self.sweep_task = self.progress.add_task("sweep", total=members, rate="")
+        self.progress.start()
+
+    def member_started(self, index: int, config: TrainConfig) -> None:
+        if self.progress is None:
+            return
+        self.progress.update(self.sweep_task, completed=index, description=f"sweep member {index + 1}/{self.members}")
+        self.console.rule(f"member {index + 1}/{self.members}: {describe(config)}, seed {config.seed}", style="dim")
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.update(self.sweep_task, completed=self.members)
+        super().close()
 
 
 def summary(outcome: "Outcome") -> Panel:

@@ -188,21 +188,30 @@ class TrainingOptions:
         return cls(config, v["device"].value, v["data_dir"], v["download"] or None, v["runs_dir"], v["force"])
 
 
-def training_options(command: Callable[..., Any]) -> Callable[..., Any]:
+def training_options(command: Callable[..., Any] | None = None, *, exclude: tuple[str, ...] = ()) -> Callable[..., Any]:
     """Add every training option to `command`, which receives them as `options: TrainingOptions`.
 
     Typer reads a command's parameters from its signature, so the wrapper's
     signature is the command's own parameters followed by the shared ones.
+    Options in `exclude` are left out (the command declares its own) and take
+    their defaults in `options`. Use as `@training_options` or
+    `@training_options(exclude=("lam",))`.
     """
+    if command is None:
+        return functools.partial(training_options, exclude=exclude)
     own = [p for p in inspect.signature(command).parameters.values() if p.name != "options"]
     shared = [
         inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
         for name, (annotation, default) in TRAINING_OPTIONS.items()
+        if name not in exclude
     ]
 
     @functools.wraps(command)
     def wrapper(**kwargs: Any) -> Any:
-        values = {name: kwargs.pop(name) for name in TRAINING_OPTIONS}
+        values = {
+            name: kwargs.pop(name) if name not in exclude else default
+            for name, (_, default) in TRAINING_OPTIONS.items()
+        }
         return command(options=TrainingOptions.from_values(values), **kwargs)
 
     parameters = own + shared

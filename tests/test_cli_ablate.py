@@ -1,0 +1,75 @@
+"""`vaecli ablate` through CliRunner on tiny synthetic data."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from vaecli.cli import app
+
+runner = CliRunner()
+TINY = ["--layers", "16", "--epochs", "1", "--batch-size", "32", "--device", "cpu", "--iw-samples", "4"]
+FILES = {
+    "samples.png",
+    "manifolds.png",
+    "recon.png",
+    "kl_per_dim.png",
+    "curves.png",
+    "metrics.csv",
+    "metrics.json",
+    "report.md",
+}
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_lam_sweep_as_written_in_the_homework(tiny_mnist, tmp_path):
+    out = tmp_path / "sweep"
+    result = invoke("ablate", "--lam", "1", "5", "10", "40", *TINY, "--data-dir", tiny_mnist, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert {p.name for p in out.iterdir()} == FILES
+    data = json.loads((out / "metrics.json").read_text())
+    assert [(r["H"], r["lam"]) for r in data["rows"]] == [(2, 1.0), (2, 5.0), (2, 10.0), (2, 40.0)]
+    assert "iw4_nll" in data["rows"][0] and data["command"].startswith("vaecli ablate --lam 1 5 10 40")
+    report = (out / "report.md").read_text()
+    assert "![2-D latent manifolds" in report and "| 2 | 40 |" in report
+    assert "4 members (0 reused, 4 trained)" in result.stdout.replace("\n", " ")
+    again = invoke("ablate", "--lam", "1", "5", "10", "40", *TINY, "--data-dir", tiny_mnist, "--out", out)
+    assert "4 members (4 reused, 0 trained)" in again.stdout.replace("\n", " ")
+
+
+def test_hidden_sweep_with_commas_and_seeds(tiny_mnist, tmp_path):
+    result = invoke("ablate", "--hidden", "2,3", "--seeds", "0", "1", *TINY, "--data-dir", tiny_mnist)
+    assert result.exit_code == 0, result.output
+    (folder,) = (p for p in (tmp_path / "store").iterdir() if p.name.startswith("ablate-"))
+    rows = json.loads((folder / "metrics.json").read_text())["rows"]
+    assert [(r["H"], r["seeds"]) for r in rows] == [(2, 2), (3, 2)] and "KL_std" in rows[0]
+    assert "±" in result.stdout
+    assert len([p for p in (tmp_path / "store").iterdir() if p.name.startswith("h")]) == 4
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        ([], "give the values to compare"),
+        (["--hidden", "two"], "--hidden"),
+        (["--hidden", "0", "2"], "at least 1"),
+        (["--lam", "-1"], "--lam"),
+        (["--lam", "1", "1"], "lists a value twice"),
+        (["--hidden", *map(str, range(1, 66))], "--yes"),
+    ],
+)
+def test_bad_sweeps_give_one_line(args, fragment, tiny_mnist):
+    result = invoke("ablate", *args, *TINY, "--data-dir", tiny_mnist)
+    assert result.exit_code != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], result.stderr
+
+
+def test_out_that_is_a_file(tiny_mnist, tmp_path):
+    target = tmp_path / "f"
+    target.write_text("keep")
+    result = invoke("ablate", "--lam", "1", *TINY, "--data-dir", tiny_mnist, "--out", target)
+    assert result.exit_code == 1 and "is a file" in result.stderr and target.read_text() == "keep"

@@ -1,0 +1,120 @@
+"""`vaecli ablate`: the homework's ablations in one command, with figures, metrics and a report."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from vaecli.cli.app import app
+from vaecli.cli.options import QuietOpt, TrainingOptions, number_lists, parse_floats, parse_ints, training_options
+from vaecli.errors import ConfigError
+
+
+@app.command(cls=number_lists("--hidden", "-H", "--lam", "--seeds", "--layers"))
+@training_options(exclude=("hidden", "lam", "seed"))
+def ablate(
+    options: TrainingOptions,
+    hidden: Annotated[
+        str | None,
+        typer.Option("--hidden", "-H", metavar="H [H ...]", help="Latent sizes to compare, e.g. --hidden 2 10 25 50."),
+    ] = None,
+    lam: Annotated[
+        str | None, typer.Option("--lam", metavar="LAM [LAM ...]", help="KL weights to compare, e.g. --lam 1 5 10 40.")
+    ] = None,
+    seeds: Annotated[str, typer.Option(metavar="S [S ...]", help="Train every setting once per seed.")] = "0",
+    iw_samples: Annotated[
+        int, typer.Option(min=1, max=100_000, help="Samples k of the importance-weighted NLL bound.")
+    ] = 100,
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for figures, tables and report.", show_default="<runs-dir>/<sweep name>")
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Allow a sweep of more than 64 members.")] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Compare VAEs over latent sizes (--hidden) and/or KL weights (--lam): figures, metrics and report.md.
+
+    Unlisted settings take the train defaults (H = 2, lam = 1); finished members are
+    reused from the run store, and an interrupted sweep trains only what is missing.
+    """
+    from vaecli import figures, runs, sweep
+    from vaecli.atomic import write_json, write_text
+    from vaecli.cli.display import SweepDisplay
+    from vaecli.data import load_dataset
+
+    if hidden is None and lam is None:
+        raise typer.BadParameter("give the values to compare: --hidden 2 10 25 50 and/or --lam 1 5 10 40")
+    base = options.config
+    plan = sweep.Sweep(
+        base,
+        hidden=parse_ints(hidden, "--hidden") if hidden is not None else (),
+        lams=parse_floats(lam, "--lam", minimum=0.0) if lam is not None else (),
+        seeds=parse_ints(seeds, "--seeds", minimum=0),
+    )
+    members = plan.members()
+    if len(members) > sweep.MAX_MEMBERS and not yes:
+        raise ConfigError(f"this sweep has {len(members)} members (more than {sweep.MAX_MEMBERS}); add --yes to run it")
+    folder = out if out is not None else Path(options.runs_dir or runs.default_store()) / plan.name()
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{folder} is a file; --out must be a folder")
+
+    console = Console(quiet=quiet)
+    data = load_dataset(base.dataset, options.data_dir, download_missing=options.download)
+    display = SweepDisplay(console, len(members))
+    try:
+        results = sweep.run_sweep(
+            plan,
+            data,
+            store=options.runs_dir,
+            device=options.device,
+            iw_samples=iw_samples,
+            force=options.force,
+            observer=display,
+            on_member=display.member_started,
+        )
+    finally:
+        display.close()
+
+    rows = sweep.table_rows(results, plan)
+    made = figures.save_ablation(results, plan, rows, data, folder)
+    write_text(folder / "metrics.csv", sweep.to_csv(rows))
+    write_json(
+        folder / "metrics.json",
+        {
+            "command": plan.command(),
+            "rows": rows,
+            "members": [{"path": str(m.path), "reused": m.reused, **m.metrics.to_dict()} for m in results],
+        },
+    )
+    write_text(folder / "report.md", sweep.report(plan, rows, made))
+    console.print(_metrics_table(rows, iw_samples))
+    reused = sum(m.reused for m in results)
+    console.print(
+        f"{len(results)} members ({reused} reused, {len(results) - reused} trained); "
+        f"figures, metrics.csv, metrics.json and report.md in {folder}"
+    )
+
+
+def _metrics_table(rows: list[dict], iw_samples: int) -> Table:
+    table = Table(title="test metrics, nats per image (mean ± std over seeds)", title_justify="left")
+    columns = ["H", "lam", "recon", "KL", "neg_elbo", f"iw{iw_samples}_nll", "active_units", "train_seconds"]
+    names = {
+        "neg_elbo": "-ELBO",
+        f"iw{iw_samples}_nll": f"IW-{iw_samples} NLL",
+        "active_units": "active",
+        "train_seconds": "train s",
+    }
+    for column in columns:
+        table.add_column(names.get(column, column), justify="right")
+    for row in rows:
+        cells = []
+        for column in columns:
+            value = row[column]
+            text = (f"{value:g}" if column == "lam" else f"{value:.2f}") if isinstance(value, float) else str(value)
+            std = row.get(f"{column}_std")
+            if isinstance(std, float) and std == std:  # not NaN
+                text += f" ± {std:.2f}"
+            cells.append(text)
+        table.add_row(*cells)
+    return table
