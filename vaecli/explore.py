@@ -143,10 +143,10 @@ def caption(config: TrainConfig, final: EpochRecord | None) -> tuple[str, str]:
     """(config line, test metrics line) of a run, as the page shows them."""
     model = config.model
     layers = "-".join(map(str, model.hidden_layers)) or "none"
+    epochs = f"{config.epochs} epoch" + ("s" if config.epochs != 1 else "")
     setup = (
         f"H={model.latent_dim}, lam={config.lam:g}, layers {layers}, {model.recon}, "
-        f"{DATASET_TITLES[config.dataset]}, {config.epochs} epochs, seed {config.seed}"
-        + (", binarized" if config.binarize else "")
+        f"{DATASET_TITLES[config.dataset]}, {epochs}, seed {config.seed}" + (", binarized" if config.binarize else "")
     )
     if final is None:
         return setup, "test metrics: not recorded"
