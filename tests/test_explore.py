@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
+from tests.conftest import write_dataset
 from vaecli import explore
 from vaecli.checkpoint import Run, save_run
 from vaecli.cli import app
@@ -42,10 +43,19 @@ def make_run(folder: Path, latent_dim: int = 2, seed: int = 0, **model) -> Run:
     return Run(Path(folder), config, vae)
 
 
-def trained_run(folder: Path, data_dir: Path, latent_dim: int = 2, **model) -> Run:
-    config = TrainConfig(model=ModelConfig(latent_dim=latent_dim, **{**SMALL, **model}), epochs=1, batch_size=32)
-    data = load_dataset("mnist", data_dir) if data_dir is not None else None
-    return save_run(folder, train(config, data, device="cpu"))
+def trained_run(folder: Path, data_dir: Path, **model) -> Run:
+    config = TrainConfig(model=ModelConfig(**{**SMALL, **model}), epochs=1, batch_size=32)
+    return save_run(folder, train(config, load_dataset("mnist", data_dir), device="cpu"))
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory) -> tuple[Path, Run, Run]:
+    """A tiny data folder and two trained H = 2 runs in it, shared by the command's tests (read only)."""
+    root = tmp_path_factory.mktemp("explore")
+    write_dataset(root / "data" / "MNIST" / "raw")
+    a = trained_run(root / "a", root / "data")
+    b = trained_run(root / "b", root / "data", hidden_layers=(16,))
+    return root / "data", a, b
 
 
 def data_of(html: str) -> dict:
@@ -136,11 +146,11 @@ def test_without_a_test_set_the_page_says_so(tmp_path):
     assert "no MNIST test set" in payload["notes"][0] and "no scatter" in payload["notes"][0]
 
 
-def test_caption_shows_config_and_test_metrics(tiny_mnist, tmp_path):
-    run = trained_run(tmp_path / "run", tiny_mnist)
+def test_caption_shows_config_and_test_metrics(saved):
+    run = saved[1]
     setup, metrics = explore.caption(run.config, run.final)
     assert setup.startswith("H=2, lam=1, layers 32-16, bernoulli, MNIST, 1 epoch, seed 0")
-    assert f"-ELBO {run.final.test.neg_elbo:.2f} nats" in metrics
+    assert f"\u2212ELBO {run.final.test.neg_elbo:.2f} nats" in metrics
 
 
 @pytest.mark.parametrize(
@@ -175,10 +185,9 @@ def one_line_error(result, *fragments):
         assert fragment in lines[0], lines[0]
 
 
-def test_explore_writes_one_page_for_several_runs(tiny_mnist, tmp_path):
-    a = trained_run(tmp_path / "a", tiny_mnist)
-    b = trained_run(tmp_path / "b", tiny_mnist, hidden_layers=(16,))
-    result = invoke(a.path, b.path / "model.safetensors", "--data-dir", tiny_mnist, "--out", tmp_path / "x.html")
+def test_explore_writes_one_page_for_several_runs(saved, tmp_path):
+    data_dir, a, b = saved
+    result = invoke(a.path, b.path / "model.safetensors", "--data-dir", data_dir, "--out", tmp_path / "x.html")
     assert result.exit_code == 0, result.output
     assert "wrote" in result.stdout and "2 models, H=2" in result.stdout
     payload = data_of((tmp_path / "x.html").read_text())
@@ -188,9 +197,8 @@ def test_explore_writes_one_page_for_several_runs(tiny_mnist, tmp_path):
     assert payload["runs"][1]["metrics"].startswith("test: recon")
 
 
-def test_explore_without_data_writes_the_page_and_says_so(tiny_mnist, tmp_path):
-    run = trained_run(tmp_path / "run", tiny_mnist)
-    result = invoke(run.path, "--data-dir", tmp_path / "nowhere")
+def test_explore_without_data_writes_the_page_and_says_so(saved, tmp_path):
+    result = invoke(saved[1].path, "--data-dir", tmp_path / "nowhere")
     assert result.exit_code == 0, result.output
     assert result.stderr.startswith("note: no test codes on the page: MNIST not found")
     payload = data_of((tmp_path / "explore.html").read_text())
@@ -216,9 +224,9 @@ def test_runs_with_different_image_sizes_are_one_line(tmp_path):
 
 
 @pytest.mark.parametrize("out", ["file.txt/explore.html", "folder"])
-def test_unwritable_out_is_one_line(tiny_mnist, tmp_path, out):
-    run = trained_run(tmp_path / "run", tiny_mnist)
+def test_unwritable_out_is_one_line(saved, tmp_path, out):
+    data_dir, run, _ = saved
     (tmp_path / "file.txt").write_text("keep me")
     (tmp_path / "folder").mkdir()
-    one_line_error(invoke(run.path, "--data-dir", tiny_mnist, "--out", tmp_path / out), "cannot write")
+    one_line_error(invoke(run.path, "--data-dir", data_dir, "--out", tmp_path / out), "cannot write")
     assert (tmp_path / "file.txt").read_text() == "keep me"

@@ -151,7 +151,8 @@ def caption(config: TrainConfig, final: EpochRecord | None) -> tuple[str, str]:
     if final is None:
         return setup, "test metrics: not recorded"
     t = final.test
-    return setup, f"test: recon {t.recon:.2f}, KL {t.kl:.2f}, -ELBO {t.neg_elbo:.2f} nats per image"
+    # U+2212, a minus sign: no line break between it and "ELBO"
+    return setup, f"test: recon {t.recon:.2f}, KL {t.kl:.2f}, \u2212ELBO {t.neg_elbo:.2f} nats per image"
 
 
 def _datasets_by_name(data: Dataset | Mapping[str, Dataset] | None) -> dict[str, Dataset]:
