@@ -65,7 +65,7 @@
     name, { images: bytes(s.images), labels: s.labels, classes: s.classes },
   ]));
 
-  const state = { z: new Float64Array(H), pinned: false, ms: 0, frames: 0, sample: null, reference: 0 };
+  const state = { z: new Float64Array(H), pinned: false, times: [], frames: 0, sample: null, reference: 0 };
 
   // ---- small DOM helpers
   function el(tag, attrs = {}, ...children) {
@@ -79,7 +79,10 @@
     for (const c of children) if (c) node.append(c);
     return node;
   }
-  const fmt = (v) => (v >= 0 ? "\u2007" : "") + v.toFixed(2); // figure space keeps columns still
+  const fmt = (v) => { // a figure space for the sign keeps the column still; no "-0.00"
+    const text = (Math.abs(v) < 0.005 ? 0 : v).toFixed(2);
+    return text.startsWith("-") ? text : "\u2007" + text;
+  };
 
   // a canvas sharp on high-density screens: drawing units are CSS pixels
   function hiDpiCanvas(width, height, cls) {
@@ -288,9 +291,8 @@
     const s = samples[dataset];
     const canvas = imageCanvas(2, "digit small");
     paint(canvas, s.images.subarray(index * D, (index + 1) * D), 255);
-    sampleView.append(canvas, el("span", {
-      text: `test image (${s.classes[s.labels[index]]}); z is its mean code under ${runs[state.reference].name}`,
-    }));
+    sampleView.append(canvas, el("span", { text: `test image: ${s.classes[s.labels[index]]}` }));
+    sampleView.title = `z is the mean code of this test image under ${runs[state.reference].name}`;
   }
 
   function controls() {
@@ -310,7 +312,7 @@
       bar.append(el("label", { class: "reference", text: "code from " }, select));
     }
     if (coded.length) state.reference = coded[0][1];
-    bar.append(readout, sampleView);
+    bar.append(sampleView, readout);
     return bar;
   }
 
@@ -352,7 +354,8 @@
   function render() {
     const start = performance.now();
     for (const run of runs) run.decoder.decode(state.z, run.pixels);
-    state.ms = performance.now() - start;
+    state.times.push(performance.now() - start);
+    if (state.times.length > 30) state.times.shift();
     state.frames++;
     for (const run of runs) {
       paint(run.image, run.pixels, 1);
@@ -363,12 +366,14 @@
       s.value.textContent = fmt(state.z[s.d]);
     }
     if (H === 2) {
-      readout.textContent = `z = (${state.z[0].toFixed(2)}, ${state.z[1].toFixed(2)})` +
-        (state.pinned ? " pinned: click the pin or press Esc to follow the pointer again" : " move over a plane; click to pin");
+      readout.textContent = `z = (${state.z[0].toFixed(2)}, ${state.z[1].toFixed(2)}) \u00b7 ` +
+        (state.pinned ? "pinned (click the pin or press Esc to free it)" : "move over a plane, click to pin");
     } else {
       readout.textContent = `|z| = ${Math.hypot(...state.z).toFixed(2)}`;
     }
-    footerTime.textContent = `decoded in ${state.ms.toFixed(2)} ms`;
+    // a mean over recent frames: one frame's time is a few timer ticks, and noisy
+    const ms = state.times.reduce((a, b) => a + b, 0) / state.times.length;
+    footerTime.textContent = `decoding takes ${ms.toFixed(2)} ms per frame`;
   }
 
   // ---- build the page
@@ -385,11 +390,14 @@
   app.append(H === 2 ? cards : el("div", { class: "wide" }, sliderPanel(), cards));
   document.getElementById("footer").append(
     footerTime,
-    el("span", { text: ` for ${runs.length} model${runs.length > 1 ? "s" : ""} per frame \u00b7 made by vaecli ${DATA.version} \u00b7 works offline: nothing is loaded from anywhere` }),
+    el("span", { text: ` (${runs.length} model${runs.length > 1 ? "s" : ""}, mean of the last 30 frames) \u00b7 made by vaecli ${DATA.version} \u00b7 works offline: nothing is loaded from anywhere` }),
   );
   document.addEventListener("keydown", (e) => {
     if (e.key === "Escape" && state.pinned) { state.pinned = false; render(); }
   });
+  // warm up the JIT, so the first frames under the pointer are as quick as the rest
+  const scratch = new Float64Array(D);
+  for (let i = 0; i < 10; i++) for (const run of runs) run.decoder.decode(new Array(H).fill(i / 5 - 1), scratch);
   render();
 
   // for tests and the curious: read back what the page decoded
