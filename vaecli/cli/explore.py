@@ -1,0 +1,57 @@
+"""`vaecli explore`."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.text import Text
+
+from vaecli.cli.app import app, stderr
+from vaecli.cli.options import DataDirOpt, DownloadOpt, QuietOpt
+
+
+@app.command()
+def explore(
+    runs: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="RUN",
+            help="Run folders or model.safetensors files; several decode the same z side by side.",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The HTML file to write.")] = Path("explore.html"),
+    data_dir: DataDirOpt = None,
+    download: DownloadOpt = False,
+    points: Annotated[int, typer.Option(min=0, help="Test codes shown in the scatter of an H = 2 model.")] = 3000,
+    quiet: QuietOpt = False,
+) -> None:
+    """Write one self-contained HTML page that decodes the latent space live in the browser.
+
+    H = 2: the latent plane with the test set's codes; the point under the pointer is decoded.
+
+    H > 2: one slider per latent dimension, most informative first.
+
+    The page needs no server and no network; open it from disk or mail it.
+    """
+    from vaecli import explore as library
+    from vaecli.data import load_dataset
+    from vaecli.errors import DataError
+
+    console = Console(quiet=quiet)
+    loaded = library.load_runs(runs)
+    datasets = {}
+    for name in sorted({run.config.dataset for run in loaded}):
+        try:
+            # never downloads unless asked: the page works without the test set
+            datasets[name] = load_dataset(name, data_dir, download_missing=download)
+        except DataError as e:
+            if not quiet:
+                stderr.print(Text.assemble(("note: ", "bold yellow"), f"no test codes on the page: {e}"))
+    html = library.page(loaded, datasets, points=points)
+    path = library.save(html, out)
+    size = path.stat().st_size
+    config = loaded[0].config.model
+    models = f"{len(loaded)} model{'s' if len(loaded) > 1 else ''}"
+    console.print(f"wrote {path} ({size / 1e6:.1f} MB): {models}, H={config.latent_dim}; open it in a browser")
