@@ -206,3 +206,35 @@ def test_eval_reports_every_metric(tiny_mnist, tmp_path):
     assert "IW bound on -log p(x), k=7" in table.stdout and "active units" in table.stdout
     one_line_error(invoke("eval", out, "--iw-samples", "0", "--data-dir", tiny_mnist), "--iw-samples")
     one_line_error(invoke("eval", tmp_path / "missing", "--data-dir", tiny_mnist), "no such file")
+
+
+def test_homework_example_runs_every_task(tiny_mnist, tmp_path, capsys):
+    import runpy
+    import sys
+
+    script = Path(__file__).parents[1] / "examples" / "homework4.py"
+    argv = sys.argv
+    sys.argv = [
+        str(script),
+        "--data-dir",
+        str(tiny_mnist),
+        "--out",
+        str(tmp_path / "hw"),
+        "--epochs",
+        "1",
+        "--layers",
+        "16",
+        "--iw-samples",
+        "3",
+        "--device",
+        "cpu",
+    ]
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    finally:
+        sys.argv = argv
+    out = capsys.readouterr().out
+    assert "Task 1" in out and "Task 2" in out and "| 50 | 1 |" in out and "| 2 | 40 |" in out
+    assert (tmp_path / "hw" / "problem2" / "samples.png").is_file()
+    assert (tmp_path / "hw" / "problem3" / "manifolds.png").is_file()
+    assert "![" in (tmp_path / "hw" / "problem3" / "report.md").read_text()
