@@ -5,7 +5,7 @@ its own and registers itself on `app` when imported here. torch and matplotlib
 are imported inside commands, so `vaecli --help` stays fast.
 """
 
-from vaecli.cli import train  # noqa: F401  (registers the command)
+from vaecli.cli import derive, train  # noqa: F401  (registers the command)
 from vaecli.cli.app import app
 
 
