@@ -182,8 +182,8 @@ def choose_grid(
     logvar: torch.Tensor,
     *,
     radius: float = 6.0,
-    scan_nodes: int = 40_000,
-    nodes_per_sd: float = 5.0,
+    scan_nodes: int = 10_000,
+    nodes_per_sd: float = 6.0,
     q_sds: float = 9.0,
     max_nodes: int = 250_000,
 ) -> Grid:
@@ -222,7 +222,7 @@ def choose_grid(
     return fine(first, torch.minimum(sd, first.var.sqrt().clamp(min=1e-6)))
 
 
-def expect_gaussian(f, mu: torch.Tensor, logvar: torch.Tensor, step: float = 1 / 6, radius: float = 7.0) -> float:
+def expect_gaussian(f, mu: torch.Tensor, logvar: torch.Tensor, step: float = 0.2, radius: float = 7.0) -> float:
     """E_q[f(z)] under q = N(mu, diag exp(logvar)) (each (H,)) by the midpoint rule in q's own coordinates.
 
     `f` maps (N, H) points to (N,) values. The nodes are z = mu + sigma * eps on a

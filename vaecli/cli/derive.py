@@ -303,6 +303,9 @@ def derive(
 def _summary(console: Console, findings: "Findings") -> None:
     n, failed = len(findings.checks), findings.failed
     console.print()
+    if n == 0:
+        console.print(Text("No check could run on this model (see 'skipped' above).", style="yellow"))
+        return
     if not failed:
         console.print(Text(f"All {n} checks passed.", style="bold green"))
         return
