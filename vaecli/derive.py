@@ -440,7 +440,7 @@ def identity_checks(
             own + kl_post,
             "=",
             IDENTITY_TOL,
-            f"log p(x) and KL(q ‖ p(z|x)) on the {where}; ELBO on a grid in q's coordinates, with the closed-form KL",
+            "log p(x) and KL(q ‖ p(z|x)) on that grid; ELBO on a grid in q's coordinates, with the closed-form KL",
         ),
     ]
     for label, (q_mu, q_logvar) in candidate_qs(mu, logvar, posterior).items():

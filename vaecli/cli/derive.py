@@ -78,13 +78,21 @@ def _value(v: float) -> str:
     return f"{v:.6f}" if abs(v) >= 1e-3 or v == 0 else f"{v:.2e}"
 
 
+def _need(c: Any) -> str:
+    return {"=": f"|d| ≤ {c.tolerance:.1e}", "≤": f"d ≤ {c.tolerance:.1e}", ">": f"d > {c.tolerance:g}"}[c.relation]
+
+
+def _verdict(c: Any) -> Text:
+    return Text("PASS", style="bold green") if c.passed else Text("FAIL", style="bold red")
+
+
 def show_findings(console: Console, findings: "Findings", number: int, seconds: float) -> None:
     checks = [c for c in findings.checks if c.part == number]
     console.print()
     console.print(Text(f"Checked numerically ({seconds:.1f} s):", style="bold"))
     for line in findings.context.get(number, []):
         console.print(Text(f"  {line}", style="dim"))
-    if checks:
+    if checks and console.width >= WIDE:
         table = Table(box=None, header_style="bold", padding=(0, 1), pad_edge=False)
         for name, justify in (("check", "left"), ("left", "right"), ("right", "right")):
             table.add_column(name, justify=justify)
@@ -92,10 +100,18 @@ def show_findings(console: Console, findings: "Findings", number: int, seconds: 
         table.add_column("needs", no_wrap=True)
         table.add_column("", no_wrap=True)
         for c in checks:
-            need = {"=": f"|d| ≤ {c.tolerance:.1e}", "≤": f"d ≤ {c.tolerance:.1e}", ">": f"d > {c.tolerance:g}"}
-            verdict = Text("PASS", style="bold green") if c.passed else Text("FAIL", style="bold red")
-            table.add_row(c.name, _value(c.left), _value(c.right), f"{c.difference:+.2e}", need[c.relation], verdict)
+            table.add_row(c.name, _value(c.left), _value(c.right), f"{c.difference:+.2e}", _need(c), _verdict(c))
         console.print(table)
+    elif checks:  # two lines per check: verdict and name, then left vs right and d = left − right
+        for c in checks:
+            console.print(Text.assemble(_verdict(c), "  ", c.name))
+            console.print(
+                Text(
+                    f"      {_value(c.left)} vs {_value(c.right)}   d = {c.difference:+.2e}   needs {_need(c)}",
+                    style="dim",
+                )
+            )
+    if checks:
         for how in dict.fromkeys(c.how for c in checks if c.how):
             console.print(Text(f"  · {how}", style="dim"))
     for s in findings.skipped:
@@ -107,7 +123,9 @@ def show_findings(console: Console, findings: "Findings", number: int, seconds: 
             table.add_column(name, justify="right")
         table.add_column("run")
         for r in findings.sweep:
-            table.add_row(f"{r.lam:g}", f"{r.kl:.3f}", f"{r.recon:.2f}", r.run + (" (reused)" if r.reused else ""))
+            table.add_row(
+                f"{r.lam:g}", f"{r.kl:.3f}", f"{r.recon:.2f}", Path(r.run).name + (" (reused)" if r.reused else "")
+            )
         console.print(table)
 
 
@@ -167,6 +185,7 @@ class Checker:
         """The model and image that parts 1 and 2 are checked on, and lines describing them."""
         if "subject" in self.data:
             return self.data["subject"]
+        from vaecli.config import DATASET_TITLES
         from vaecli.derive import pick_image
         from vaecli.figures import describe
 
@@ -180,7 +199,8 @@ class Checker:
             (row,) = self.sweep((1.0,))
             model = row.model
             data, note = self.dataset("mnist")
-            label = f"{row.run} (H={self.s['hidden']}, lam=1, {self.s['epochs']} epochs, {data.name})"
+            title = DATASET_TITLES.get(data.name, data.name)
+            label = f"{row.run} (H={self.s['hidden']}, lam=1, {self.s['epochs']} epochs, {title})"
         x, what = pick_image(data, self.s["image"])
         lines = [f"model: {label}", f"image: {what}", f"data: {note}"]
         if model.config.recon == "gaussian":
@@ -200,6 +220,7 @@ class Checker:
             findings.context[3] = [
                 f"runs: H={c.model.latent_dim}, layers {layers}, {c.epochs} epochs, seed {c.seed}, "
                 f"one per λ; {sum(r.reused for r in rows)} of {len(rows)} reused",
+                f"run store: {Path(rows[0].run).parent}" if not rows[0].run == "in memory" else "trained in memory",
                 f"data: {note}",
             ]
             findings.checks += derive.lagrangian_checks(rows)
