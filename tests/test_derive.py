@@ -223,6 +223,20 @@ def test_every_step_has_formula_text_and_reason():
             assert step.latex.count(r"\left") == step.latex.count(r"\right")
 
 
+KNOWN_MACROS = set(
+    r"""\Rightarrow \Vert \epsilon \frac \ge \lambda \lbrace \le \left \log \mathbb \mathcal \mathrel
+    \mathrm \max \mid \mu \nabla \odot \operatorname \phi \pi \quad \rbrace \right \sigma \sim \sum
+    \text \tfrac \theta \beta \cdot \int \times \to \operatorname*""".split()
+)
+
+
+def test_every_latex_macro_is_a_real_one():
+    """Catches strings glued together into a made-up macro, like '\\quad' + 'r' = '\\quadr'."""
+    latex = [s.latex for p in derive.PARTS for s in p.steps] + [export.math_latex(t) for t in all_prose()]
+    for formula in latex:
+        assert set(re.findall(r"\\[A-Za-z]+", formula)) <= KNOWN_MACROS, formula
+
+
 def test_markdown_math_is_safe_from_markdown_escapes():
     """A backslash before punctuation (\\, \\{ \\|) may be eaten by a Markdown renderer before the math is."""
     latex = [s.latex for p in derive.PARTS for s in p.steps] + [export.math_latex(t) for t in all_prose()]
@@ -246,7 +260,7 @@ def test_markdown_export_holds_every_step_and_the_results():
     text = export.markdown((1,), findings)
     assert text.count("$$") == 2 * len(derive.PARTS[0].steps)
     assert "## Part 1." in text and "## Part 2." not in text
-    assert r"p(z\|x)) | a = -100.000000 |" in text and "| PASS |" in text
+    assert r"p(z\|x)) | a = -100.000000 |" in text and r"| \|d\| ≤ 1.0e-03 | PASS |" in text
     for inline in re.findall(r"(?<!\$)\$([^$\n]+)\$(?!\$)", text):
         assert inline == inline.strip()  # GitHub needs $x$, not $ x $
 

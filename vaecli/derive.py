@@ -153,14 +153,14 @@ PARTS: tuple[Part, ...] = (
             ),
             Step(
                 r"\log \mathcal{N}(z_j; \mu_j, \sigma_j^2) = -\tfrac{1}{2} \log 2\pi - \tfrac{1}{2} \log \sigma_j^2"
-                r" - \frac{(z_j - \mu_j)^2}{2 \sigma_j^2}, \quad"
+                r" - \frac{(z_j - \mu_j)^2}{2 \sigma_j^2}, \quad "
                 r"\log \mathcal{N}(z_j; 0, 1) = -\tfrac{1}{2} \log 2\pi - \frac{z_j^2}{2}",
                 "log N(z_j; μ_j, σ_j²) = −½ log 2π − ½ log σ_j² − (z_j − μ_j)²/(2σ_j²),  "
                 "log N(z_j; 0, 1) = −½ log 2π − z_j²/2",
                 "the Gaussian log-density",
             ),
             Step(
-                r"\mathbb{E}_q\left[(z_j - \mu_j)^2\right] = \sigma_j^2, \quad"
+                r"\mathbb{E}_q\left[(z_j - \mu_j)^2\right] = \sigma_j^2, \quad "
                 r"\mathbb{E}_q\left[z_j^2\right] = \mu_j^2 + \sigma_j^2",
                 "𝔼_q[ (z_j − μ_j)² ] = σ_j²,  𝔼_q[ z_j² ] = μ_j² + σ_j²",
                 "the variance and the second moment of `N(μ_j, σ_j²)`",
@@ -231,7 +231,7 @@ PARTS: tuple[Part, ...] = (
                 "complementary slackness: a positive multiplier means the constraint binds",
             ),
             Step(
-                r"\lambda = \frac{d r^*(\epsilon)}{d \epsilon}, \quad"
+                r"\lambda = \frac{d r^*(\epsilon)}{d \epsilon}, \quad "
                 rf"r^*(\epsilon) = \max \left\lbrace {EQ}\left[\log {LIK}\right] : {KL} \le \epsilon \right\rbrace",
                 "λ = dr*(ε)/dε,  r*(ε) = the best reconstruction with KL ≤ ε",
                 "`λ` is the price of one more nat of KL (envelope theorem); `r*` flattens as `ε` grows, "
@@ -250,7 +250,6 @@ def part(number: int) -> Part:
 
 # --------------------------------------------------------------------------- the checks
 
-RELATIONS = {"=": "|left − right| ≤ tol", "≤": "left − right ≤ tol", ">": "left − right > tol"}
 IDENTITY_TOL = 1e-3  # nats: both grids reach ~1e-4 on trained and untrained H = 2 models
 BOUND_TOL = 1e-3  # nats: ELBO(q) may exceed log p(x) by at most the quadrature error
 EDGE_TOL = 1e-9  # posterior mass allowed in the grid's outermost cells
@@ -285,6 +284,13 @@ class Check:
         if self.relation == "≤":
             return d <= self.tolerance
         return d > self.tolerance
+
+    @property
+    def needs(self) -> str:
+        """What passing takes, in terms of d = left - right: '|d| ≤ 1.0e-03'."""
+        if self.relation == "=":
+            return f"|d| ≤ {self.tolerance:.1e}"
+        return f"d ≤ {self.tolerance:.1e}" if self.relation == "≤" else f"d > {self.tolerance:g}"
 
     def to_dict(self) -> dict[str, Any]:
         return {

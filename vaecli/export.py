@@ -8,6 +8,7 @@ by punctuation, so no Markdown escape can change it.
 
 import re
 from datetime import date
+from pathlib import Path
 
 from vaecli import __version__
 from vaecli.derive import PARTS, Findings, Part
@@ -101,7 +102,7 @@ def _table_rows(findings: Findings, number: int) -> list[list[str]]:
             f"{c.left_label} = {_number(c.left)}",
             f"{c.right_label} = {_number(c.right)}",
             f"{c.difference:+.2e}",
-            f"{c.relation} within {c.tolerance:.1e}" if c.relation != ">" else f"> {c.tolerance:g}",
+            c.needs,
             "PASS" if c.passed else "FAIL",
         ]
         for c in findings.checks
@@ -109,7 +110,7 @@ def _table_rows(findings: Findings, number: int) -> list[list[str]]:
     ]
 
 
-HEADER = ["check", "left", "right", "left − right", "tolerance", "result"]
+HEADER = ["check", "left", "right", "d = left − right", "needs", "result"]
 
 
 def _md_cell(text: str) -> str:
@@ -150,7 +151,7 @@ def _markdown_findings(findings: Findings, p: Part) -> list[str]:
             lines += [f"*Skipped: {_md_cell(s.name)}: {s.reason}.*", ""]
     if p.number == 3 and findings.sweep:
         lines += ["| λ | KL (nats) | reconstruction (nats) | run |", "|---|---|---|---|"]
-        lines += [f"| {r.lam:g} | {r.kl:.3f} | {r.recon:.2f} | `{r.run}` |" for r in findings.sweep]
+        lines += [f"| {r.lam:g} | {r.kl:.3f} | {r.recon:.2f} | `{Path(r.run).name}` |" for r in findings.sweep]
         lines += [""]
     return lines
 

@@ -78,10 +78,6 @@ def _value(v: float) -> str:
     return f"{v:.6f}" if abs(v) >= 1e-3 or v == 0 else f"{v:.2e}"
 
 
-def _need(c: Any) -> str:
-    return {"=": f"|d| ≤ {c.tolerance:.1e}", "≤": f"d ≤ {c.tolerance:.1e}", ">": f"d > {c.tolerance:g}"}[c.relation]
-
-
 def _verdict(c: Any) -> Text:
     return Text("PASS", style="bold green") if c.passed else Text("FAIL", style="bold red")
 
@@ -100,14 +96,14 @@ def show_findings(console: Console, findings: "Findings", number: int, seconds: 
         table.add_column("needs", no_wrap=True)
         table.add_column("", no_wrap=True)
         for c in checks:
-            table.add_row(c.name, _value(c.left), _value(c.right), f"{c.difference:+.2e}", _need(c), _verdict(c))
+            table.add_row(c.name, _value(c.left), _value(c.right), f"{c.difference:+.2e}", c.needs, _verdict(c))
         console.print(table)
     elif checks:  # two lines per check: verdict and name, then left vs right and d = left − right
         for c in checks:
             console.print(Text.assemble(_verdict(c), "  ", c.name))
             console.print(
                 Text(
-                    f"      {_value(c.left)} vs {_value(c.right)}   d = {c.difference:+.2e}   needs {_need(c)}",
+                    f"      {_value(c.left)} vs {_value(c.right)}   d = {c.difference:+.2e}   needs {c.needs}",
                     style="dim",
                 )
             )
