@@ -270,7 +270,7 @@ def test_latex_export_is_a_whole_document():
     assert text.startswith(r"\documentclass") and text.rstrip().endswith(r"\end{document}")
     assert text.count(r"\[") == text.count(r"\]") == sum(len(p.steps) for p in derive.PARTS)
     body = text.split(r"\begin{document}")[1]
-    assert body.isascii()
+    assert body.isascii() and "-{}-recon" in body
 
 
 # --------------------------------------------------------------------------- the command

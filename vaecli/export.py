@@ -80,7 +80,8 @@ def math_latex(text: str) -> str:
 
 def text_latex(text: str) -> str:
     """Plain text for a LaTeX document: specials escaped, Unicode mapped."""
-    return "".join(_SPECIAL.get(c) or _TEXT.get(c) or c for c in text)
+    out = "".join(_SPECIAL.get(c) or _TEXT.get(c) or c for c in text)
+    return out.replace("--", "-{}-")  # --recon, not an en dash
 
 
 def prose_markdown(text: str) -> str:
@@ -89,6 +90,10 @@ def prose_markdown(text: str) -> str:
 
 def prose_latex(text: str) -> str:
     return "".join(f"${math_latex(p)}$" if is_math else text_latex(p) for is_math, p in segments(text))
+
+
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def _number(value: float) -> str:
@@ -129,7 +134,7 @@ def markdown(parts: tuple[int, ...] = (1, 2, 3), findings: Findings | None = Non
         p = PARTS[number - 1]
         lines += [f"## Part {p.number}. {prose_markdown(p.title)}", "", prose_markdown(p.intro), ""]
         for i, step in enumerate(p.steps, 1):
-            lines += [f"**Step {i}.** {prose_markdown(step.why)[:1].upper()}{prose_markdown(step.why)[1:]}:", ""]
+            lines += [f"**Step {i}.** {prose_markdown(_capital(step.why))}:", ""]
             lines += ["$$", step.latex, "$$", ""]
         lines += [prose_markdown(p.outro), ""]
         if findings is not None:
@@ -163,7 +168,7 @@ def latex(parts: tuple[int, ...] = (1, 2, 3), findings: Findings | None = None) 
         r"\usepackage[T1]{fontenc}",
         r"\usepackage{amsmath,amssymb}",
         r"\usepackage[margin=2.2cm]{geometry}",
-        r"\usepackage{booktabs,tabularx}",
+        r"\usepackage{booktabs}",
         r"\begin{document}",
         r"\section*{The VAE loss, derived and checked}",
         rf"Problem 1 of the homework, written by vaecli {__version__} (\texttt{{vaecli derive}}) on {date.today()}.",
@@ -174,7 +179,7 @@ def latex(parts: tuple[int, ...] = (1, 2, 3), findings: Findings | None = None) 
         lines += [rf"\subsection*{{Part {p.number}. {prose_latex(p.title)}}}", prose_latex(p.intro), ""]
         lines += [r"\begin{enumerate}"]
         for step in p.steps:
-            lines += [rf"\item {prose_latex(step.why)}:", r"\[", step.latex, r"\]"]
+            lines += [rf"\item {prose_latex(_capital(step.why))}:", r"\[", step.latex, r"\]"]
         lines += [r"\end{enumerate}", prose_latex(p.outro), ""]
         if findings is not None:
             lines += _latex_findings(findings, p)
@@ -187,16 +192,18 @@ def _latex_findings(findings: Findings, p: Part) -> list[str]:
     context = findings.context.get(p.number, [])
     if context:
         lines += [r"\begin{itemize}"] + [rf"\item {text_latex(line)}" for line in context] + [r"\end{itemize}"]
-    rows = _table_rows(findings, p.number)
-    if rows:
+    checks = [c for c in findings.checks if c.part == p.number]
+    if checks:
         lines += [
-            r"{\small\begin{tabularx}{\linewidth}{@{}Xlllll@{}}",
+            r"{\small\begin{tabular}{@{}p{0.40\linewidth}rrrll@{}}",
             r"\toprule",
-            " & ".join(text_latex(h) for h in HEADER) + r" \\",
+            r"check & left & right & $d$ = left $-$ right & needs & \\",
             r"\midrule",
         ]
-        lines += [" & ".join(text_latex(c) for c in row) + r" \\" for row in rows]
-        lines += [r"\bottomrule", r"\end{tabularx}}", ""]
+        for c in checks:
+            cells = [c.name, _number(c.left), _number(c.right), f"{c.difference:+.2e}", c.needs]
+            lines += [" & ".join(text_latex(v) for v in cells) + (r" & PASS \\" if c.passed else r" & FAIL \\")]
+        lines += [r"\bottomrule", r"\end{tabular}}", ""]
     for s in findings.skipped:
         if s.part == p.number:
             lines += [rf"\emph{{Skipped: {text_latex(s.name)}: {text_latex(s.reason)}.}}", ""]

@@ -82,12 +82,21 @@ def _verdict(c: Any) -> Text:
     return Text("PASS", style="bold green") if c.passed else Text("FAIL", style="bold red")
 
 
+def _note(console: Console, text: str, bullet: str = "", style: str = "dim") -> None:
+    """An indented line that wraps under itself."""
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(width=1 + len(bullet))
+    grid.add_column()
+    grid.add_row(" " + bullet, Text(text, style=style))
+    console.print(grid)
+
+
 def show_findings(console: Console, findings: "Findings", number: int, seconds: float) -> None:
     checks = [c for c in findings.checks if c.part == number]
     console.print()
     console.print(Text(f"Checked numerically ({seconds:.1f} s):", style="bold"))
     for line in findings.context.get(number, []):
-        console.print(Text(f"  {line}", style="dim"))
+        _note(console, line)
     if checks and console.width >= WIDE:
         table = Table(box=None, header_style="bold", padding=(0, 1), pad_edge=False)
         for name, justify in (("check", "left"), ("left", "right"), ("right", "right")):
@@ -109,10 +118,10 @@ def show_findings(console: Console, findings: "Findings", number: int, seconds: 
             )
     if checks:
         for how in dict.fromkeys(c.how for c in checks if c.how):
-            console.print(Text(f"  · {how}", style="dim"))
+            _note(console, how, "·")
     for s in findings.skipped:
         if s.part == number:
-            console.print(Text(f"  skipped: {s.name}: {s.reason}", style="yellow"))
+            _note(console, f"skipped: {s.name}: {s.reason}", style="yellow")
     if number == 3 and findings.sweep:
         table = Table(box=None, header_style="bold", padding=(0, 2), pad_edge=False)
         for name in ("λ", "KL (nats)", "recon (nats)"):
