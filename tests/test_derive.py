@@ -201,6 +201,10 @@ def test_lam_sweep_reuses_the_store_and_kl_falls(tiny_mnist, tmp_path):
     again = derive.lam_sweep(base, (40, 1), data=data, store=tmp_path / "s", device="cpu")
     assert [r.lam for r in again] == [1, 40] and all(r.reused for r in again)
     assert again[0].kl == rows[0].kl
+    # data the store cannot name (synthetic) are trained in memory: the same numbers, nothing written
+    memory = derive.lam_sweep(base, (1,), data=data, in_memory=True, device="cpu")
+    assert memory[0].run == "in memory" and memory[0].kl == pytest.approx(rows[0].kl)
+    assert len(list((tmp_path / "s").iterdir())) == 4
 
 
 # --------------------------------------------------------------------------- the content and its exports
@@ -312,8 +316,8 @@ def test_derive_checks_a_model_and_exports_markdown(tiny_run, tiny_mnist, tmp_pa
     assert "## Part 1." in text and "| PASS |" in text and "MNIST test image #0" in text
 
 
-def test_derive_part_2_on_synthetic_images():
-    result = invoke("derive", "2", "--synthetic", *TINY)
+def test_derive_part_2_on_synthetic_images(tiny_run):
+    result = invoke("derive", "2", "--synthetic", "--model", tiny_run)
     assert result.exit_code == 0, result.output
     assert "synthetic bar images (--synthetic)" in result.stdout and "All 2 checks passed" in result.stdout
 
