@@ -9,6 +9,7 @@ are imported inside commands, so `vaecli --help` stays fast.
 from vaecli.cli import train  # noqa: I001, F401  (each import registers its commands)
 from vaecli.cli import figures  # noqa: F401
 from vaecli.cli import ablate  # noqa: F401
+from vaecli.cli import derive  # noqa: F401
 from vaecli.cli import explore  # noqa: F401
 from vaecli.cli import evaluate, store  # noqa: F401
 from vaecli.cli.app import app
