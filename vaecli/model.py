@@ -19,7 +19,8 @@ def _mlp(sizes: list[int]) -> nn.Sequential:
     """Linear layers through `sizes` with a ReLU after each."""
     layers: list[nn.Module] = []
     for n_in, n_out in zip(sizes, sizes[1:], strict=False):
-        layers += [nn.Linear(n_in, n_out), nn.ReLU()]
+        # in place: a linear layer's backward needs its input, not its output, so this is safe and saves a copy
+        layers += [nn.Linear(n_in, n_out), nn.ReLU(inplace=True)]
     return nn.Sequential(*layers)
 
 

@@ -156,7 +156,7 @@ def train(
         sums = torch.zeros(2, dtype=torch.float64, device=dev)  # recon, KL summed over images
         for step in range(steps):
             index = order[step * batch_size : (step + 1) * batch_size]
-            x = train_images[index]  # (B, D)
+            x = train_images.index_select(0, index)  # (B, D)
             if config.binarize:
                 x = torch.bernoulli(x, generator=noise_gen)
             eps = torch.randn((len(index), latent_dim), generator=noise_gen, device=dev)  # (B, H)
