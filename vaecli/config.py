@@ -15,6 +15,7 @@ from vaecli.errors import ConfigError
 RECON_KINDS = ("bernoulli", "gaussian")
 DATASET_TITLES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}
 DATASETS = tuple(DATASET_TITLES)
+PRECISIONS = ("fp32", "bf16")
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:
@@ -94,6 +95,9 @@ class TrainConfig:
     seed: int = 0
     dataset: str = "mnist"
     binarize: bool = False  # dynamic binarization: a fresh Bernoulli draw of every batch
+    # how the arithmetic is done: both change the trained weights (rounding), so both are in the hash
+    precision: str = "fp32"  # "bf16": bfloat16 autocast for the layers; weights and Adam stay fp32
+    compile: bool = False  # torch.compile the training step
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, ModelConfig):
@@ -106,6 +110,9 @@ class TrainConfig:
         _check_choice("dataset", self.dataset, DATASETS)
         if not isinstance(self.binarize, bool):
             raise ConfigError(f"binarize must be true or false, got {self.binarize!r}")
+        _check_choice("precision", self.precision, PRECISIONS)
+        if not isinstance(self.compile, bool):
+            raise ConfigError(f"compile must be true or false, got {self.compile!r}")
         # 1 and 1.0 are the same lam: keep one spelling so the JSON (and hash) agree
         object.__setattr__(self, "lam", float(self.lam))
         object.__setattr__(self, "lr", float(self.lr))

@@ -16,7 +16,7 @@ import torch
 from vaecli import latent
 from vaecli.config import TrainConfig
 from vaecli.data import Dataset
-from vaecli.loss import kl_divergence, reconstruction_nll
+from vaecli.loss import kl_divergence, reconstruction_nll, reconstruction_nll_sum
 from vaecli.model import VAE
 
 ACTIVE_THRESHOLD = 0.01  # Burda et al.'s cut-off on Var_x(E_q[z_d | x])
@@ -67,14 +67,17 @@ class EpochRecord:
         )
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate(
     model: VAE,
     images: torch.Tensor,
     generator: torch.Generator | None = None,
-    batch_size: int = 2000,
+    batch_size: int = 10000,
 ) -> Terms:
-    """Mean recon and KL over `images` (N, D), one z sample per image."""
+    """Mean recon and KL over `images` (N, D), one z sample per image.
+
+    Large batches without autograd: the whole MNIST test split is one forward pass.
+    """
     was_training = model.training
     model.eval()
     recon = torch.zeros((), dtype=torch.float64, device=images.device)
@@ -82,7 +85,7 @@ def evaluate(
     for start in range(0, len(images), batch_size):
         x = images[start : start + batch_size]
         out = model(x, generator)
-        recon += reconstruction_nll(out.logits, x, model.config.recon).sum()
+        recon += reconstruction_nll_sum(out.logits, x, model.config.recon)
         kl += kl_divergence(out.mu, out.logvar).sum()
     model.train(was_training)
     n = len(images)

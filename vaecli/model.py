@@ -19,7 +19,8 @@ def _mlp(sizes: list[int]) -> nn.Sequential:
     """Linear layers through `sizes` with a ReLU after each."""
     layers: list[nn.Module] = []
     for n_in, n_out in zip(sizes, sizes[1:], strict=False):
-        layers += [nn.Linear(n_in, n_out), nn.ReLU()]
+        # in place: a linear layer's backward needs its input, not its output, so this is safe and saves a copy
+        layers += [nn.Linear(n_in, n_out), nn.ReLU(inplace=True)]
     return nn.Sequential(*layers)
 
 
@@ -43,10 +44,18 @@ class VAE(nn.Module):
 
     @staticmethod
     def reparameterize(
-        mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None
+        mu: torch.Tensor,
+        logvar: torch.Tensor,
+        generator: torch.Generator | None = None,
+        eps: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """z = mu + sigma * eps with eps ~ N(0, I): a sample that gradients flow through."""
-        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        """z = mu + sigma * eps with eps ~ N(0, I): a sample that gradients flow through.
+
+        `eps` given: that noise is used and `generator` is not (the trainer draws it
+        outside a compiled step).
+        """
+        if eps is None:
+            eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
         return mu + torch.exp(0.5 * logvar) * eps
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
@@ -57,7 +66,9 @@ class VAE(nn.Module):
         """(B, H) latent codes -> (B, D) pixel means in [0, 1], never thresholded."""
         return torch.sigmoid(self.decode(z))
 
-    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> VAEOutput:
+    def forward(
+        self, x: torch.Tensor, generator: torch.Generator | None = None, eps: torch.Tensor | None = None
+    ) -> VAEOutput:
         mu, logvar = self.encode(x)
-        z = self.reparameterize(mu, logvar, generator)
+        z = self.reparameterize(mu, logvar, generator, eps)
         return VAEOutput(self.decode(z), mu, logvar, z)

@@ -1,11 +1,17 @@
 """Training: config + data in, model + per-epoch history out. The loop never prints.
 
 The data sit on the training device as one tensor; a batch is an index into
-it, so the loop does no per-sample Python work.
+it, so the loop does no per-sample Python work. The loss comes from the logits
+in one pass, and the step never waits for the device: the epoch's loss sums
+stay on it and are read once, after the epoch. benchmarks/bench_train.py
+measures the loop against a tutorial-style one and against the matmuls alone.
 """
 
 import math
+import os
+import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -15,7 +21,7 @@ from vaecli.data import Dataset, load_dataset
 from vaecli.errors import ConfigError
 from vaecli.loss import vae_loss
 from vaecli.metrics import EpochRecord, Terms, evaluate, scored_test_images
-from vaecli.model import VAE
+from vaecli.model import VAE, VAEOutput
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -73,6 +79,35 @@ def _optimizer(model: VAE, config: TrainConfig, device: torch.device) -> torch.o
     return torch.optim.Adam(model.parameters(), lr=config.lr, fused=fused)
 
 
+BatchLoss = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def _batch_loss(model: VAE, config: TrainConfig, device: torch.device) -> BatchLoss:
+    """(x (B, D), eps (B, H)) -> (the loss to minimize, its (recon, KL) means): the step's forward.
+
+    bf16: the layers run in bfloat16 under autocast; the loss is taken in float32.
+    """
+    lam, kind = config.lam, config.model.recon
+    bf16 = config.precision == "bf16"
+
+    def batch_loss(x: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            out = model(x, eps=eps)
+        if bf16:
+            out = VAEOutput(*(t.float() for t in out))
+        terms = vae_loss(out, x, lam, kind)
+        return terms.total, torch.stack((terms.recon, terms.kl)).detach()
+
+    return batch_loss
+
+
+def _check_options(config: TrainConfig, device: torch.device) -> None:
+    if config.precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError("--precision bf16 asked for, but this GPU has no bfloat16; use --precision fp32")
+    if config.compile and device.type == "cpu" and not (os.environ.get("CXX") or shutil.which("g++")):
+        raise ConfigError("--compile on the CPU needs a C++ compiler (g++ or $CXX); install one or drop --compile")
+
+
 def train(
     config: TrainConfig,
     data: Dataset | None = None,
@@ -88,6 +123,7 @@ def train(
         data = load_dataset(config.dataset, data_dir)
     if data.image_shape != config.model.image_shape:
         raise ConfigError(f"the model expects {config.model.image_shape} images but {data.name} has {data.image_shape}")
+    _check_options(config, dev)
     data = data.to(dev)
     model = build_model(config).to(dev)
     optimizer = _optimizer(model, config, dev)
@@ -95,8 +131,11 @@ def train(
     noise_gen = torch.Generator(device=dev).manual_seed(config.seed)
     test_images = scored_test_images(data.test.images, config)
     train_images = data.train.images
-    n, batch_size = len(train_images), config.batch_size
+    n, batch_size, latent_dim = len(train_images), config.batch_size, config.model.latent_dim
     steps = math.ceil(n / batch_size)
+    batch_loss = _batch_loss(model, config, dev)
+    # one shape, one compilation: a short last batch runs eagerly instead of recompiling
+    full_batch_loss = torch.compile(batch_loss, dynamic=False) if config.compile else batch_loss
     observer.on_start(config, steps, dev)
 
     history: list[EpochRecord] = []
@@ -105,21 +144,21 @@ def train(
         model.train()
         epoch_start = time.perf_counter()
         order = torch.randperm(n, generator=shuffle_gen).to(dev)
-        recon_sum = torch.zeros((), dtype=torch.float64, device=dev)
-        kl_sum = torch.zeros((), dtype=torch.float64, device=dev)
+        sums = torch.zeros(2, dtype=torch.float64, device=dev)  # recon, KL summed over images
         for step in range(steps):
             index = order[step * batch_size : (step + 1) * batch_size]
-            x = train_images[index]  # (B, D)
+            x = train_images.index_select(0, index)  # (B, D)
             if config.binarize:
                 x = torch.bernoulli(x, generator=noise_gen)
-            terms = vae_loss(model(x, noise_gen), x, config.lam, config.model.recon)
+            eps = torch.randn((len(index), latent_dim), generator=noise_gen, device=dev)  # (B, H)
+            loss, means = (full_batch_loss if len(index) == batch_size else batch_loss)(x, eps)
             optimizer.zero_grad(set_to_none=True)
-            terms.total.backward()
+            loss.backward()
             optimizer.step()
-            recon_sum += terms.recon.detach() * len(index)
-            kl_sum += terms.kl.detach() * len(index)
+            sums.add_(means, alpha=len(index))
             observer.on_batch(epoch, step + 1)
-        train_terms = Terms(recon_sum.item() / n, kl_sum.item() / n)
+        recon_sum, kl_sum = sums.tolist()
+        train_terms = Terms(recon_sum / n, kl_sum / n)
         seconds = time.perf_counter() - epoch_start
         # the same noise every epoch, so test numbers differ only because the model did
         eval_gen = torch.Generator(device=dev).manual_seed(config.seed + 2)

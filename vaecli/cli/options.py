@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from typer.core import TyperCommand
 
-from vaecli.config import DATASETS, RECON_KINDS, ModelConfig, TrainConfig
+from vaecli.config import DATASETS, PRECISIONS, RECON_KINDS, ModelConfig, TrainConfig
 
 if TYPE_CHECKING:
     from vaecli.checkpoint import Run
@@ -91,6 +91,7 @@ def parse_floats(text: str, option: str, minimum: float = float("-inf")) -> tupl
 
 Recon = Enum("Recon", {k: k for k in RECON_KINDS}, type=str)
 DatasetName = Enum("DatasetName", {k: k for k in DATASETS}, type=str)
+Precision = Enum("Precision", {k: k for k in PRECISIONS}, type=str)
 Device = Enum("Device", {k: k for k in ("auto", "cpu", "cuda", "mps")}, type=str)
 
 HiddenOpt = Annotated[
@@ -117,6 +118,12 @@ SeedOpt = Annotated[
 DatasetOpt = Annotated[DatasetName, typer.Option(help="mnist or fashion-mnist.")]
 BinarizeOpt = Annotated[
     bool, typer.Option("--binarize", help="Dynamic binarization: a fresh Bernoulli draw of every batch.")
+]
+PrecisionOpt = Annotated[
+    Precision, typer.Option(help="fp32, or bf16: the layers in bfloat16 autocast (weights and Adam stay fp32).")
+]
+CompileOpt = Annotated[
+    bool, typer.Option("--compile", help="torch.compile the training step (costs a compilation up front).")
 ]
 DeviceOpt = Annotated[Device, typer.Option(help="auto picks CUDA when present.")]
 DataDirOpt = Annotated[
@@ -152,6 +159,8 @@ TRAINING_OPTIONS: dict[str, tuple[Any, Any]] = {
     "seed": (SeedOpt, 0),
     "dataset": (DatasetOpt, DatasetName.mnist),
     "binarize": (BinarizeOpt, False),
+    "precision": (PrecisionOpt, Precision.fp32),
+    "compile": (CompileOpt, False),
     "device": (DeviceOpt, Device.auto),
     "data_dir": (DataDirOpt, None),
     "download": (DownloadOpt, False),
@@ -184,6 +193,8 @@ class TrainingOptions:
             seed=v["seed"],
             dataset=v["dataset"].value,
             binarize=v["binarize"],
+            precision=v["precision"].value,
+            compile=v["compile"],
         )
         return cls(config, v["device"].value, v["data_dir"], v["download"] or None, v["runs_dir"], v["force"])
 

@@ -1,0 +1,149 @@
+"""The fast trainer's options, and benchmarks/bench_train.py run on tiny data (not timed)."""
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from vaecli.checkpoint import read_config
+from vaecli.cli.options import TRAINING_OPTIONS
+from vaecli.config import ModelConfig, TrainConfig
+from vaecli.data import load_dataset
+from vaecli.errors import ConfigError
+from vaecli.loss import reconstruction_nll, reconstruction_nll_sum
+from vaecli.metrics import evaluate
+from vaecli.model import VAE
+from vaecli.trainer import train
+
+from .test_cli import invoke, one_line_error
+
+TINY = ModelConfig(latent_dim=2, hidden_layers=(32, 16))
+BENCH = Path(__file__).parents[1] / "benchmarks" / "bench_train.py"
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("bench_train", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_precision_and_compile_are_part_of_the_config():
+    base = TrainConfig()
+    assert base.precision == "fp32" and base.compile is False
+    digests = {base.digest(), TrainConfig(precision="bf16").digest(), TrainConfig(compile=True).digest()}
+    assert len(digests) == 3
+    back = TrainConfig.from_json(TrainConfig(precision="bf16", compile=True).to_json())
+    assert back.precision == "bf16" and back.compile is True
+    with pytest.raises(ConfigError, match="precision must be one of"):
+        TrainConfig(precision="fp8")
+    with pytest.raises(ConfigError, match="compile must be true or false"):
+        TrainConfig(compile="yes")
+
+
+def test_old_config_json_without_the_new_keys_still_loads():
+    data = TrainConfig().to_dict()
+    del data["precision"], data["compile"]
+    assert TrainConfig.from_dict(data) == TrainConfig()
+
+
+def test_cli_passes_precision_and_compile_into_the_config(tiny_mnist, tmp_path):
+    assert {"precision", "compile"} <= set(TRAINING_OPTIONS)
+    out = tmp_path / "run"
+    result = invoke("train", "-H", "2", "--layers", "32", "16", "--epochs", "1", "--batch-size", "16",
+                    "--precision", "bf16", "--data-dir", tiny_mnist, "--out", out, "--quiet")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert read_config(out).precision == "bf16"
+    one_line_error(invoke("train", "--precision", "fp8", "--data-dir", tiny_mnist), "--precision")
+
+
+def test_bf16_trains_deterministically_and_close_to_fp32(tiny_mnist):
+    ds = load_dataset("mnist", tiny_mnist)
+    cfg = TrainConfig(model=TINY, epochs=3, batch_size=16, precision="bf16")
+    a, b = (train(cfg, ds, device="cpu") for _ in range(2))
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) and sa[k].dtype == torch.float32 for k in sa)
+    fp32 = train(TrainConfig(model=TINY, epochs=3, batch_size=16), ds, device="cpu")
+    assert not torch.equal(sa["mu.weight"], fp32.model.state_dict()["mu.weight"])
+    assert abs(a.final.test.neg_elbo - fp32.final.test.neg_elbo) < 0.05 * fp32.final.test.neg_elbo
+
+
+@pytest.mark.skipif(
+    not os.environ.get("VAECLI_TEST_COMPILE"), reason="torch.compile takes minutes cold: set VAECLI_TEST_COMPILE=1"
+)
+def test_compiled_step_matches_eager_and_is_deterministic(tiny_mnist):
+    ds = load_dataset("mnist", tiny_mnist)
+    cfg = TrainConfig(model=TINY, epochs=2, batch_size=24, compile=True)  # 64 = 24 + 24 + a short 16
+    a, b = (train(cfg, ds, device="cpu").model.state_dict() for _ in range(2))
+    eager = train(TrainConfig(model=TINY, epochs=2, batch_size=24), ds, device="cpu").model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert all(torch.allclose(a[k], eager[k], atol=1e-5) for k in a)
+
+
+def test_summed_reconstruction_matches_per_image_sums():
+    g = torch.Generator().manual_seed(0)
+    logits, x = torch.randn(9, 784, generator=g) * 4, torch.rand(9, 784, generator=g)
+    for kind in ("bernoulli", "gaussian"):
+        expected = reconstruction_nll(logits, x, kind).sum()
+        assert torch.allclose(reconstruction_nll_sum(logits, x, kind), expected, rtol=1e-5)
+    with pytest.raises(ValueError):
+        reconstruction_nll_sum(logits, x, "laplace")
+
+
+def test_evaluation_does_not_depend_on_its_batch_size():
+    model = VAE(TINY)
+    images = torch.rand(50, 784, generator=torch.Generator().manual_seed(1))
+    whole = evaluate(model, images, torch.Generator().manual_seed(2))
+    pieces = evaluate(model, images, torch.Generator().manual_seed(2), batch_size=16)
+    # the same model and images; only the noise is drawn in other chunks
+    assert whole.recon == pytest.approx(pieces.recon, rel=1e-3)
+    assert whole.kl == pytest.approx(pieces.kl, rel=1e-2)
+
+
+def test_help_imports_neither_torch_nor_matplotlib():
+    probe = (
+        "import sys\nfrom vaecli.cli import app\n"
+        "try:\n    app(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('torch', 'matplotlib') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip().endswith("[]"), out
+
+
+def test_flops_are_counted_layer_by_layer():
+    bench = load_bench()
+    # the issue's classic 784-400-20 VAE: about 197 GFLOP per MNIST epoch, forward and backward
+    assert round(bench.flops_per_epoch(ModelConfig(latent_dim=20, hidden_layers=(400,)), 60000) / 1e9) == 197
+    shapes = bench.layer_shapes(ModelConfig(latent_dim=20))
+    assert shapes[0] == (784, 512, False) and shapes[-1] == (512, 784, True) and len(shapes) == 7
+
+
+def test_slice_ratios_scale_each_slice_to_an_epoch():
+    bench = load_bench()
+    fast, slow = bench.Clocked("fast"), bench.Clocked("slow")
+    for epoch in (1, 2):
+        fast.add(epoch, 0.5, 1.0)  # 2 s per epoch
+        fast.add(epoch, 0.5, 1.0)
+        slow.add(epoch, 0.25, 2.0)  # 8 s per epoch, with slices of other shares
+        slow.add(epoch, 0.75, 6.0)
+    assert bench.slice_ratios(fast, slow) == pytest.approx([0.25] * 4)
+    assert fast.epoch_seconds() == [2.0, 2.0] and fast.clock == 4.0
+
+
+def test_benchmark_smoke_run_prints_every_ratio(tiny_mnist, capsys):
+    assert load_bench().main(["--data-dir", str(tiny_mnist), "--quick"]) == 0
+    out = capsys.readouterr().out
+    for row in ("baseline  DataLoader", "vaecli    vaecli.train", "limit     vaecli's matmuls"):
+        assert row in out
+    for line in (
+        "ratio vaecli/baseline, s/epoch:",
+        "ratio vaecli/limit, s/epoch:",
+        "ratio vaecli/baseline, time to 106 nats:",
+        "ratio vaecli --help / import torch:",
+    ):
+        assert line in out
+    assert "--help imports torch or matplotlib: no" in out
