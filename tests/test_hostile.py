@@ -2,6 +2,7 @@
 
 import json
 import struct
+from dataclasses import replace
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from safetensors.torch import save as safetensors_bytes
 from typer.testing import CliRunner
 
 from tests.conftest import write_dataset
-from vaecli.checkpoint import MODEL_FILE, load_run, save_run
+from vaecli.checkpoint import MODEL_FILE, RESUME_FILE, load_run, load_state, save_run, save_state
 from vaecli.cli import app
 from vaecli.config import ModelConfig, TrainConfig
 from vaecli.data import load_dataset
@@ -93,6 +94,46 @@ def test_broken_checkpoints_fail_in_one_line(case, good_bytes, tmp_path):
         load_run(path)
     assert str(path) in str(info.value) and "\n" not in str(info.value)
     result = CliRunner().invoke(app, ["info", str(path)])
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1 and str(path) in result.stderr
+
+
+@pytest.fixture(scope="module")
+def good_resume_bytes(tmp_path_factory):
+    """A valid resume file's bytes: the state after the first of two epochs."""
+    root = tmp_path_factory.mktemp("hostile-resume")
+    states = []
+    train(
+        replace(CFG, epochs=2),
+        load_dataset("mnist", write_dataset(root / "raw")),
+        device="cpu",
+        save_state=states.append,
+    )
+    return save_state(root / "run", states[0]).read_bytes()
+
+
+# name -> (how to damage a good resume file, what the error must say)
+RESUME_CASES = {
+    "empty file": (lambda b: b"", "not a readable safetensors file"),
+    "truncated body": (lambda b: b[: len(b) - 100], "not a readable safetensors file|cannot read tensors"),
+    "header length 2**62": (lambda b: struct.pack("<Q", 2**62) + b[8:], "not a readable safetensors file"),
+    "progress not JSON": (lambda b: _forge_metadata(b, progress="[1,"), "bad progress in metadata"),
+    "progress without its epoch": (lambda b: _forge_metadata(b, progress='{"step": 0}'), "bad progress"),
+    "config forging huge layers": (lambda b: _forge_config(b, hidden_layers=[2**40]), "tensor"),
+    "tensors of another dtype": (_wrong_dtype, "F16"),
+    "a finished model, not a resume file": (lambda b: _forge_metadata(b, format="vaecli"), "not a vaecli resume file"),
+}
+
+
+@pytest.mark.parametrize("case", RESUME_CASES)
+def test_broken_resume_files_fail_in_one_line(case, good_resume_bytes, tmp_path):
+    damage, message = RESUME_CASES[case]
+    path = tmp_path / "run" / RESUME_FILE
+    path.parent.mkdir()
+    path.write_bytes(damage(good_resume_bytes))
+    with pytest.raises(CheckpointError, match=message) as info:
+        load_state(path.parent)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+    result = CliRunner().invoke(app, ["train", "--resume", str(path.parent)])
     assert result.exit_code == 1 and result.stderr.count("\n") == 1 and str(path) in result.stderr
 
 

@@ -25,11 +25,16 @@ TINY = ModelConfig(latent_dim=2, hidden_layers=(32, 16))
 BENCH = Path(__file__).parents[1] / "benchmarks" / "bench_train.py"
 
 
-def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_train", BENCH)
+def load_script(name: str):
+    path = BENCH.parent / name
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_bench():
+    return load_script("bench_train.py")
 
 
 def test_precision_and_compile_are_part_of_the_config():
@@ -104,14 +109,27 @@ def test_evaluation_does_not_depend_on_its_batch_size():
     assert whole.kl == pytest.approx(pieces.kl, rel=1e-2)
 
 
-def test_help_imports_neither_torch_nor_matplotlib():
+def test_no_help_imports_torch_or_matplotlib():
+    """`vaecli --help` and every `vaecli <command> --help`, each in a fresh process."""
     probe = (
         "import sys\nfrom vaecli.cli import app\n"
-        "try:\n    app(['--help'])\nexcept SystemExit:\n    pass\n"
+        "try:\n    app(sys.argv[1:] + ['--help'])\nexcept SystemExit:\n    pass\n"
         "print(sorted(m for m in ('torch', 'matplotlib') if m in sys.modules))"
     )
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
-    assert out.strip().endswith("[]"), out
+    bench = load_script("bench_startup.py")
+    commands = bench.subcommands()
+    assert {"train", "grid", "ablate", "derive", "explore"} <= set(commands)
+    for command in ["", *commands]:
+        argv = [sys.executable, "-c", probe, *([command] if command else [])]
+        out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+        assert out.strip().endswith("[]"), (command, out)
+
+
+def test_startup_benchmark_lists_every_command(capsys):
+    assert load_script("bench_startup.py").main(["--runs", "1"]) in (0, 1)  # 1: slow here, not broken
+    out = capsys.readouterr().out
+    assert "vaecli --help" in out and "vaecli train --help" in out and "vaecli derive --help" in out
+    assert "torch, matplotlib or numpy imported by --help: none" in out
 
 
 def test_flops_are_counted_layer_by_layer():

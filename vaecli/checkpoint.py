@@ -5,11 +5,15 @@ A run folder holds
                      `config` (TrainConfig JSON) and `metrics` (final test terms JSON)
   metrics.json       the per-epoch history and run facts
   loss.png           train and test curves
+  resume.safetensors only while the run is unfinished: the TrainState to continue
+                     from (weights, Adam's moments, generator states, the epoch's
+                     shuffle), metadata `format: vaecli-resume`, `config`, `progress`
 model.safetensors is written last: its presence marks a finished run.
 Nothing is ever unpickled.
 """
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,10 +27,12 @@ from vaecli.config import TrainConfig
 from vaecli.errors import CheckpointError, ConfigError
 from vaecli.metrics import EpochRecord
 from vaecli.model import VAE
-from vaecli.trainer import TrainResult
+from vaecli.trainer import TrainResult, TrainState
 
 FORMAT = "vaecli"
+RESUME_FORMAT = "vaecli-resume"
 MODEL_FILE = "model.safetensors"
+RESUME_FILE = "resume.safetensors"
 METRICS_FILE = "metrics.json"
 LOSS_FIGURE = "loss.png"
 
@@ -89,14 +95,17 @@ def _model_path(path: Path) -> Path:
 
 def read_metadata(path: Path) -> dict[str, str]:
     """The checkpoint's string metadata, read from its header without loading tensors."""
-    path = _model_path(path)
+    return _metadata(_model_path(path), FORMAT, "a vaecli checkpoint")
+
+
+def _metadata(path: Path, form: str, what: str) -> dict[str, str]:
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
-    if metadata.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a vaecli checkpoint (no 'format: {FORMAT}' in its metadata)")
+    if metadata.get("format") != form:
+        raise CheckpointError(f"{path}: not {what} (no 'format: {form}' in its metadata)")
     return metadata
 
 
@@ -109,7 +118,11 @@ def read_config(path: Path) -> TrainConfig:
         raise CheckpointError(f"{path}: bad config in metadata: {e}") from e
 
 
-def _check_tensors(path: Path, expected: dict[str, torch.Size]) -> None:
+# name -> (shape, safetensors dtype); a shape of None: any length, one dimension
+Expected = dict[str, tuple[tuple[int, ...] | None, str]]
+
+
+def _check_tensors(path: Path, expected: Expected) -> None:
     """The file's tensor names, shapes and dtypes must be exactly what its config builds."""
     try:
         with safe_open(str(path), framework="pt") as f:
@@ -120,13 +133,26 @@ def _check_tensors(path: Path, expected: dict[str, torch.Size]) -> None:
                     f"{path}: tensors do not match its config "
                     f"(missing {missing or 'none'}, unexpected {extra or 'none'})"
                 )
-            for name, shape in expected.items():
+            for name, (shape, want) in expected.items():
                 piece = f.get_slice(name)
                 found, dtype = tuple(piece.get_shape()), piece.get_dtype()
-                if found != tuple(shape) or dtype != "F32":
-                    raise CheckpointError(
-                        f"{path}: tensor {name} is {dtype} {list(found)}, its config needs F32 {list(shape)}"
-                    )
+                if (found != shape if shape is not None else len(found) != 1) or dtype != want:
+                    needs = f"{want} {list(shape)}" if shape is not None else f"a 1-D {want} tensor"
+                    raise CheckpointError(f"{path}: tensor {name} is {dtype} {list(found)}, its config needs {needs}")
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: cannot read tensors ({e})") from e
+
+
+def _model_shapes(config: TrainConfig) -> dict[str, tuple[int, ...]]:
+    """The state_dict shapes that `config` builds, from a model on the meta device (nothing allocated)."""
+    with torch.device("meta"):
+        return {name: tuple(t.shape) for name, t in VAE(config.model).state_dict().items()}
+
+
+def _read_tensors(path: Path, names: Iterable[str]) -> dict[str, torch.Tensor]:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {name: f.get_tensor(name) for name in names}
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{path}: cannot read tensors ({e})") from e
 
@@ -138,15 +164,10 @@ def _load_weights(path: Path, config: TrainConfig) -> VAE:
     allocates nothing, so a forged config cannot make us allocate a forged size:
     the file's own tensors, already bounded by its length, must match first.
     """
-    with torch.device("meta"):
-        expected = {name: t.shape for name, t in VAE(config.model).state_dict().items()}
-    _check_tensors(path, expected)
+    shapes = _model_shapes(config)
+    _check_tensors(path, {name: (shape, "F32") for name, shape in shapes.items()})
     model = VAE(config.model)
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            model.load_state_dict({name: f.get_tensor(name) for name in expected})
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"{path}: cannot read tensors ({e})") from e
+    model.load_state_dict(_read_tensors(path, shapes))
     return model
 
 
@@ -216,3 +237,91 @@ def run_info(path: Path | str) -> dict[str, Any]:
         "data": run.info.get("data"),
         "files": {p.name: p.stat().st_size for p in shown},
     }
+
+
+def save_state(folder: Path, state: TrainState) -> Path:
+    """Write the resumable state of an unfinished fit to `folder`/resume.safetensors, atomically."""
+    tensors = {f"model.{k}": v for k, v in state.model.items()}
+    tensors |= {f"adam.{k}": v for k, v in state.optimizer.items()}
+    tensors |= {
+        "order": state.order,
+        "sums": state.sums,
+        "rng.shuffle": state.shuffle_rng,
+        "rng.noise": state.noise_rng,
+    }
+    progress = {
+        "epoch": state.epoch,
+        "step": state.step,
+        "seconds": state.seconds,
+        "epoch_seconds": state.epoch_seconds,
+        "device": state.device,
+        "history": [r.to_dict() for r in state.history],
+    }
+    metadata = {
+        "format": RESUME_FORMAT,
+        "vaecli_version": __version__,
+        "config": state.config.to_json(),
+        "progress": json.dumps(progress),
+    }
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    return atomic.write_bytes(Path(folder) / RESUME_FILE, safetensors_bytes(tensors, metadata=metadata))
+
+
+def resume_path(path: Path | str) -> Path:
+    """A run folder's resume.safetensors, or the file itself."""
+    path = Path(path)
+    return path / RESUME_FILE if path.is_dir() else path
+
+
+def load_state(path: Path | str) -> TrainState:
+    """The saved state of an interrupted fit (a run folder or its resume.safetensors).
+
+    Every tensor's name, shape and dtype is checked against the stored config
+    before any is read, as for model.safetensors.
+    """
+    path = resume_path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file (nothing to resume)")
+    metadata = _metadata(path, RESUME_FORMAT, "a vaecli resume file")
+    try:
+        config = TrainConfig.from_json(metadata.get("config", ""))
+    except ConfigError as e:
+        raise CheckpointError(f"{path}: bad config in metadata: {e}") from e
+    try:
+        progress = json.loads(metadata.get("progress", ""))
+        history = [EpochRecord.from_dict(row) for row in progress["history"]]
+        numbers = {k: progress[k] for k in ("epoch", "step", "seconds", "epoch_seconds")}
+        device = progress["device"]
+        if not (all(isinstance(v, int | float) for v in numbers.values()) and isinstance(device, str)):
+            raise ValueError("epoch, step and times must be numbers, device a string")
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: bad progress in metadata ({e.__class__.__name__}: {e})") from e
+    shapes = _model_shapes(config)
+    expected: Expected = {f"model.{name}": (shape, "F32") for name, shape in shapes.items()}
+    for index, shape in enumerate(shapes[name] for name in _parameter_names(config)):
+        expected |= {f"adam.{index}.step": ((), "F32")}
+        expected |= {f"adam.{index}.{moment}": (shape, "F32") for moment in ("exp_avg", "exp_avg_sq")}
+    expected |= {"order": (None, "I64"), "sums": ((2,), "F64"), "rng.shuffle": (None, "U8"), "rng.noise": (None, "U8")}
+    _check_tensors(path, expected)
+    tensors = _read_tensors(path, expected)
+    return TrainState(
+        config=config,
+        epoch=int(numbers["epoch"]),
+        step=int(numbers["step"]),
+        history=history,
+        model={name: tensors[f"model.{name}"] for name in shapes},
+        optimizer={k.removeprefix("adam."): v for k, v in tensors.items() if k.startswith("adam.")},
+        order=tensors["order"],
+        sums=tensors["sums"],
+        shuffle_rng=tensors["rng.shuffle"],
+        noise_rng=tensors["rng.noise"],
+        seconds=float(numbers["seconds"]),
+        epoch_seconds=float(numbers["epoch_seconds"]),
+        device=device,
+    )
+
+
+def _parameter_names(config: TrainConfig) -> list[str]:
+    """The model's parameters in the optimizer's order (buffers excluded)."""
+    with torch.device("meta"):
+        return [name for name, _ in VAE(config.model).named_parameters()]

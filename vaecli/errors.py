@@ -4,6 +4,8 @@
 class VaeError(Exception):
     """Base of every error that the CLI reports as one line."""
 
+    exit_code = 1  # what the CLI exits with after printing the line
+
 
 class ConfigError(VaeError):
     """A setting is out of range or of the wrong type."""
@@ -23,3 +25,13 @@ class RunStoreError(VaeError):
 
 class OutputError(VaeError):
     """A result cannot be written where it was asked to go."""
+
+
+class TrainingDiverged(VaeError):
+    """The loss became NaN or infinite; training stopped before saving the bad weights."""
+
+
+class Interrupted(VaeError):
+    """Training was stopped by Ctrl-C after a batch; its state was saved to resume from."""
+
+    exit_code = 130  # the shell's code for a process ended by SIGINT

@@ -2,6 +2,9 @@
 
 A run's folder is `<store>/<name>`, the name showing the config at a glance and
 ending in a hash of the full config, e.g. `h2-lam1-e20-s0-1a2b3c4d`.
+
+While a run trains, its folder holds resume.safetensors, rewritten after every
+epoch and on Ctrl-C; asking for the same config again continues from it.
 """
 
 import json
@@ -9,11 +12,23 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from vaecli.checkpoint import MODEL_FILE, Run, load_run, read_config, read_metadata, save_run
+from vaecli.checkpoint import (
+    MODEL_FILE,
+    RESUME_FILE,
+    Run,
+    load_run,
+    load_state,
+    read_config,
+    read_metadata,
+    resume_path,
+    save_run,
+    save_state,
+)
 from vaecli.config import TrainConfig
 from vaecli.data import Dataset, load_dataset
-from vaecli.errors import RunStoreError, VaeError
-from vaecli.trainer import Observer, train
+from vaecli.errors import CheckpointError, Interrupted, RunStoreError, TrainingDiverged, VaeError
+from vaecli.interrupt import stop_on_sigint
+from vaecli.trainer import Observer, Stopped, TrainState, train
 
 
 def default_store() -> Path:
@@ -69,10 +84,59 @@ def train_or_reuse(
                 "choose another --out, or add --force to overwrite it"
             )
         return Outcome(load_run(folder), reused=True)
+    resume = _interrupted_state(folder, config) if not force else None
     if data is None:
         data = load_dataset(config.dataset, data_dir, download_missing=download)
-    result = train(config, data, device=device, observer=observer)
-    return Outcome(save_run(folder, result), reused=False)
+    try:
+        with stop_on_sigint() as stop:
+            result = train(
+                config,
+                data,
+                device=device,
+                observer=observer,
+                stop=stop,
+                resume=resume,
+                save_state=lambda state: save_state(folder, state),
+            )
+    except Stopped as e:
+        save_state(folder, e.state)
+        raise Interrupted(
+            f"interrupted at epoch {e.state.epoch}, step {e.state.step}; the state is saved in "
+            f"{folder / RESUME_FILE}; continue with: vaecli train --resume {folder} (or the same command again)"
+        ) from None
+    except TrainingDiverged as e:
+        kept = folder / RESUME_FILE
+        where = f"the last good state (a finished epoch) stays in {kept}" if kept.is_file() else "nothing was saved"
+        raise TrainingDiverged(f"{e}; {where}") from None
+    run = save_run(folder, result)
+    (folder / RESUME_FILE).unlink(missing_ok=True)  # finished: model.safetensors says so now
+    return Outcome(run, reused=False)
+
+
+def _interrupted_state(folder: Path, config: TrainConfig) -> TrainState | None:
+    """The saved state of an interrupted fit of `config` in `folder`, None when there is none."""
+    if not (folder / RESUME_FILE).is_file():
+        return None
+    state = load_state(folder)
+    if state.config != config:
+        raise RunStoreError(
+            f"{folder} holds an interrupted run with a different config; continue it with "
+            f"vaecli train --resume {folder}, or add --force to start this one over"
+        )
+    return state
+
+
+def resume_config(path: Path) -> tuple[Path, TrainConfig]:
+    """The run folder and config of the interrupted run at `path` (a folder or its resume file)."""
+    file = resume_path(path)
+    folder = file.parent
+    if not file.is_file():
+        if (folder / MODEL_FILE).is_file():
+            raise RunStoreError(f"{folder} is finished; nothing to resume")
+        raise CheckpointError(f"{file}: no such file (not an interrupted vaecli run)")
+    if file.name != RESUME_FILE:
+        raise CheckpointError(f"{file}: a resume file must be named {RESUME_FILE}, inside its run folder")
+    return folder, load_state(file).config
 
 
 @dataclass
@@ -95,7 +159,7 @@ def list_runs(store: Path | None = None) -> list[StoredRun]:
     for folder in sorted(p for p in store.iterdir() if p.is_dir()):
         model = folder / MODEL_FILE
         if not model.is_file():
-            entries.append(StoredRun(folder, None, None, folder.stat().st_mtime, "unfinished: no model.safetensors"))
+            entries.append(_unfinished(folder))
             continue
         try:
             metadata = read_metadata(model)
@@ -106,3 +170,16 @@ def list_runs(store: Path | None = None) -> list[StoredRun]:
             continue
         entries.append(StoredRun(folder, config, final if isinstance(final, dict) else None, model.stat().st_mtime))
     return sorted(entries, key=lambda e: e.modified, reverse=True)
+
+
+def _unfinished(folder: Path) -> StoredRun:
+    """A folder without model.safetensors: interrupted (with its config) or just incomplete."""
+    if not (folder / RESUME_FILE).is_file():
+        return StoredRun(folder, None, None, folder.stat().st_mtime, "unfinished: no model.safetensors")
+    modified = (folder / RESUME_FILE).stat().st_mtime
+    try:
+        state = load_state(folder)
+    except VaeError as e:
+        return StoredRun(folder, None, None, modified, f"interrupted, but unreadable: {e}")
+    where = f"interrupted: epoch {state.epoch}/{state.config.epochs}"
+    return StoredRun(folder, state.config, None, modified, where)

@@ -5,6 +5,11 @@ it, so the loop does no per-sample Python work. The loss comes from the logits
 in one pass, and the step never waits for the device: the epoch's loss sums
 stay on it and are read once, after the epoch. benchmarks/bench_train.py
 measures the loop against a tutorial-style one and against the matmuls alone.
+
+A fit can stop after any batch (a StopRequest, set by Ctrl-C) and continue
+later from a TrainState: weights, Adam's moments, both generators, the epoch's
+shuffle and loss sums. On the CPU the continued fit ends with the same weights,
+bit for bit, as one that never stopped.
 """
 
 import math
@@ -18,7 +23,8 @@ import torch
 
 from vaecli.config import TrainConfig
 from vaecli.data import Dataset, load_dataset
-from vaecli.errors import ConfigError
+from vaecli.errors import ConfigError, TrainingDiverged
+from vaecli.interrupt import StopRequest
 from vaecli.loss import vae_loss
 from vaecli.metrics import EpochRecord, Terms, evaluate, scored_test_images
 from vaecli.model import VAE, VAEOutput
@@ -37,6 +43,41 @@ class Observer:
 
     def on_epoch(self, record: EpochRecord) -> None:
         pass
+
+    def on_resume(self, state: "TrainState") -> None:
+        """Called after on_start when the fit continues from `state`."""
+
+
+@dataclass
+class TrainState:
+    """Everything needed to continue a fit exactly where it stopped.
+
+    `epoch` is the epoch in progress (1-based) and `step` the batches of it done;
+    at an epoch boundary `step` is 0 and `order` is empty (the next shuffle is not drawn yet).
+    Tensors are CPU copies.
+    """
+
+    config: TrainConfig
+    epoch: int
+    step: int
+    history: list[EpochRecord]
+    model: dict[str, torch.Tensor]  # the state_dict
+    optimizer: dict[str, torch.Tensor]  # Adam's state per parameter: "<index>.step|exp_avg|exp_avg_sq"
+    order: torch.Tensor  # (N,) int64: the epoch's shuffle of the training images, or (0,)
+    sums: torch.Tensor  # (2,) float64: recon and KL summed over the epoch's images so far
+    shuffle_rng: torch.Tensor  # uint8 generator states
+    noise_rng: torch.Tensor
+    seconds: float  # wall time of the fit so far
+    epoch_seconds: float  # training-pass time of the epoch in progress so far
+    device: str  # the device type it ran on: the noise generator's state only fits that type
+
+
+class Stopped(Exception):
+    """Raised by train() when its StopRequest was set; `state` continues the fit."""
+
+    def __init__(self, state: TrainState) -> None:
+        super().__init__(f"training stopped at epoch {state.epoch}, step {state.step}")
+        self.state = state
 
 
 @dataclass
@@ -101,6 +142,49 @@ def _batch_loss(model: VAE, config: TrainConfig, device: torch.device) -> BatchL
     return batch_loss
 
 
+def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    return {
+        f"{index}.{name}": value.detach().cpu().clone()
+        for index, entry in optimizer.state_dict()["state"].items()
+        for name, value in entry.items()
+    }
+
+
+def _load_optimizer_tensors(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> None:
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": optimizer.state_dict()["param_groups"]})
+
+
+def _check_resumable(state: TrainState, config: TrainConfig, device: torch.device, n: int, steps: int) -> None:
+    """The state must belong to this config, device and data, at a point inside the fit."""
+    if state.config != config:
+        raise ConfigError("the saved training state belongs to another config")
+    if state.device != device.type:
+        raise ConfigError(f"the run was interrupted on {state.device}; resume it there (--device {state.device})")
+    if len(state.order) not in (0, n) or (state.step > 0) != (len(state.order) == n):
+        raise ConfigError(f"the saved shuffle has {len(state.order)} entries, but the data have {n} training images")
+    if not (1 <= state.epoch <= config.epochs and 0 <= state.step < steps and len(state.history) == state.epoch - 1):
+        raise ConfigError(f"the saved state is at epoch {state.epoch}, step {state.step}: outside this fit")
+
+
+def _check_finite(losses: torch.Tensor, first: int, last: int, config: TrainConfig, epoch: int) -> None:
+    """Raise TrainingDiverged naming the first step in [first, last) whose loss is NaN or infinite.
+
+    One host read for the whole range, so the guard costs no sync per step.
+    """
+    bad = ~torch.isfinite(losses[first:last])
+    if bool(bad.any()):
+        index = first + int(bad.nonzero()[0, 0])
+        raise _diverged(config, f"the loss was {float(losses[index]):g} at epoch {epoch}, step {index + 1}")
+
+
+def _diverged(config: TrainConfig, what: str) -> TrainingDiverged:
+    return TrainingDiverged(f"training diverged: {what}; try a lower --lr (now {config.lr:g}, e.g. {config.lr / 10:g})")
+
+
 def _check_options(config: TrainConfig, device: torch.device) -> None:
     if config.precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise ConfigError("--precision bf16 asked for, but this GPU has no bfloat16; use --precision fp32")
@@ -115,8 +199,18 @@ def train(
     device: str = "auto",
     data_dir: str | None = None,
     observer: Observer | None = None,
+    stop: StopRequest | None = None,
+    resume: TrainState | None = None,
+    save_state: Callable[[TrainState], None] | None = None,
 ) -> TrainResult:
-    """Fit a VAE to `data` (loaded from `data_dir` when None) and score it after each epoch."""
+    """Fit a VAE to `data` (loaded from `data_dir` when None) and score it after each epoch.
+
+    `stop`: when set, the fit raises Stopped after the current batch. `resume`
+    continues from a saved state. `save_state` receives the state at every epoch
+    boundary before the last, so a crash loses at most one epoch. A NaN or
+    infinite loss raises TrainingDiverged (checked once per epoch, without a
+    sync per step).
+    """
     observer = observer or Observer()
     dev = resolve_device(device)
     if data is None:
@@ -136,16 +230,52 @@ def train(
     batch_loss = _batch_loss(model, config, dev)
     # one shape, one compilation: a short last batch runs eagerly instead of recompiling
     full_batch_loss = torch.compile(batch_loss, dynamic=False) if config.compile else batch_loss
-    observer.on_start(config, steps, dev)
 
     history: list[EpochRecord] = []
-    started = time.perf_counter()
-    for epoch in range(1, config.epochs + 1):
+    epoch, step, carried, elapsed = 1, 0, 0.0, 0.0
+    order = sums = torch.empty(0)
+    if resume is not None:
+        _check_resumable(resume, config, dev, n, steps)
+        model.load_state_dict(resume.model)
+        _load_optimizer_tensors(optimizer, resume.optimizer)
+        shuffle_gen.set_state(resume.shuffle_rng)
+        noise_gen.set_state(resume.noise_rng)
+        history = list(resume.history)
+        epoch, step, carried, elapsed = resume.epoch, resume.step, resume.epoch_seconds, resume.seconds
+        order, sums = resume.order.to(dev), resume.sums.to(dev)
+    observer.on_start(config, steps, dev)
+    if resume is not None:
+        observer.on_resume(resume)
+
+    started = time.perf_counter() - elapsed
+    epoch_start = time.perf_counter() - carried
+
+    def snapshot() -> TrainState:
+        return TrainState(
+            config=config,
+            epoch=epoch,
+            step=step,
+            history=list(history),
+            model={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+            optimizer=_optimizer_tensors(optimizer),
+            order=order.cpu().clone() if step else torch.empty(0, dtype=torch.int64),
+            sums=sums.cpu().clone() if step else torch.zeros(2, dtype=torch.float64),
+            shuffle_rng=shuffle_gen.get_state(),
+            noise_rng=noise_gen.get_state(),
+            seconds=time.perf_counter() - started,
+            epoch_seconds=time.perf_counter() - epoch_start if step else 0.0,
+            device=dev.type,
+        )
+
+    while epoch <= config.epochs:
         model.train()
-        epoch_start = time.perf_counter()
-        order = torch.randperm(n, generator=shuffle_gen).to(dev)
-        sums = torch.zeros(2, dtype=torch.float64, device=dev)  # recon, KL summed over images
-        for step in range(steps):
+        if step == 0:
+            epoch_start = time.perf_counter()
+            order = torch.randperm(n, generator=shuffle_gen).to(dev)
+            sums = torch.zeros(2, dtype=torch.float64, device=dev)  # recon, KL summed over images
+        first_step = step
+        losses = torch.zeros(steps, device=dev)  # read once per epoch: the NaN guard costs no sync
+        while step < steps:
             index = order[step * batch_size : (step + 1) * batch_size]
             x = train_images.index_select(0, index)  # (B, D)
             if config.binarize:
@@ -156,15 +286,30 @@ def train(
             loss.backward()
             optimizer.step()
             sums.add_(means, alpha=len(index))
-            observer.on_batch(epoch, step + 1)
+            losses[step] = loss.detach()
+            step += 1
+            observer.on_batch(epoch, step)
+            if stop is not None and stop.requested and step < steps:
+                _check_finite(losses, first_step, step, config, epoch)  # never save a diverged state
+                raise Stopped(snapshot())
+        _check_finite(losses, first_step, steps, config, epoch)
         recon_sum, kl_sum = sums.tolist()
         train_terms = Terms(recon_sum / n, kl_sum / n)
         seconds = time.perf_counter() - epoch_start
         # the same noise every epoch, so test numbers differ only because the model did
         eval_gen = torch.Generator(device=dev).manual_seed(config.seed + 2)
-        record = EpochRecord(epoch, config.lam, train_terms, evaluate(model, test_images, eval_gen), seconds)
+        test_terms = evaluate(model, test_images, eval_gen)
+        if not math.isfinite(test_terms.neg_elbo):
+            raise _diverged(config, f"the test loss was {test_terms.neg_elbo:g} after epoch {epoch}")
+        record = EpochRecord(epoch, config.lam, train_terms, test_terms, seconds)
         history.append(record)
         observer.on_epoch(record)
+        epoch, step = epoch + 1, 0
+        if epoch <= config.epochs:
+            if stop is not None and stop.requested:
+                raise Stopped(snapshot())
+            if save_state is not None:
+                save_state(snapshot())
 
     model.eval()
     return TrainResult(

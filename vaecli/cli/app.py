@@ -9,7 +9,7 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from vaecli import __version__
-from vaecli.errors import VaeError
+from vaecli.errors import Interrupted, VaeError
 
 # click's own error base (typer vendors click and exports only BadParameter)
 ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
@@ -26,6 +26,12 @@ def fail(message: str, code: int = 1) -> None:
 class Group(TyperGroup):
     """Turns every error a user can fix into one line on stderr and a non-zero exit."""
 
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:  # a second Ctrl-C, or one outside training: typer would exit silently
+            raise Interrupted("interrupted") from None
+
     def main(
         self,
         args: Any = None,
@@ -37,7 +43,7 @@ class Group(TyperGroup):
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except VaeError as e:
-            fail(str(e))
+            fail(str(e), e.exit_code)
         except ClickException as e:
             # the program is always vaecli here, also under a test runner that names it otherwise
             command = " ".join(["vaecli", *e.ctx.command_path.split()[1:]]) if getattr(e, "ctx", None) else ""

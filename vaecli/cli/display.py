@@ -89,6 +89,16 @@ class TrainingDisplay:
         else:
             self.progress.reset(self.task, total=total, description=f"epoch 1/{config.epochs}", rate="")
 
+    def on_resume(self, state: Any) -> None:
+        if self.as_json or self.console.quiet:
+            return
+        self.console.print(f"Resuming at epoch {state.epoch}, step {state.step} of {self.steps}")
+        for record in state.history:
+            self.console.print(epoch_row(record, header=record.epoch == 1))
+        if self.progress is not None:  # a reset, so the rate counts only batches trained now
+            done = (state.epoch - 1) * self.steps + state.step
+            self.progress.reset(self.task, total=self.epochs * self.steps, completed=done, rate="")
+
     def on_batch(self, epoch: int, step: int) -> None:
         if self.progress is None:
             return

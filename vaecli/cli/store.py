@@ -99,7 +99,7 @@ def runs(runs_dir: RunsDirOpt = None, as_json: JsonOpt = False) -> None:
         if e.config is None:
             table.add_row(e.path.name, "", "", "", Text(e.problem, style="red"), date)
             continue
-        score = f"{e.final['test_neg_elbo']:.2f}" if e.final else "?"
+        score = f"{e.final['test_neg_elbo']:.2f}" if e.final else Text(e.problem or "?", style="yellow")
         table.add_row(
             e.path.name, str(e.config.model.latent_dim), f"{e.config.lam:g}", str(e.config.epochs), score, date
         )

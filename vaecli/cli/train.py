@@ -9,15 +9,30 @@ from rich.console import Console
 
 from vaecli.cli.app import app
 from vaecli.cli.display import TrainingDisplay, summary
-from vaecli.cli.options import QuietOpt, TrainingOptions, number_lists, train_with_display, training_options
+from vaecli.cli.options import (
+    TRAINING_OPTIONS,
+    QuietOpt,
+    TrainingOptions,
+    number_lists,
+    train_with_display,
+    training_options,
+)
+
+# what --resume still lets a user choose: where the data are and which device (the same type) runs it
+RESUME_ALLOWS = {"device", "data_dir", "download"}
 
 
 @app.command(cls=number_lists("--layers"))
 @training_options
 def train(
+    ctx: typer.Context,
     options: TrainingOptions,
     out: Annotated[
         Path | None, typer.Option(help="Run folder.", show_default="<runs-dir>/<name from the config>")
+    ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(help="Continue the interrupted run in this folder, with its own config.", show_default=False),
     ] = None,
     quiet: QuietOpt = False,
     as_json: Annotated[
@@ -26,8 +41,12 @@ def train(
 ) -> None:
     """Train a VAE and save weights, metrics and loss curves in a run folder.
 
-    A finished run with the same config is reused unless --force.
+    A finished run with the same config is reused unless --force. Ctrl-C stops
+    after the current batch and saves the state; --resume RUN (or the same
+    command again) continues it.
     """
+    if resume is not None:
+        options, out = _resume_options(ctx, options, resume, out)
     console = Console(quiet=quiet or as_json)
     outcome = train_with_display(options, TrainingDisplay(console, as_json=as_json and not quiet), out=out)
     if as_json and not quiet:
@@ -36,3 +55,23 @@ def train(
     if outcome.reused:
         console.print("A finished run with this config exists; reusing it (--force trains again).")
     console.print(summary(outcome))
+
+
+def _resume_options(
+    ctx: typer.Context, options: TrainingOptions, resume: Path, out: Path | None
+) -> tuple[TrainingOptions, Path]:
+    """The options that continue the run in `resume`: its stored config, this call's device and data."""
+    from dataclasses import replace
+
+    from vaecli.runs import resume_config
+
+    given = [
+        name
+        for name in [*TRAINING_OPTIONS, "out"]
+        if name not in RESUME_ALLOWS and ctx.get_parameter_source(name).name != "DEFAULT"
+    ]
+    if given:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise typer.BadParameter(f"the run keeps its own config and folder; drop {flags}", param_hint="--resume")
+    folder, config = resume_config(resume)
+    return replace(options, config=config, force=False), folder

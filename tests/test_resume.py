@@ -1,0 +1,252 @@
+"""Interrupt and resume, the NaN guard, and saves that survive SIGKILL."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from vaecli import trainer
+from vaecli.checkpoint import MODEL_FILE, RESUME_FILE, load_run, load_state, save_state
+from vaecli.cli import app
+from vaecli.config import ModelConfig, TrainConfig
+from vaecli.data import Split, load_dataset
+from vaecli.errors import ConfigError, TrainingDiverged
+from vaecli.interrupt import StopRequest
+from vaecli.loss import LossTerms
+from vaecli.trainer import Observer, Stopped, TrainState, train
+
+# 64 training images in batches of 16: 4 steps per epoch
+CFG = TrainConfig(model=ModelConfig(latent_dim=2, hidden_layers=(16,)), epochs=3, batch_size=16)
+TINY = ["--layers", "16", "--epochs", "3", "--batch-size", "16", "--device", "cpu"]
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class StopAt(Observer):
+    """Requests a stop after batch `step` of `epoch`, as Ctrl-C would."""
+
+    def __init__(self, stop: StopRequest, epoch: int, step: int) -> None:
+        self.stop, self.at = stop, (epoch, step)
+
+    def on_batch(self, epoch: int, step: int) -> None:
+        if (epoch, step) == self.at:
+            self.stop.request()
+
+
+def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    return same_dicts(a.state_dict(), b.state_dict())
+
+
+def same_dicts(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def same_tensors(a: TrainState, b: TrainState) -> bool:
+    return (
+        (a.epoch, a.step) == (b.epoch, b.step) and same_dicts(a.model, b.model) and same_dicts(a.optimizer, b.optimizer)
+    )
+
+
+@pytest.fixture
+def data(tiny_mnist):
+    return load_dataset("mnist", tiny_mnist)
+
+
+@pytest.mark.parametrize("binarize", [False, True])
+@pytest.mark.parametrize("epoch, step", [(1, 1), (2, 3), (1, 4), (3, 2)])
+def test_a_stopped_fit_resumed_equals_the_uninterrupted_one_bit_for_bit(data, tmp_path, epoch, step, binarize):
+    config = replace(CFG, binarize=binarize)
+    whole = train(config, data, device="cpu")
+    stop = StopRequest()
+    with pytest.raises(Stopped) as info:
+        train(config, data, device="cpu", stop=stop, observer=StopAt(stop, epoch, step))
+    state = info.value.state
+    # the last batch of an epoch finishes the epoch: the stop comes at the boundary
+    assert (state.epoch, state.step) == ((epoch + 1, 0) if step == 4 else (epoch, step))
+    save_state(tmp_path, state)  # through the file, as the CLI does
+    resumed = train(config, data, device="cpu", resume=load_state(tmp_path))
+    assert same_weights(resumed.model, whole.model)
+    assert [r.test for r in resumed.history] == [r.test for r in whole.history]
+    assert [r.train for r in resumed.history] == [r.train for r in whole.history]
+
+
+def test_a_state_is_saved_at_every_epoch_boundary_but_the_last(data):
+    saved = []
+    train(CFG, data, device="cpu", save_state=saved.append)
+    assert [(s.epoch, s.step, len(s.history)) for s in saved] == [(2, 0, 1), (3, 0, 2)]
+    resumed = train(CFG, data, device="cpu", resume=saved[0])
+    assert same_weights(resumed.model, train(CFG, data, device="cpu").model)
+
+
+def test_a_state_fits_only_its_own_config_and_data(data, tiny_mnist):
+    saved = []
+    train(CFG, data, device="cpu", save_state=saved.append)
+    with pytest.raises(ConfigError, match="another config"):
+        train(replace(CFG, lam=2.0), data, device="cpu", resume=saved[0])
+    stop = StopRequest()
+    with pytest.raises(Stopped) as info:
+        train(CFG, data, device="cpu", stop=stop, observer=StopAt(stop, 1, 2))
+    with pytest.raises(ConfigError, match="64 entries"):
+        half = Split(data.train.images[:32], data.train.labels[:32])
+        train(CFG, replace(data, train=half), device="cpu", resume=info.value.state)
+
+
+def test_a_nan_loss_names_the_epoch_and_step(data, monkeypatch):
+    real = trainer.vae_loss
+    calls = []
+
+    def poisoned(out, x, lam, kind):
+        calls.append(1)
+        terms = real(out, x, lam, kind)
+        return LossTerms(terms.recon * torch.nan, terms.kl, lam) if len(calls) == 6 else terms
+
+    monkeypatch.setattr(trainer, "vae_loss", poisoned)
+    with pytest.raises(TrainingDiverged, match=r"the loss was nan at epoch 2, step 2; try a lower --lr \(now 0.001"):
+        train(CFG, data, device="cpu")
+
+
+def test_cli_nan_keeps_the_last_good_state(tiny_mnist, tmp_path, monkeypatch):
+    real, calls = trainer.vae_loss, []
+
+    def poisoned(out, x, lam, kind):
+        calls.append(1)
+        terms = real(out, x, lam, kind)
+        return LossTerms(terms.recon * torch.inf, terms.kl, lam) if len(calls) >= 7 else terms
+
+    monkeypatch.setattr(trainer, "vae_loss", poisoned)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["train", *TINY, "--data-dir", str(tiny_mnist), "--out", str(out)])
+    assert result.exit_code == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert "at epoch 2, step 3" in line and "--lr" in line and "last good state" in line and "Traceback" not in line
+    assert not (out / MODEL_FILE).exists()
+    state = load_state(out)
+    assert (state.epoch, state.step) == (2, 0) and all(torch.isfinite(t).all() for t in state.model.values())
+
+
+def test_a_huge_learning_rate_diverges_in_one_line(tiny_mnist, tmp_path):
+    out = tmp_path / "run"
+    args = ["train", *TINY, "--lr", "1e8", "--data-dir", str(tiny_mnist), "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1 and result.stderr.startswith("error: training diverged: the loss was")
+    assert "nothing was saved" in result.stderr and not (out / MODEL_FILE).exists()
+
+
+# --- the command line, interrupted by a real SIGINT in a subprocess ------------------
+
+DRIVER = """
+import os, signal, sys
+from vaecli.cli import display, main
+
+epoch, step, signals = map(int, sys.argv[1:4])
+on_batch = display.TrainingDisplay.on_batch
+
+def interrupting(self, e, s):
+    on_batch(self, e, s)
+    if (e, s) == (epoch, step):
+        for _ in range(signals):
+            os.kill(os.getpid(), signal.SIGINT)
+
+display.TrainingDisplay.on_batch = interrupting
+sys.argv = ["vaecli", *sys.argv[4:]]
+main()
+"""
+
+
+def vaecli(*args: object, interrupt: tuple[int, int, int] | None = None) -> subprocess.CompletedProcess:
+    """Run vaecli in a subprocess; `interrupt` = (epoch, step, how many SIGINTs to send there)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
+    prefix = ["-c", DRIVER, *map(str, interrupt)] if interrupt else ["-m", "vaecli"]
+    return subprocess.run(
+        [sys.executable, *prefix, *map(str, args)], capture_output=True, text=True, env=env, timeout=120
+    )
+
+
+def test_ctrl_c_saves_a_state_that_resumes_bit_for_bit(tiny_mnist, tmp_path):
+    common = ["train", *TINY, "--data-dir", tiny_mnist]
+    whole = vaecli(*common, "--out", tmp_path / "whole")
+    assert whole.returncode == 0, whole.stderr
+
+    folder = tmp_path / "cut"
+    cut = vaecli(*common, "--out", folder, interrupt=(2, 2, 1))
+    assert cut.returncode == 130, cut.stderr
+    (line,) = cut.stderr.strip().splitlines()
+    assert "interrupted at epoch 2, step 2" in line and f"vaecli train --resume {folder}" in line
+    assert not (folder / MODEL_FILE).exists() and (folder / RESUME_FILE).exists()
+
+    listed = vaecli("runs", "--runs-dir", tmp_path, "--json")
+    assert '"problem": "interrupted: epoch 2/3"' in listed.stdout
+
+    conflicting = vaecli("train", "--resume", folder, "--lam", "2")
+    assert conflicting.returncode == 2 and "drop --lam" in conflicting.stderr
+
+    resumed = vaecli("train", "--resume", folder, "--data-dir", tiny_mnist)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Resuming at epoch 2, step 2" in resumed.stdout
+    assert not (folder / RESUME_FILE).exists()
+    assert same_weights(load_run(folder).model, load_run(tmp_path / "whole").model)
+
+    again = vaecli("train", "--resume", folder)
+    assert again.returncode == 1 and "is finished; nothing to resume" in again.stderr
+
+
+def test_the_same_command_again_continues_and_a_second_ctrl_c_stops_at_once(tiny_mnist, tmp_path):
+    common = ["train", *TINY, "--data-dir", tiny_mnist, "--runs-dir", tmp_path / "store"]
+    impatient = vaecli(*common, interrupt=(2, 3, 2))
+    assert impatient.returncode == 130 and impatient.stderr.strip() == "error: interrupted"
+    (folder,) = (tmp_path / "store").iterdir()
+    assert load_state(folder).epoch == 2  # the state saved after epoch 1 is still there
+
+    again = vaecli(*common)
+    assert again.returncode == 0, again.stderr
+    assert "Resuming at epoch 2, step 0" in again.stdout and (folder / MODEL_FILE).exists()
+
+
+# --- SIGKILL while saving ----------------------------------------------------------
+
+WRITER = """
+import sys
+from pathlib import Path
+from vaecli.checkpoint import save_state
+from vaecli.config import ModelConfig, TrainConfig
+from vaecli.data import Split, load_dataset
+from vaecli.trainer import train
+
+config = TrainConfig(model=ModelConfig(latent_dim=2, hidden_layers=(256, 256)), epochs=3, batch_size=16)
+states = []
+train(config, load_dataset("mnist", sys.argv[1]), device="cpu", save_state=states.append)
+folder = Path(sys.argv[2])
+for i, state in enumerate(states):
+    save_state(folder / str(i), state)
+save_state(folder / "live", states[0])
+print("ready", flush=True)
+while True:
+    for state in states:
+        save_state(folder / "live", state)
+"""
+
+
+def test_a_kill_during_a_save_leaves_a_complete_file(tiny_mnist, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    rng = random.Random(0)
+    for _ in range(4):
+        child = subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(tiny_mnist), str(tmp_path)], stdout=subprocess.PIPE, text=True, env=env
+        )
+        try:
+            assert child.stdout.readline().strip() == "ready"
+            time.sleep(rng.uniform(0.05, 0.4))
+        finally:
+            child.send_signal(signal.SIGKILL)
+            child.wait()
+        # the file under its name is one of the two complete states, whole (its header's order varies)
+        live = load_state(tmp_path / "live")
+        complete = [load_state(tmp_path / str(i)) for i in (0, 1)]
+        assert any(same_tensors(live, state) for state in complete)
