@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from vaecli import VAE, ModelConfig, TrainConfig, figures, load_dataset, sweep, vae_loss
+from vaecli import VAE, ModelConfig, TrainConfig, atomic, figures, load_dataset, sweep, vae_loss
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--data-dir", type=Path, default=None, help="folder holding MNIST/raw (default: $VAECLI_DATA_DIR)")
@@ -59,6 +59,6 @@ for name, plan in problems.items():
     rows = sweep.table_rows(members, plan)
     folder = args.out / name
     made = figures.save_ablation(members, plan, rows, data, folder)
-    (folder / "report.md").write_text(sweep.report(plan, rows, made))
+    atomic.write_text(folder / "report.md", sweep.report(plan, rows, made))
     print(sweep.to_markdown(rows))
     print(f"  figures and report.md in {folder}")

@@ -25,11 +25,16 @@ _EXPORTS = {
     "train": "vaecli.trainer",
     "Observer": "vaecli.trainer",
     "TrainResult": "vaecli.trainer",
+    "TrainState": "vaecli.trainer",
+    "Stopped": "vaecli.trainer",
+    "StopRequest": "vaecli.interrupt",
     "EpochRecord": "vaecli.metrics",
     "evaluate": "vaecli.metrics",
     "Run": "vaecli.checkpoint",
     "load_run": "vaecli.checkpoint",
     "save_run": "vaecli.checkpoint",
+    "load_state": "vaecli.checkpoint",
+    "save_state": "vaecli.checkpoint",
     "train_or_reuse": "vaecli.runs",
 }
 
