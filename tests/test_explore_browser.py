@@ -148,6 +148,9 @@ def test_sliders_follow_kl_and_decode_what_python_decodes(open_page, tmp_path, t
     kl = explore.encode_test_set(run, tiny_data).kl.numpy()
     order = [int(d) for d in page.locator("input[type=range]").evaluate_all("s => s.map(e => e.dataset.dim)")]
     assert order[:5] == list(np.argsort(-kl[:5], kind="stable"))
+    # 0-based like --dims and the traverse figure: the slider of dimension d reads z[d]
+    labels = page.locator(".slider label").all_inner_texts()
+    assert labels == [f"z[{d}]" for d in order]
     assert page.locator(".slider.inactive").count() == 15 == int((kl < explore.INACTIVE_KL).sum())
 
     before = page_state(page)[1]

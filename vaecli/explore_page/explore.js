@@ -177,11 +177,11 @@
     for (const t of ticks) ctx.fillText(String(+t.toFixed(6)), left - 5, toY(t) + 4);
     ctx.font = "13px system-ui, sans-serif";
     ctx.textAlign = "center";
-    ctx.fillText("z\u2081", left + plot / 2, top + plot + 32);
+    ctx.fillText("z[0]", left + plot / 2, top + plot + 32);
     ctx.save();
     ctx.translate(13, top + plot / 2);
     ctx.rotate(-Math.PI / 2);
-    ctx.fillText("z\u2082", 0, 0);
+    ctx.fillText("z[1]", 0, 0);
     ctx.restore();
     return canvas;
   }
@@ -249,7 +249,7 @@
     for (const d of order) {
       const input = el("input", {
         type: "range", min: -SLIDER_RANGE, max: SLIDER_RANGE, step: 0.01, value: 0,
-        "aria-label": `z${d + 1}`, "data-dim": d,
+        "aria-label": `z[${d}]`, "data-dim": d,
       });
       const value = el("output", { class: "value", text: fmt(0) });
       input.addEventListener("input", () => {
@@ -260,7 +260,7 @@
       const kl = kls.length ? el("span", { class: "kl", text: kls.map((k) => k[d].toFixed(2)).join(" \u00b7 ") }) : null;
       const off = inactive(d);
       const row = el("div", { class: off ? "slider inactive" : "slider" },
-        el("label", { text: `z${d + 1}` }), input, value, kl,
+        el("label", { text: `z[${d}]` }), input, value, kl,
         off ? el("span", { class: "tag", text: "inactive" }) : null);
       if (off) row.title = "KL < " + DATA.inactive_kl + " nats: the encoder does not use this dimension";
       sliders.push({ d, input, value });
