@@ -73,7 +73,7 @@ def build_model(config: TrainConfig) -> VAE:
         return VAE(config.model)
 
 
-def _optimizer(model: VAE, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+def _optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
     # the fused kernel is the fastest Adam on CPU and CUDA and changes no result beyond rounding
     fused = device.type in ("cpu", "cuda")
     return torch.optim.Adam(model.parameters(), lr=config.lr, fused=fused)
@@ -101,6 +101,28 @@ def _batch_loss(model: VAE, config: TrainConfig, device: torch.device) -> BatchL
     return batch_loss
 
 
+def _check_data(config: TrainConfig, data: Dataset) -> None:
+    if data.image_shape != config.model.image_shape:
+        raise ConfigError(f"the model expects {config.model.image_shape} images but {data.name} has {data.image_shape}")
+
+
+def _generators(config: TrainConfig, device: torch.device) -> tuple[torch.Generator, torch.Generator]:
+    """(shuffle, noise): a run's batch order, drawn on the CPU, and its noise, drawn on `device`."""
+    return torch.Generator().manual_seed(config.seed), torch.Generator(device=device).manual_seed(config.seed)
+
+
+def _step_noise(x: torch.Tensor, config: TrainConfig, noise_gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x (B, D), eps (B, H)) of a step: x binarized first when the run binarizes, then eps, from one generator."""
+    if config.binarize:
+        x = torch.bernoulli(x, generator=noise_gen)
+    return x, torch.randn((len(x), config.model.latent_dim), generator=noise_gen, device=x.device)
+
+
+def _eval_generator(config: TrainConfig, device: torch.device) -> torch.Generator:
+    # the same noise every epoch, so test numbers differ only because the model did
+    return torch.Generator(device=device).manual_seed(config.seed + 2)
+
+
 def _check_options(config: TrainConfig, device: torch.device) -> None:
     if config.precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise ConfigError("--precision bf16 asked for, but this GPU has no bfloat16; use --precision fp32")
@@ -121,17 +143,15 @@ def train(
     dev = resolve_device(device)
     if data is None:
         data = load_dataset(config.dataset, data_dir)
-    if data.image_shape != config.model.image_shape:
-        raise ConfigError(f"the model expects {config.model.image_shape} images but {data.name} has {data.image_shape}")
+    _check_data(config, data)
     _check_options(config, dev)
     data = data.to(dev)
     model = build_model(config).to(dev)
     optimizer = _optimizer(model, config, dev)
-    shuffle_gen = torch.Generator().manual_seed(config.seed)
-    noise_gen = torch.Generator(device=dev).manual_seed(config.seed)
+    shuffle_gen, noise_gen = _generators(config, dev)
     test_images = scored_test_images(data.test.images, config)
     train_images = data.train.images
-    n, batch_size, latent_dim = len(train_images), config.batch_size, config.model.latent_dim
+    n, batch_size = len(train_images), config.batch_size
     steps = math.ceil(n / batch_size)
     batch_loss = _batch_loss(model, config, dev)
     # one shape, one compilation: a short last batch runs eagerly instead of recompiling
@@ -147,10 +167,7 @@ def train(
         sums = torch.zeros(2, dtype=torch.float64, device=dev)  # recon, KL summed over images
         for step in range(steps):
             index = order[step * batch_size : (step + 1) * batch_size]
-            x = train_images.index_select(0, index)  # (B, D)
-            if config.binarize:
-                x = torch.bernoulli(x, generator=noise_gen)
-            eps = torch.randn((len(index), latent_dim), generator=noise_gen, device=dev)  # (B, H)
+            x, eps = _step_noise(train_images.index_select(0, index), config, noise_gen)  # (B, D), (B, H)
             loss, means = (full_batch_loss if len(index) == batch_size else batch_loss)(x, eps)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -160,9 +177,8 @@ def train(
         recon_sum, kl_sum = sums.tolist()
         train_terms = Terms(recon_sum / n, kl_sum / n)
         seconds = time.perf_counter() - epoch_start
-        # the same noise every epoch, so test numbers differ only because the model did
-        eval_gen = torch.Generator(device=dev).manual_seed(config.seed + 2)
-        record = EpochRecord(epoch, config.lam, train_terms, evaluate(model, test_images, eval_gen), seconds)
+        test_terms = evaluate(model, test_images, _eval_generator(config, dev))
+        record = EpochRecord(epoch, config.lam, train_terms, test_terms, seconds)
         history.append(record)
         observer.on_epoch(record)
 
