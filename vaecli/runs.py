@@ -6,6 +6,7 @@ ending in a hash of the full config, e.g. `h2-lam1-e20-s0-1a2b3c4d`.
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from vaecli.checkpoint import MODEL_FILE, Run, load_run, read_config, read_metad
 from vaecli.config import TrainConfig
 from vaecli.data import Dataset, load_dataset
 from vaecli.errors import RunStoreError, VaeError
+from vaecli.stacked import train_stacked
 from vaecli.trainer import Observer, train
 
 
@@ -59,20 +61,40 @@ def train_or_reuse(
     A folder holding a run of another config is never overwritten unless `force`.
     """
     folder = Path(out) if out is not None else run_folder(config, store)
-    if folder.exists() and not folder.is_dir():
-        raise RunStoreError(f"{folder} is a file, not a run folder; choose another --out")
-    existing = finished_config(folder)
-    if existing is not None and not force:
-        if existing != config:
-            raise RunStoreError(
-                f"{folder} already holds a run with a different config; "
-                "choose another --out, or add --force to overwrite it"
-            )
+    if is_finished(config, folder, force):
         return Outcome(load_run(folder), reused=True)
     if data is None:
         data = load_dataset(config.dataset, data_dir, download_missing=download)
     result = train(config, data, device=device, observer=observer)
     return Outcome(save_run(folder, result), reused=False)
+
+
+def is_finished(config: TrainConfig, folder: Path, force: bool = False) -> bool:
+    """True when `folder` holds the finished run of `config` to reuse; a run of another config there is an error."""
+    if folder.exists() and not folder.is_dir():
+        raise RunStoreError(f"{folder} is a file, not a run folder; choose another --out")
+    existing = finished_config(folder)
+    if existing is None or force:
+        return False
+    if existing != config:
+        raise RunStoreError(
+            f"{folder} already holds a run with a different config; "
+            "choose another --out, or add --force to overwrite it"
+        )
+    return True
+
+
+def train_together(
+    configs: Sequence[TrainConfig],
+    data: Dataset,
+    *,
+    store: Path | None = None,
+    device: str = "auto",
+    observer: Observer | None = None,
+) -> list[Outcome]:
+    """Train the members as one stacked model and save each in its store folder, as train_or_reuse would."""
+    results = train_stacked(configs, data, device=device, observer=observer)
+    return [Outcome(save_run(run_folder(r.config, store), r), reused=False) for r in results]
 
 
 @dataclass
