@@ -11,7 +11,8 @@ in one process: each runs in its own thread, which an Observer hook pauses after
 every 1/(epochs * slices) of its steps, and then the other does the same share
 of its own work. A variant's seconds are counted only while it works (setup and
 evaluations included); the ratio sequential/stacked is the median of the
-per-slice ratios. Both ways must end with the same test -ELBO for every member.
+per-slice ratios. Both ways must end with the same test -ELBO for every member,
+up to the rounding that training amplifies (see AGREE).
 """
 
 import argparse
@@ -32,7 +33,10 @@ from vaecli.data import Dataset
 from vaecli.stacked import train_stacked
 from vaecli.trainer import Observer, TrainResult, resolve_device, train
 
-AGREE = 1e-3  # the most relative difference in a member's test -ELBO that still counts as the same result
+# the most relative difference in a member's final test -ELBO that still counts as the same result. Training
+# amplifies rounding: the products add in another order stacked, and after 3 MNIST epochs that moved lam = 1's
+# -ELBO by 0.6 nats (0.4 %); a member trained alone twice, once from weights nudged by one ulp, moved by 0.34
+AGREE = 0.01
 
 
 def sync(device: torch.device) -> None:

@@ -100,5 +100,5 @@ def test_sweep_benchmark_smoke_run(tiny_mnist, capsys):
     assert bench.main(["--data-dir", str(tiny_mnist), "--quick", "--layers", "32", "--lam", "1", "5"]) == 0
     out = capsys.readouterr().out
     assert "sequential" in out and "stacked" in out and "H=2, lam=5, seed 0" in out
-    assert "members agree (relative difference <= 0.001): yes" in out
+    assert "members agree (relative difference <= 0.01): yes" in out
     assert "ratio sequential/stacked, s/epoch:" in out

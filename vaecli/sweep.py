@@ -175,8 +175,10 @@ def stacks_faster(device: torch.device) -> bool:
     """Whether stacking members beats training them one by one on `device`, as benchmarks/bench_sweep.py measured.
 
     CUDA: one small MLP at batch 128 leaves a GPU mostly idle, and the stack
-    fills it. CPU: one member already keeps the cores busy; on 2 cores, 4
-    members stacked ran at MEASURED times the speed, not a clear win.
+    fills it (not yet measured here: no GPU was at hand). CPU: one member
+    already keeps the cores busy; on a 2-core CPU shared with another job, 4
+    members stacked ran at 1.19 x the speed (slices from 0.84 to 1.39; other
+    runs 1.32 x and 0.92 x): no clear, repeatable win, so one by one.
     """
     return device.type == "cuda"
 
