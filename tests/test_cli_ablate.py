@@ -59,6 +59,8 @@ def test_hidden_sweep_with_commas_and_seeds(tiny_mnist, tmp_path):
         (["--lam", "-1"], "--lam"),
         (["--lam", "1", "1"], "lists a value twice"),
         (["--hidden", *map(str, range(1, 66))], "--yes"),
+        (["--lam", "1", "5", "--stack", "maybe"], "--stack"),
+        (["--lam", "1", "5", "--stack", "on", "--precision", "bf16"], "--stack on needs --precision fp32"),
     ],
 )
 def test_bad_sweeps_give_one_line(args, fragment, tiny_mnist):
@@ -66,6 +68,18 @@ def test_bad_sweeps_give_one_line(args, fragment, tiny_mnist):
     assert result.exit_code != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], result.stderr
+
+
+def test_stack_on_trains_members_together_and_says_so(tiny_mnist, tmp_path):
+    args = ["ablate", "--lam", "1", "5", "--hidden", "2", "3", *TINY, "--data-dir", tiny_mnist]
+    result = invoke(*args, "--stack", "on", "--out", tmp_path / "on")
+    assert result.exit_code == 0, result.output
+    assert "members 1-4/4 stacked" in result.stdout and "4 VAEs stacked" in result.stdout
+    assert "4 members (0 reused, 4 trained)" in result.stdout.replace("\n", " ")
+    again = invoke(*args, "--stack", "off", "--out", tmp_path / "off")
+    assert "4 members (4 reused, 0 trained)" in again.stdout.replace("\n", " ") and "stacked" not in again.stdout
+    rows = [json.loads((tmp_path / d / "metrics.json").read_text())["rows"] for d in ("on", "off")]
+    assert rows[0] == rows[1]
 
 
 def test_out_that_is_a_file(tiny_mnist, tmp_path):

@@ -1,11 +1,24 @@
 import math
+from dataclasses import replace
 
 import pytest
+import torch
 
+from vaecli import sweep as sweep_module
 from vaecli.config import ModelConfig, TrainConfig
 from vaecli.data import load_dataset
 from vaecli.errors import ConfigError
-from vaecli.sweep import Sweep, report, run_sweep, table_rows, to_csv, to_markdown
+from vaecli.runs import run_folder, train_or_reuse
+from vaecli.sweep import (
+    Sweep,
+    report,
+    run_sweep,
+    stacked_groups,
+    stacks_faster,
+    table_rows,
+    to_csv,
+    to_markdown,
+)
 
 BASE = TrainConfig(model=ModelConfig(latent_dim=2, hidden_layers=(16,)), epochs=1, batch_size=32)
 
@@ -81,3 +94,48 @@ def test_one_seed_shows_active_units_out_of_h(tiny_mnist):
     rows = table_rows(run_sweep(sweep, data, device="cpu", iw_samples=3), sweep)
     assert rows[0]["active_units"].endswith("/2") and rows[1]["active_units"].endswith("/3")
     assert "KL_std" not in rows[0] and not math.isnan(rows[1]["neg_elbo"])
+
+
+def test_a_stacked_sweep_saves_members_that_the_store_reuses(tiny_mnist, tmp_path):
+    data = load_dataset("mnist", tiny_mnist)
+    sweep = Sweep(BASE, hidden=(2, 3), lams=(1.0, 10.0))
+    stacked_groups = []
+    together = run_sweep(sweep, data, device="cpu", iw_samples=3, stack="on", on_stack=stacked_groups.append)
+    assert stacked_groups == [[0, 1, 2, 3]] and not any(m.reused for m in together)
+    for m in together:
+        outcome = train_or_reuse(m.config, device="cpu", data=data)
+        assert outcome.reused and outcome.run.path == m.path == run_folder(m.config)
+        saved, trained = outcome.run.model.state_dict(), m.model.state_dict()
+        assert saved.keys() == trained.keys() and all(torch.equal(saved[k], trained[k]) for k in saved)
+    alone = run_sweep(sweep, data, store=tmp_path / "alone", device="cpu", iw_samples=3, stack="off")
+    for a, t in zip(alone, together, strict=True):
+        assert t.metrics.neg_elbo == pytest.approx(a.metrics.neg_elbo, rel=1e-5)
+        assert t.metrics.iw_nll == pytest.approx(a.metrics.iw_nll, rel=1e-5)
+
+
+def test_only_members_that_need_training_stack(tiny_mnist, monkeypatch):
+    data = load_dataset("mnist", tiny_mnist)
+    configs = Sweep(BASE, lams=(1.0, 5.0, 10.0)).members()
+    cpu = torch.device("cpu")
+    assert stacked_groups(configs, None, False, "auto", cpu) == []  # the CPU: one by one (see stacks_faster)
+    assert stacked_groups(configs, None, False, "off", cpu) == []
+    train_or_reuse(configs[1], device="cpu", data=data)
+    assert stacked_groups(configs, None, False, "on", cpu) == [[0, 2]]
+    assert stacked_groups(configs, None, True, "on", cpu) == [[0, 1, 2]]  # --force trains every member again
+    monkeypatch.setattr(sweep_module, "stacks_faster", lambda device: True)
+    assert stacked_groups(configs, None, False, "auto", cpu) == [[0, 2]]
+    train_or_reuse(configs[0], device="cpu", data=data)
+    assert stacked_groups(configs, None, False, "on", cpu) == []  # a lone member trains as usual
+    assert stacks_faster(torch.device("cuda")) and not stacks_faster(cpu)
+
+
+@pytest.mark.parametrize(
+    "base, stack, message",
+    [
+        (BASE, "maybe", "--stack must be one of auto, on, off; got 'maybe'"),
+        (replace(BASE, precision="bf16"), "on", "--stack on needs --precision fp32"),
+    ],
+)
+def test_bad_stack_settings_are_refused(base, stack, message, tiny_mnist):
+    with pytest.raises(ConfigError, match=message):
+        run_sweep(Sweep(base, lams=(1.0, 5.0)), load_dataset("mnist", tiny_mnist), device="cpu", stack=stack)

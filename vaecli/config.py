@@ -16,6 +16,7 @@ RECON_KINDS = ("bernoulli", "gaussian")
 DATASET_TITLES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}
 DATASETS = tuple(DATASET_TITLES)
 PRECISIONS = ("fp32", "bf16")
+STACK_MODES = ("auto", "on", "off")  # how a sweep trains its members: see sweep.run_sweep
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:

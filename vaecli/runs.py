@@ -9,6 +9,7 @@ epoch and on Ctrl-C; asking for the same config again continues from it.
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from vaecli.config import TrainConfig
 from vaecli.data import Dataset, load_dataset
 from vaecli.errors import CheckpointError, Interrupted, RunStoreError, TrainingDiverged, VaeError
 from vaecli.interrupt import stop_on_sigint
+from vaecli.stacked import train_stacked
 from vaecli.trainer import Observer, Stopped, TrainState, train
 
 
@@ -74,15 +76,7 @@ def train_or_reuse(
     A folder holding a run of another config is never overwritten unless `force`.
     """
     folder = Path(out) if out is not None else run_folder(config, store)
-    if folder.exists() and not folder.is_dir():
-        raise RunStoreError(f"{folder} is a file, not a run folder; choose another --out")
-    existing = finished_config(folder)
-    if existing is not None and not force:
-        if existing != config:
-            raise RunStoreError(
-                f"{folder} already holds a run with a different config; "
-                "choose another --out, or add --force to overwrite it"
-            )
+    if is_finished(config, folder, force):
         return Outcome(load_run(folder), reused=True)
     resume = _interrupted_state(folder, config) if not force else None
     if data is None:
@@ -137,6 +131,39 @@ def resume_config(path: Path) -> tuple[Path, TrainConfig]:
     if file.name != RESUME_FILE:
         raise CheckpointError(f"{file}: a resume file must be named {RESUME_FILE}, inside its run folder")
     return folder, load_state(file).config
+
+
+def is_finished(config: TrainConfig, folder: Path, force: bool = False) -> bool:
+    """True when `folder` holds the finished run of `config` to reuse; a run of another config there is an error."""
+    if folder.exists() and not folder.is_dir():
+        raise RunStoreError(f"{folder} is a file, not a run folder; choose another --out")
+    existing = finished_config(folder)
+    if existing is None or force:
+        return False
+    if existing != config:
+        raise RunStoreError(
+            f"{folder} already holds a run with a different config; "
+            "choose another --out, or add --force to overwrite it"
+        )
+    return True
+
+
+def train_together(
+    configs: Sequence[TrainConfig],
+    data: Dataset,
+    *,
+    store: Path | None = None,
+    device: str = "auto",
+    observer: Observer | None = None,
+) -> list[Outcome]:
+    """Train the members as one stacked model and save each in its store folder, as train_or_reuse would."""
+    results = train_stacked(configs, data, device=device, observer=observer)
+    outcomes = []
+    for result in results:
+        folder = run_folder(result.config, store)
+        outcomes.append(Outcome(save_run(folder, result), reused=False))
+        (folder / RESUME_FILE).unlink(missing_ok=True)  # an older interrupted try of this member is moot now
+    return outcomes
 
 
 @dataclass

@@ -114,7 +114,7 @@ def build_model(config: TrainConfig) -> VAE:
         return VAE(config.model)
 
 
-def _optimizer(model: VAE, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+def _optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
     # the fused kernel is the fastest Adam on CPU and CUDA and changes no result beyond rounding
     fused = device.type in ("cpu", "cuda")
     return torch.optim.Adam(model.parameters(), lr=config.lr, fused=fused)
@@ -185,6 +185,28 @@ def _diverged(config: TrainConfig, what: str) -> TrainingDiverged:
     return TrainingDiverged(f"training diverged: {what}; try a lower --lr (now {config.lr:g}, e.g. {config.lr / 10:g})")
 
 
+def _check_data(config: TrainConfig, data: Dataset) -> None:
+    if data.image_shape != config.model.image_shape:
+        raise ConfigError(f"the model expects {config.model.image_shape} images but {data.name} has {data.image_shape}")
+
+
+def _generators(config: TrainConfig, device: torch.device) -> tuple[torch.Generator, torch.Generator]:
+    """(shuffle, noise): a run's batch order, drawn on the CPU, and its noise, drawn on `device`."""
+    return torch.Generator().manual_seed(config.seed), torch.Generator(device=device).manual_seed(config.seed)
+
+
+def _step_noise(x: torch.Tensor, config: TrainConfig, noise_gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x (B, D), eps (B, H)) of a step: x binarized first when the run binarizes, then eps, from one generator."""
+    if config.binarize:
+        x = torch.bernoulli(x, generator=noise_gen)
+    return x, torch.randn((len(x), config.model.latent_dim), generator=noise_gen, device=x.device)
+
+
+def _eval_generator(config: TrainConfig, device: torch.device) -> torch.Generator:
+    # the same noise every epoch, so test numbers differ only because the model did
+    return torch.Generator(device=device).manual_seed(config.seed + 2)
+
+
 def _check_options(config: TrainConfig, device: torch.device) -> None:
     if config.precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise ConfigError("--precision bf16 asked for, but this GPU has no bfloat16; use --precision fp32")
@@ -215,17 +237,15 @@ def train(
     dev = resolve_device(device)
     if data is None:
         data = load_dataset(config.dataset, data_dir)
-    if data.image_shape != config.model.image_shape:
-        raise ConfigError(f"the model expects {config.model.image_shape} images but {data.name} has {data.image_shape}")
+    _check_data(config, data)
     _check_options(config, dev)
     data = data.to(dev)
     model = build_model(config).to(dev)
     optimizer = _optimizer(model, config, dev)
-    shuffle_gen = torch.Generator().manual_seed(config.seed)
-    noise_gen = torch.Generator(device=dev).manual_seed(config.seed)
+    shuffle_gen, noise_gen = _generators(config, dev)
     test_images = scored_test_images(data.test.images, config)
     train_images = data.train.images
-    n, batch_size, latent_dim = len(train_images), config.batch_size, config.model.latent_dim
+    n, batch_size = len(train_images), config.batch_size
     steps = math.ceil(n / batch_size)
     batch_loss = _batch_loss(model, config, dev)
     # one shape, one compilation: a short last batch runs eagerly instead of recompiling
@@ -277,10 +297,7 @@ def train(
         losses = torch.zeros(steps, device=dev)  # read once per epoch: the NaN guard costs no sync
         while step < steps:
             index = order[step * batch_size : (step + 1) * batch_size]
-            x = train_images.index_select(0, index)  # (B, D)
-            if config.binarize:
-                x = torch.bernoulli(x, generator=noise_gen)
-            eps = torch.randn((len(index), latent_dim), generator=noise_gen, device=dev)  # (B, H)
+            x, eps = _step_noise(train_images.index_select(0, index), config, noise_gen)  # (B, D), (B, H)
             loss, means = (full_batch_loss if len(index) == batch_size else batch_loss)(x, eps)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -296,9 +313,7 @@ def train(
         recon_sum, kl_sum = sums.tolist()
         train_terms = Terms(recon_sum / n, kl_sum / n)
         seconds = time.perf_counter() - epoch_start
-        # the same noise every epoch, so test numbers differ only because the model did
-        eval_gen = torch.Generator(device=dev).manual_seed(config.seed + 2)
-        test_terms = evaluate(model, test_images, eval_gen)
+        test_terms = evaluate(model, test_images, _eval_generator(config, dev))
         if not math.isfinite(test_terms.neg_elbo):
             raise _diverged(config, f"the test loss was {test_terms.neg_elbo:g} after epoch {epoch}")
         record = EpochRecord(epoch, config.lam, train_terms, test_terms, seconds)

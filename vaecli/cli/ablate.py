@@ -1,5 +1,6 @@
 """`vaecli ablate`: the homework's ablations in one command, with figures, metrics and a report."""
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -9,7 +10,10 @@ from rich.table import Table
 
 from vaecli.cli.app import app
 from vaecli.cli.options import QuietOpt, TrainingOptions, number_lists, parse_floats, parse_ints, training_options
+from vaecli.config import STACK_MODES
 from vaecli.errors import ConfigError
+
+Stack = Enum("Stack", {k: k for k in STACK_MODES}, type=str)
 
 
 @app.command(cls=number_lists("--hidden", "-H", "--lam", "--seeds", "--layers"))
@@ -30,6 +34,13 @@ def ablate(
     out: Annotated[
         Path | None, typer.Option(help="Folder for figures, tables and report.", show_default="<runs-dir>/<sweep name>")
     ] = None,
+    stack: Annotated[
+        Stack,
+        typer.Option(
+            help="Train members of one architecture together as one stacked model: "
+            "auto does where it is faster (on a GPU), on always, off never."
+        ),
+    ] = Stack.auto,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Allow a sweep of more than 64 members.")] = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -37,6 +48,7 @@ def ablate(
 
     Unlisted settings take the train defaults (H = 2, lam = 1); finished members are
     reused from the run store, and an interrupted sweep trains only what is missing.
+    Stacked or not, each member ends as it would trained alone with its seed.
     """
     from vaecli import figures, runs, sweep
     from vaecli.atomic import write_json, write_text
@@ -61,7 +73,7 @@ def ablate(
 
     console = Console(quiet=quiet)
     data = load_dataset(base.dataset, options.data_dir, download_missing=options.download)
-    display = SweepDisplay(console, len(members))
+    display = SweepDisplay(console, members)
     try:
         results = sweep.run_sweep(
             plan,
@@ -70,8 +82,10 @@ def ablate(
             device=options.device,
             iw_samples=iw_samples,
             force=options.force,
+            stack=stack.value,
             observer=display,
             on_member=display.member_started,
+            on_stack=display.members_stacked,
         )
     finally:
         display.close()

@@ -1,6 +1,7 @@
 """Rich rendering of training: progress bar, one table row per epoch, the run summary."""
 
 import json
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -23,18 +24,24 @@ def _fmt(value: float) -> str:
     return f"{value:.2f}" if abs(value) < 100 else f"{value:.1f}"
 
 
-def epoch_row(record: "EpochRecord", header: bool) -> Table:
+def epoch_row(record: "EpochRecord", header: bool, member: int | None = None) -> Table:
     """One epoch as a table row with fixed widths, so rows printed apart line up.
 
     lam * KL and the total are shown only when lam != 1; at lam = 1 they equal KL and -ELBO.
-    Eleven columns fit in 80 characters.
+    Eleven columns fit in 80 characters. `member` (stacked training, rows of
+    several members in turn) adds a first column with its number and always
+    shows the lam columns, so that every member's rows line up.
     """
-    weighted = record.lam != 1.0
+    weighted = record.lam != 1.0 or member is not None
     table = Table(
         box=None, show_header=header, header_style="bold", pad_edge=False, padding=(0, 1), collapse_padding=True
     )
+    cells = []
+    if member is not None:
+        table.add_column("m", width=2, justify="right")
+        cells.append(str(member))
     table.add_column("ep", width=3, justify="right")
-    cells = [str(record.epoch)]
+    cells.append(str(record.epoch))
     for split, terms in (("train", record.train), ("test", record.test)):
         columns = [("recon", terms.recon), ("KL", terms.kl)]
         if weighted:
@@ -77,7 +84,7 @@ class TrainingDisplay:
         if self.as_json or self.console.quiet:
             return
         self.console.print(
-            f"Training a VAE ({describe(config)}) on {device}: "
+            f"Training {self.training_what(config)} on {device}: "
             f"{steps_per_epoch} batches of {config.batch_size} per epoch"
         )
         if self.progress is None:
@@ -98,6 +105,9 @@ class TrainingDisplay:
         if self.progress is not None:  # a reset, so the rate counts only batches trained now
             done = (state.epoch - 1) * self.steps + state.step
             self.progress.reset(self.task, total=self.epochs * self.steps, completed=done, rate="")
+
+    def training_what(self, config: TrainConfig) -> str:
+        return f"a VAE ({describe(config)})"
 
     def on_batch(self, epoch: int, step: int) -> None:
         if self.progress is None:
@@ -123,23 +133,69 @@ class TrainingDisplay:
             self.progress = None
 
 
-class SweepDisplay(TrainingDisplay):
-    """One bar for the whole sweep above the bar of the member in training."""
+def member_numbers(indices: Sequence[int]) -> str:
+    """[0, 1, 2, 4] -> '1-3, 5': 0-based indices as 1-based ranges."""
+    runs: list[list[int]] = []
+    for i in indices:
+        if runs and i == runs[-1][-1] + 1:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    return ", ".join(f"{r[0] + 1}-{r[-1] + 1}" if len(r) > 1 else f"{r[0] + 1}" for r in runs)
 
-    def __init__(self, console: Console, members: int) -> None:
+
+class SweepDisplay(TrainingDisplay):
+    """One bar for the whole sweep above the bar of the member (or stacked members) in training."""
+
+    def __init__(self, console: Console, configs: Sequence[TrainConfig]) -> None:
         super().__init__(console)
-        self.members = members
+        self.configs, self.members = list(configs), len(configs)
+        self.stacked: list[int] = []  # the members training together now
+        self.rows = 0  # epoch rows printed for them
         if console.quiet:
             return
         self.progress = _progress(console)
-        self.sweep_task = self.progress.add_task("sweep", total=members, rate="")
+        self.sweep_task = self.progress.add_task("sweep", total=self.members, rate="")
         self.progress.start()
 
+    def members_stacked(self, indices: list[int]) -> None:
+        self.stacked, self.rows = indices, 0
+        if self.progress is None:
+            return
+        numbers = member_numbers(indices)
+        self.progress.update(self.sweep_task, completed=indices[0], description=f"sweep members {numbers}")
+        group = [self.configs[i] for i in indices]
+        varying = []
+        for name, values in (
+            ("H", [c.model.latent_dim for c in group]),
+            ("lam", [c.lam for c in group]),
+            ("seed", [c.seed for c in group]),
+        ):
+            varying.append(f"{name} {', '.join(f'{v:g}' for v in dict.fromkeys(values))}")
+        self.console.rule(f"members {numbers}/{self.members} stacked: {'; '.join(varying)}", style="dim")
+
     def member_started(self, index: int, config: TrainConfig) -> None:
+        trained_stacked = index in self.stacked
+        if not trained_stacked:
+            self.stacked = []
         if self.progress is None:
             return
         self.progress.update(self.sweep_task, completed=index, description=f"sweep member {index + 1}/{self.members}")
-        self.console.rule(f"member {index + 1}/{self.members}: {describe(config)}, seed {config.seed}", style="dim")
+        if not trained_stacked:  # a stacked member's rows came with its group
+            self.console.rule(f"member {index + 1}/{self.members}: {describe(config)}, seed {config.seed}", style="dim")
+
+    def training_what(self, config: TrainConfig) -> str:
+        if not self.stacked:
+            return super().training_what(config)
+        layers = "-".join(map(str, config.model.hidden_layers)) or "none"
+        return f"{len(self.stacked)} VAEs stacked (layers {layers}, {config.model.recon}, {config.dataset})"
+
+    def on_epoch(self, record: "EpochRecord") -> None:
+        if not self.stacked:
+            return super().on_epoch(record)
+        member = self.stacked[self.rows % len(self.stacked)] + 1  # stacked training reports members in order
+        self.console.print(epoch_row(record, header=self.rows == 0, member=member))
+        self.rows += 1
 
     def close(self) -> None:
         if self.progress is not None:
