@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from vaecli import sweep as sweep_module
+from vaecli.checkpoint import save_state
 from vaecli.config import ModelConfig, TrainConfig
 from vaecli.data import load_dataset
 from vaecli.errors import ConfigError
@@ -19,6 +20,7 @@ from vaecli.sweep import (
     to_csv,
     to_markdown,
 )
+from vaecli.trainer import train
 
 BASE = TrainConfig(model=ModelConfig(latent_dim=2, hidden_layers=(16,)), epochs=1, batch_size=32)
 
@@ -127,6 +129,17 @@ def test_only_members_that_need_training_stack(tiny_mnist, monkeypatch):
     train_or_reuse(configs[0], device="cpu", data=data)
     assert stacked_groups(configs, None, False, "on", cpu) == []  # a lone member trains as usual
     assert stacks_faster(torch.device("cuda")) and not stacks_faster(cpu)
+
+
+def test_an_interrupted_member_resumes_instead_of_stacking(tiny_mnist):
+    data = load_dataset("mnist", tiny_mnist)
+    configs = Sweep(replace(BASE, epochs=2), lams=(1.0, 5.0, 10.0)).members()
+    states = []
+    train(configs[1], data, device="cpu", save_state=states.append)
+    save_state(run_folder(configs[1]), states[0])  # as Ctrl-C after its first epoch leaves it
+    cpu = torch.device("cpu")
+    assert stacked_groups(configs, None, False, "on", cpu) == [[0, 2]]
+    assert stacked_groups(configs, None, True, "on", cpu) == [[0, 1, 2]]  # --force starts it over
 
 
 @pytest.mark.parametrize(
