@@ -176,3 +176,5 @@ def test_benchmark_smoke_run_prints_every_ratio(tiny_mnist, capsys):
     ):
         assert line in out
     assert "--help imports torch or matplotlib: no" in out
+    # the precision vaecli ran in, "auto" resolved on this machine, and the limit in the same dtype
+    assert "vaecli.train, defaults (bf16)" in out or "vaecli.train, defaults (fp32)" in out
