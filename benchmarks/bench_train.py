@@ -11,6 +11,7 @@ Three variants train on the same data, model, initial weights and seed:
   limit     only the matrix products of vaecli's training, layer by layer (forward,
             and backward for the weights and the inputs), on tensors of the same shapes
             and dtype: what an epoch would cost if nothing but the matmuls took time
+  limit32   the same in float32, shown (not a target) when vaecli runs in bfloat16
 The machine is noisy (shared cores, thermal throttling), so the variants take turns:
 every epoch is cut into slices and after each slice of vaecli (an Observer hook
 pauses it) the baseline and the limit run the same fraction of their epoch.
@@ -36,7 +37,7 @@ from torch import nn
 
 import vaecli
 from vaecli.config import ModelConfig, TrainConfig
-from vaecli.trainer import build_model, resolve_device
+from vaecli.trainer import build_model, resolve_device, resolve_precision
 
 TARGETS = {"vs_limit": 1.3, "vs_baseline": 1 / 3.5, "to_target": 1 / 4, "help": 1 / 4}
 
@@ -163,14 +164,18 @@ class Limit:
     def __init__(self, model: ModelConfig, batch: int, n: int, device: torch.device, dtype: torch.dtype) -> None:
         self.steps_per_epoch = math.ceil(n / batch)
         self.step_count = 0
+        self.dtype = dtype
         last = n - batch * (self.steps_per_epoch - 1)
         self.chains = {b: self._chain(model, b, device, dtype) for b in {batch, last}}
         self.batch, self.last = batch, last
 
     @staticmethod
     def _chain(model: ModelConfig, b: int, device: torch.device, dtype: torch.dtype) -> list[Callable[[], None]]:
+        # its own generator: drawing from the global one would reseed the baseline's shuffling
+        generator = torch.Generator(device=device).manual_seed(0)
+
         def rand(*shape: int) -> torch.Tensor:
-            return torch.randn(*shape, device=device, dtype=dtype)
+            return torch.randn(*shape, generator=generator, device=device).to(dtype)
 
         calls = []
         for a, o, grad_in in layer_shapes(model):
@@ -340,15 +345,19 @@ def main(argv: list[str] | None = None) -> int:
     tutorial = TrainConfig(model=model, lam=args.lam, epochs=args.epochs, batch_size=128, lr=1e-3)
     data = vaecli.load_dataset("mnist", args.data_dir)
     n = len(data.train.images)
-    dtype = torch.bfloat16 if config.precision == "bf16" else torch.float32
+    precision = resolve_precision(config.precision, device)  # "auto" picks bf16 where it is native
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
 
     initial = build_model(config)
     start = time.perf_counter()
     baseline = Baseline(tutorial, args.data_dir, device, initial)
     setup = time.perf_counter() - start
-    limit = Limit(model, config.batch_size, n, device, dtype)
-    limit.run(2, first=True)  # allocate and warm up once, outside any clock
-    bench = Interleave(args.slices, device, {"baseline": baseline, "limit": limit})
+    limits = {"limit": Limit(model, config.batch_size, n, device, dtype)}
+    if dtype != torch.float32:
+        limits["limit32"] = Limit(model, config.batch_size, n, device, torch.float32)
+    for limit in limits.values():
+        limit.run(2, first=True)  # allocate and warm up once, outside any clock
+    bench = Interleave(args.slices, device, {"baseline": baseline, **limits})
     bench.clocks["baseline"].clock = setup
     bench.begin()
     vaecli.train(config, None, device=str(device), data_dir=args.data_dir, observer=bench)
@@ -360,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     threads = f"{torch.get_num_threads()} threads" if device.type == "cpu" else torch.cuda.get_device_name(device)
     layers = "-".join(map(str, (model.input_dim, *model.hidden_layers, model.latent_dim)))
     options = ", ".join(f"{k} {v}" for k, v in overrides.items()) or "defaults"
-    dtype_name = str(dtype).removeprefix("torch.")
+    options += f" ({precision})" if "precision" not in overrides or precision != config.precision else ""
 
     print(f"vaecli {vaecli.__version__} benchmark, torch {torch.__version__}, {device.type} ({threads})")
     print(
@@ -371,7 +380,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = [
         ("baseline", "DataLoader + ToTensor tutorial loop", tutorial, b),
         ("vaecli", f"vaecli.train, {options}", config, v),
-        ("limit", f"vaecli's matmuls only, {dtype_name}", config, lim),
+        *(
+            (name, f"vaecli's matmuls only, {str(c.dtype).removeprefix('torch.')}", config, bench.clocks[name])
+            for name, c in limits.items()
+        ),
     ]
     to_head = f"time to {args.target:g}"
     print(f"{'variant':9} {'what':36} {'batch':>5} {'lr':>6} {'s/epoch':>8} {'test -ELBO':>10} {to_head:>16}")
@@ -379,11 +391,14 @@ def main(argv: list[str] | None = None) -> int:
         per_epoch = statistics.median(c.epoch_seconds())
         loss = f"{c.tests[-1][0]:.2f}" if c.tests else ""
         reached = c.time_to(args.target)
-        to = "" if name == "limit" else "not reached" if reached is None else f"{reached[1]:.1f} s (ep {reached[0]})"
-        lr = "" if name == "limit" else f"{cfg.lr:g}"
+        matmuls = name.startswith("limit")
+        to = "" if matmuls else "not reached" if reached is None else f"{reached[1]:.1f} s (ep {reached[0]})"
+        lr = "" if matmuls else f"{cfg.lr:g}"
         print(f"{name:9} {what:36} {cfg.batch_size:>5} {lr:>6} {per_epoch:>8.2f} {loss:>10} {to:>16}")
-    rate = flops / statistics.median(lim.epoch_seconds()) / 1e9
-    print(f"limit = {flops / 1e9:.0f} GFLOP per epoch (forward + backward, layer by layer) at {rate:.0f} GFLOP/s")
+    rates = ", ".join(
+        f"{name} {flops / statistics.median(bench.clocks[name].epoch_seconds()) / 1e9:.0f}" for name in limits
+    )
+    print(f"limit = {flops / 1e9:.0f} GFLOP per epoch (forward + backward, layer by layer); GFLOP/s: {rates}")
     for name, c in (("baseline", b), ("vaecli", v)):
         print(f"test -ELBO by epoch, {name + ':':9} " + " ".join(f"{loss:.1f}" for loss, _ in c.tests))
     print()
@@ -392,9 +407,12 @@ def main(argv: list[str] | None = None) -> int:
         f"  target <= {TARGETS['vs_baseline']:.3f}: {verdict(vs_base <= TARGETS['vs_baseline'])}"
     )
     print(
-        f"ratio vaecli/limit, s/epoch:     {vs_limit:.3f} (median of {len(v.slices)} slices)"
+        f"ratio vaecli/limit, s/epoch:     {vs_limit:.3f} (median of {len(v.slices)} slices; limit in {precision})"
         f"  target <= {TARGETS['vs_limit']:.3f}: {verdict(vs_limit <= TARGETS['vs_limit'])}"
     )
+    if "limit32" in limits:
+        vs_32 = statistics.median(slice_ratios(v, bench.clocks["limit32"]))
+        print(f"ratio vaecli/limit32, s/epoch:   {vs_32:.3f} (median of {len(v.slices)} slices; float32, not a target)")
     reach_v, reach_b = v.time_to(args.target), b.time_to(args.target)
     if reach_v and reach_b:
         ratio = reach_v[1] / reach_b[1]

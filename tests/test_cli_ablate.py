@@ -60,7 +60,7 @@ def test_hidden_sweep_with_commas_and_seeds(tiny_mnist, tmp_path):
         (["--lam", "1", "1"], "lists a value twice"),
         (["--hidden", *map(str, range(1, 66))], "--yes"),
         (["--lam", "1", "5", "--stack", "maybe"], "--stack"),
-        (["--lam", "1", "5", "--stack", "on", "--precision", "bf16"], "--stack on needs --precision fp32"),
+        (["--lam", "1", "5", "--stack", "on", "--compile"], "--stack on cannot --compile"),
     ],
 )
 def test_bad_sweeps_give_one_line(args, fragment, tiny_mnist):

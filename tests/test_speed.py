@@ -14,10 +14,10 @@ from vaecli.cli.options import TRAINING_OPTIONS
 from vaecli.config import ModelConfig, TrainConfig
 from vaecli.data import load_dataset
 from vaecli.errors import ConfigError
-from vaecli.loss import reconstruction_nll, reconstruction_nll_sum
+from vaecli.loss import bernoulli_nll, reconstruction_nll, reconstruction_nll_sum
 from vaecli.metrics import evaluate
 from vaecli.model import VAE
-from vaecli.trainer import train
+from vaecli.trainer import resolve_precision, train
 
 from .test_cli import invoke, one_line_error
 
@@ -39,9 +39,9 @@ def load_bench():
 
 def test_precision_and_compile_are_part_of_the_config():
     base = TrainConfig()
-    assert base.precision == "fp32" and base.compile is False
-    digests = {base.digest(), TrainConfig(precision="bf16").digest(), TrainConfig(compile=True).digest()}
-    assert len(digests) == 3
+    assert base.precision == "auto" and base.compile is False
+    variants = (base, TrainConfig(precision="fp32"), TrainConfig(precision="bf16"), TrainConfig(compile=True))
+    assert len({c.digest() for c in variants}) == 4
     back = TrainConfig.from_json(TrainConfig(precision="bf16", compile=True).to_json())
     assert back.precision == "bf16" and back.compile is True
     with pytest.raises(ConfigError, match="precision must be one of"):
@@ -53,7 +53,20 @@ def test_precision_and_compile_are_part_of_the_config():
 def test_old_config_json_without_the_new_keys_still_loads():
     data = TrainConfig().to_dict()
     del data["precision"], data["compile"]
-    assert TrainConfig.from_dict(data) == TrainConfig()
+    # runs from before --precision were trained in fp32, whatever the default is now
+    assert TrainConfig.from_dict(data) == TrainConfig(precision="fp32")
+
+
+def test_auto_precision_is_bf16_only_where_it_is_native(monkeypatch, tiny_mnist):
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
+    for native in (True, False):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda native=native: native)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+        assert resolve_precision("auto", cpu) == ("bf16" if native else "fp32")
+    # the run records the arithmetic it used: auto resolved on this machine's CPU
+    result = train(TrainConfig(model=TINY, epochs=1, batch_size=32), load_dataset("mnist", tiny_mnist), device="cpu")
+    assert result.config.precision == "auto" and result.precision == "fp32"
 
 
 def test_cli_passes_precision_and_compile_into_the_config(tiny_mnist, tmp_path):
@@ -72,7 +85,7 @@ def test_bf16_trains_deterministically_and_close_to_fp32(tiny_mnist):
     a, b = (train(cfg, ds, device="cpu") for _ in range(2))
     sa, sb = a.model.state_dict(), b.model.state_dict()
     assert all(torch.equal(sa[k], sb[k]) and sa[k].dtype == torch.float32 for k in sa)
-    fp32 = train(TrainConfig(model=TINY, epochs=3, batch_size=16), ds, device="cpu")
+    fp32 = train(TrainConfig(model=TINY, epochs=3, batch_size=16, precision="fp32"), ds, device="cpu")
     assert not torch.equal(sa["mu.weight"], fp32.model.state_dict()["mu.weight"])
     assert abs(a.final.test.neg_elbo - fp32.final.test.neg_elbo) < 0.05 * fp32.final.test.neg_elbo
 
@@ -97,6 +110,22 @@ def test_summed_reconstruction_matches_per_image_sums():
         assert torch.allclose(reconstruction_nll_sum(logits, x, kind), expected, rtol=1e-5)
     with pytest.raises(ValueError):
         reconstruction_nll_sum(logits, x, "laplace")
+
+
+def test_bernoulli_nll_matches_torch_in_value_and_gradient():
+    g = torch.Generator().manual_seed(0)
+    logits = (torch.randn(16, 784, generator=g, dtype=torch.float64) * 40).requires_grad_()
+    x = torch.rand(16, 784, generator=g, dtype=torch.float64).requires_grad_()
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="none")
+    got = bernoulli_nll(logits, x)
+    assert torch.allclose(got, expected, atol=1e-12)
+    weights = torch.rand(16, 784, generator=g, dtype=torch.float64)
+    for a, b in zip(torch.autograd.grad((expected * weights).sum(), (logits, x)),
+                    torch.autograd.grad((got * weights).sum(), (logits, x)), strict=True):  # fmt: skip
+        assert torch.allclose(a, b, atol=1e-12)
+    with torch.inference_mode():  # in float32, as the trainer uses it
+        f32 = bernoulli_nll(logits.detach().float(), x.detach().float())
+    assert (f32.double() - expected.detach()).abs().max() < 1e-5
 
 
 def test_evaluation_does_not_depend_on_its_batch_size():
@@ -165,3 +194,5 @@ def test_benchmark_smoke_run_prints_every_ratio(tiny_mnist, capsys):
     ):
         assert line in out
     assert "--help imports torch or matplotlib: no" in out
+    # the precision vaecli ran in, "auto" resolved on this machine, and the limit in the same dtype
+    assert "vaecli.train, defaults (bf16)" in out or "vaecli.train, defaults (fp32)" in out

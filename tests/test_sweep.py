@@ -146,7 +146,7 @@ def test_an_interrupted_member_resumes_instead_of_stacking(tiny_mnist):
     "base, stack, message",
     [
         (BASE, "maybe", "--stack must be one of auto, on, off; got 'maybe'"),
-        (replace(BASE, precision="bf16"), "on", "--stack on needs --precision fp32"),
+        (replace(BASE, compile=True), "on", "--stack on cannot --compile"),
     ],
 )
 def test_bad_stack_settings_are_refused(base, stack, message, tiny_mnist):

@@ -63,6 +63,7 @@ def save_run(folder: Path, result: TrainResult) -> Run:
     info = {
         "vaecli_version": __version__,
         "device": result.device,
+        "precision": result.precision,
         "train_seconds": round(result.seconds, 3),
         "data": result.dataset_source,
     }

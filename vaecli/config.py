@@ -15,7 +15,7 @@ from vaecli.errors import ConfigError
 RECON_KINDS = ("bernoulli", "gaussian")
 DATASET_TITLES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}
 DATASETS = tuple(DATASET_TITLES)
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16")
 STACK_MODES = ("auto", "on", "off")  # how a sweep trains its members: see sweep.run_sweep
 
 
@@ -97,7 +97,9 @@ class TrainConfig:
     dataset: str = "mnist"
     binarize: bool = False  # dynamic binarization: a fresh Bernoulli draw of every batch
     # how the arithmetic is done: both change the trained weights (rounding), so both are in the hash
-    precision: str = "fp32"  # "bf16": bfloat16 autocast for the layers; weights and Adam stay fp32
+    # "bf16": bfloat16 autocast for the layers; weights and Adam stay fp32. "auto": bf16 where the
+    # device multiplies bfloat16 natively (AVX512-BF16 or AMX CPUs, CUDA compute capability 8+), else fp32
+    precision: str = "auto"
     compile: bool = False  # torch.compile the training step
 
     def __post_init__(self) -> None:
@@ -137,6 +139,7 @@ class TrainConfig:
         data = dict(data)
         if "model" in data:
             data["model"] = ModelConfig.from_dict(data["model"])
+        data.setdefault("precision", "fp32")  # configs from before the option were trained in fp32
         return cls(**data)
 
     @classmethod

@@ -37,6 +37,7 @@ from vaecli.trainer import (
     _step_noise,
     build_model,
     resolve_device,
+    resolve_precision,
 )
 
 
@@ -46,8 +47,8 @@ def stack_key(config: TrainConfig) -> TrainConfig:
 
 
 def stackable(config: TrainConfig) -> bool:
-    """fp32 and eager only: bf16 rounding and a compiled step would not match the member trained alone."""
-    return config.precision == "fp32" and not config.compile
+    """Eager steps only: a compiled step of another shape would not round like the member trained alone."""
+    return not config.compile
 
 
 def _linears(model: VAE) -> list[nn.Linear]:
@@ -140,7 +141,7 @@ def _check_members(configs: Sequence[TrainConfig]) -> None:
     if len({stack_key(c) for c in configs}) > 1:
         raise ConfigError("stacked members must share everything but lam, seed and latent size; train them apart")
     if not stackable(configs[0]):
-        raise ConfigError("stacked training needs --precision fp32 and no --compile; train these members apart")
+        raise ConfigError("stacked training cannot --compile; train these members apart")
 
 
 def train_stacked(
@@ -171,6 +172,8 @@ def train_stacked(
     train_images = data.train.images
     n, batch_size = len(train_images), first.batch_size
     steps = math.ceil(n / batch_size)
+    precision = resolve_precision(first.precision, dev)
+    bf16 = precision == "bf16"
     observer.on_start(first, steps, dev)
 
     histories: list[list[EpochRecord]] = [[] for _ in configs]
@@ -187,7 +190,11 @@ def train_stacked(
                 xs.append(x)
                 eps.append(F.pad(e, (0, model.latent_dim - e.shape[1])))  # zero noise in the padding
             x = torch.stack(xs)  # (M, B, D)
-            recon, kl = member_terms(model(x, torch.stack(eps)), x, first.model.recon)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):  # as trainer._batch_loss
+                out = model(x, torch.stack(eps))
+            if bf16:
+                out = VAEOutput(*(t.float() for t in out))
+            recon, kl = member_terms(out, x, first.model.recon)
             loss = (recon + lam * kl).sum()  # member m's gradient is its own loss's, as if alone
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -203,6 +210,6 @@ def train_stacked(
 
     seconds = (time.perf_counter() - started) / members
     return [
-        TrainResult(config, model.member(m).eval().cpu(), history, str(dev), seconds, str(data.source))
+        TrainResult(config, model.member(m).eval().cpu(), history, str(dev), seconds, str(data.source), precision)
         for m, (config, history) in enumerate(zip(configs, histories, strict=True))
     ]

@@ -191,7 +191,7 @@ def stacked_groups(
     if stack not in STACK_MODES:
         raise ConfigError(f"--stack must be one of {', '.join(STACK_MODES)}; got {stack!r}")
     if stack == "on" and not stackable(configs[0]):
-        raise ConfigError("--stack on needs --precision fp32 and no --compile; drop those or use --stack auto")
+        raise ConfigError("--stack on cannot --compile; drop one of them")
     if stack == "off" or (stack == "auto" and not stacks_faster(device)):
         return []
     by_key: dict[TrainConfig, list[int]] = {}

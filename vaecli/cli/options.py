@@ -120,7 +120,11 @@ BinarizeOpt = Annotated[
     bool, typer.Option("--binarize", help="Dynamic binarization: a fresh Bernoulli draw of every batch.")
 ]
 PrecisionOpt = Annotated[
-    Precision, typer.Option(help="fp32, or bf16: the layers in bfloat16 autocast (weights and Adam stay fp32).")
+    Precision,
+    typer.Option(
+        help="bf16: the layers in bfloat16 autocast (weights and Adam stay fp32); "
+        "auto: bf16 where the CPU or GPU has native bfloat16 (AVX512-BF16, AMX, Ampere+), else fp32."
+    ),
 ]
 CompileOpt = Annotated[
     bool, typer.Option("--compile", help="torch.compile the training step (costs a compilation up front).")
@@ -159,7 +163,7 @@ TRAINING_OPTIONS: dict[str, tuple[Any, Any]] = {
     "seed": (SeedOpt, 0),
     "dataset": (DatasetOpt, DatasetName.mnist),
     "binarize": (BinarizeOpt, False),
-    "precision": (PrecisionOpt, Precision.fp32),
+    "precision": (PrecisionOpt, Precision.auto),
     "compile": (CompileOpt, False),
     "device": (DeviceOpt, Device.auto),
     "data_dir": (DataDirOpt, None),
