@@ -1,8 +1,11 @@
 import pytest
 
 from vaecli import runs
+from vaecli.checkpoint import SCORES_FILE, load_run, save_run
 from vaecli.config import ModelConfig, TrainConfig
+from vaecli.data import load_dataset
 from vaecli.errors import RunStoreError
+from vaecli.trainer import train
 
 CFG = TrainConfig(model=ModelConfig(latent_dim=2, hidden_layers=(16,)), lam=10, epochs=1, batch_size=32)
 
@@ -46,3 +49,23 @@ def test_out_that_is_a_file(tmp_path, tiny_mnist):
     with pytest.raises(RunStoreError, match="is a file"):
         runs.train_or_reuse(CFG, out=tmp_path / "file", data_dir=tiny_mnist, device="cpu")
     assert (tmp_path / "file").read_text() == "precious"
+
+
+def test_scores_are_kept_in_the_run_folder_until_it_is_retrained(tiny_mnist, monkeypatch):
+    data = load_dataset("mnist", tiny_mnist)
+    config = TrainConfig(model=ModelConfig(hidden_layers=(8,)), epochs=1, batch_size=32)
+    run = runs.train_or_reuse(config, data=data, device="cpu").run
+    first = runs.stored_scores(run, data, iw_samples=5)
+    assert (run.path / SCORES_FILE).is_file()
+    calls = []
+    monkeypatch.setattr(runs, "score_run", lambda *a, **k: calls.append(1) or first)
+    assert runs.stored_scores(load_run(run.path), data, iw_samples=5) == first and calls == []
+    runs.stored_scores(run, data, iw_samples=6)  # another sample count: scored
+    assert len(calls) == 1
+    save_run(run.path, train(config, data, device="cpu"))  # retrained: the scores are gone
+    assert not (run.path / SCORES_FILE).exists()
+    lone = run.path.parent / "lone"
+    lone.mkdir()
+    (lone / "model.safetensors").write_bytes((run.path / "model.safetensors").read_bytes())
+    runs.stored_scores(load_run(lone / "model.safetensors"), data, iw_samples=5)
+    assert not (lone / SCORES_FILE).exists()  # a lone model file's folder is not written to

@@ -35,6 +35,7 @@ MODEL_FILE = "model.safetensors"
 RESUME_FILE = "resume.safetensors"
 METRICS_FILE = "metrics.json"
 LOSS_FIGURE = "loss.png"
+SCORES_FILE = "scores.json"  # test metrics by sample count, seed and test set: a cache (runs.stored_scores)
 
 
 @dataclass
@@ -79,6 +80,7 @@ def save_run(folder: Path, result: TrainResult) -> Run:
         "metrics": json.dumps(result.final.to_dict()),
     }
     tensors = {k: v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()}
+    (folder / SCORES_FILE).unlink(missing_ok=True)  # scores of the weights this replaces
     atomic.write_bytes(folder / MODEL_FILE, safetensors_bytes(tensors, metadata=metadata))
     return Run(folder, result.config, result.model, list(result.history), info)
 

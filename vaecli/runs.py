@@ -7,15 +7,22 @@ While a run trains, its folder holds resume.safetensors, rewritten after every
 epoch and on Ctrl-C; asking for the same config again continues from it.
 """
 
+import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import torch
+
+from vaecli import atomic
 from vaecli.checkpoint import (
+    METRICS_FILE,
     MODEL_FILE,
     RESUME_FILE,
+    SCORES_FILE,
     Run,
     load_run,
     load_state,
@@ -29,6 +36,7 @@ from vaecli.config import TrainConfig
 from vaecli.data import Dataset, load_dataset
 from vaecli.errors import CheckpointError, Interrupted, RunStoreError, TrainingDiverged, VaeError
 from vaecli.interrupt import stop_on_sigint
+from vaecli.metrics import RunMetrics, score_run
 from vaecli.stacked import train_stacked
 from vaecli.trainer import Observer, Stopped, TrainState, train
 
@@ -210,3 +218,43 @@ def _unfinished(folder: Path) -> StoredRun:
         return StoredRun(folder, None, None, modified, f"interrupted, but unreadable: {e}")
     where = f"interrupted: epoch {state.epoch}/{state.config.epochs}"
     return StoredRun(folder, state.config, None, modified, where)
+
+
+def stored_scores(
+    run: Run,
+    data: Dataset,
+    iw_samples: int = 100,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    progress: Callable[[int, int], None] | None = None,
+) -> RunMetrics:
+    """score_run of a stored run, kept in its folder's scores.json so that asking again costs nothing.
+
+    The key names the sample count, the seed and a hash of the test images;
+    save_run deletes the file, so a retrained run is scored afresh. A lone
+    model file (no metrics.json beside it) is scored but nothing is written.
+    """
+    key = f"iw{iw_samples}-seed{seed}-test-{_digest(data.test.images)}"
+    path = run.path / SCORES_FILE
+    cached = _read_scores(path)
+    if key in cached:
+        try:
+            return RunMetrics(**cached[key])
+        except TypeError:
+            pass  # written by another version: score again
+    metrics = score_run(run.model, run.config, data, iw_samples, seed, device, progress)
+    if (run.path / METRICS_FILE).is_file():
+        atomic.write_json(path, {**cached, key: metrics.to_dict()})
+    return metrics
+
+
+def _digest(images: torch.Tensor) -> str:
+    return hashlib.sha256(images.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
+
+
+def _read_scores(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}  # a cache: missing or damaged means score again
+    return data if isinstance(data, dict) else {}

@@ -22,8 +22,8 @@ from vaecli.checkpoint import RESUME_FILE
 from vaecli.config import DATASET_TITLES, STACK_MODES, TrainConfig
 from vaecli.data import Dataset
 from vaecli.errors import ConfigError
-from vaecli.metrics import RunMetrics, score_run
-from vaecli.runs import is_finished, run_folder, train_or_reuse, train_together
+from vaecli.metrics import RunMetrics
+from vaecli.runs import is_finished, run_folder, stored_scores, train_or_reuse, train_together
 from vaecli.stacked import stack_key, stackable
 from vaecli.trainer import Observer, resolve_device
 
@@ -165,7 +165,7 @@ def run_sweep(
             config, store=store, force=force, device=device, data=data, observer=observer
         )
         run = outcome.run
-        metrics = score_run(run.model, config, data, iw_samples, seed=config.seed, device=dev)
+        metrics = stored_scores(run, data, iw_samples, seed=config.seed, device=dev)
         run.model.cpu()
         seconds = float(run.info.get("train_seconds") or 0.0)
         members.append(Member(config, run.path, metrics, seconds, outcome.reused, list(run.history), run.model))

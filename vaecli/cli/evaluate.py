@@ -30,7 +30,8 @@ def evaluate(
 
     from vaecli.checkpoint import load_run
     from vaecli.data import load_dataset
-    from vaecli.metrics import ACTIVE_THRESHOLD, score_run
+    from vaecli.metrics import ACTIVE_THRESHOLD
+    from vaecli.runs import stored_scores
     from vaecli.trainer import resolve_device
 
     loaded = load_run(run)
@@ -38,9 +39,8 @@ def evaluate(
     console = Console(quiet=as_json)
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task(f"IW bound, k={iw_samples}", total=len(data.test.images))
-        metrics = score_run(
-            loaded.model,
-            loaded.config,
+        metrics = stored_scores(
+            loaded,
             data,
             iw_samples,
             seed,
@@ -59,7 +59,7 @@ def evaluate(
     table.add_row(f"IW bound on -log p(x), k={metrics.iw_samples}", f"{metrics.iw_nll:.2f}")
     table.add_row("active units", f"{metrics.active_units} of {metrics.latent_dim}")
     ranked = sorted(enumerate(metrics.kl_per_dim), key=lambda item: -item[1])
-    shown = ", ".join(f"z{d}: {kl:.2f}" for d, kl in ranked[:10]) + (" ..." if len(ranked) > 10 else "")
+    shown = ", ".join(f"z[{d}]: {kl:.2f}" for d, kl in ranked[:10]) + (" ..." if len(ranked) > 10 else "")
     table.add_row("KL per dimension, largest first", shown)
     console.print(table)
     console.print(f"A unit is active when the variance of its mean code over the test set exceeds {ACTIVE_THRESHOLD}.")
