@@ -250,3 +250,15 @@ def test_a_kill_during_a_save_leaves_a_complete_file(tiny_mnist, tmp_path):
         live = load_state(tmp_path / "live")
         complete = [load_state(tmp_path / str(i)) for i in (0, 1)]
         assert any(same_tensors(live, state) for state in complete)
+
+
+def test_resume_continues_a_forced_retrain_beside_the_old_finished_run(tiny_mnist, tmp_path):
+    common = ["train", *TINY, "--data-dir", tiny_mnist, "--out", tmp_path / "run"]
+    assert vaecli(*common).returncode == 0
+    old = load_run(tmp_path / "run").model
+    cut = vaecli(*common, "--force", "--seed", "1", interrupt=(1, 2, 1))
+    assert cut.returncode == 130 and (tmp_path / "run" / RESUME_FILE).exists()
+    resumed = vaecli("train", "--resume", tmp_path / "run", "--data-dir", tiny_mnist)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Resuming at epoch 1, step 2" in resumed.stdout
+    assert load_run(tmp_path / "run").config.seed == 1 and not same_weights(load_run(tmp_path / "run").model, old)

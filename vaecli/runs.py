@@ -77,16 +77,25 @@ def train_or_reuse(
     data_dir: Path | None = None,
     download: bool | None = None,
     observer: Observer | None = None,
+    resume: bool = False,
 ) -> Outcome:
     """The finished run for `config`, trained and saved first if there is none.
 
     `out` names the folder; without it the run goes to its place in the store.
     A folder holding a run of another config is never overwritten unless `force`.
+    An interrupted fit of `config` in the folder is continued. `resume`: only
+    continue one, even where an older finished run (one being retrained with
+    `force` when it was interrupted) is in the folder too.
     """
     folder = Path(out) if out is not None else run_folder(config, store)
-    if is_finished(config, folder, force):
+    if resume:
+        state = _interrupted_state(folder, config)
+        if state is None:
+            raise RunStoreError(f"{folder}: no interrupted run to resume (no {RESUME_FILE})")
+    elif is_finished(config, folder, force):
         return Outcome(load_run(folder), reused=True)
-    resume = _interrupted_state(folder, config) if not force else None
+    else:
+        state = _interrupted_state(folder, config) if not force else None
     if data is None:
         data = load_dataset(config.dataset, data_dir, download_missing=download)
     try:
@@ -97,8 +106,8 @@ def train_or_reuse(
                 device=device,
                 observer=observer,
                 stop=stop,
-                resume=resume,
-                save_state=lambda state: save_state(folder, state),
+                resume=state,
+                save_state=lambda snapshot: save_state(folder, snapshot),
             )
     except Stopped as e:
         save_state(folder, e.state)

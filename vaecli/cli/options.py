@@ -235,7 +235,9 @@ def training_options(command: Callable[..., Any] | None = None, *, exclude: tupl
     return wrapper
 
 
-def train_with_display(options: TrainingOptions, display: "TrainingDisplay", out: Path | None = None) -> "Outcome":
+def train_with_display(
+    options: TrainingOptions, display: "TrainingDisplay", out: Path | None = None, resume: bool = False
+) -> "Outcome":
     """The run for `options`: reused from the store, or trained with progress shown by `display`."""
     from vaecli.runs import train_or_reuse
 
@@ -249,6 +251,7 @@ def train_with_display(options: TrainingOptions, display: "TrainingDisplay", out
             data_dir=options.data_dir,
             download=options.download,
             observer=display,
+            resume=resume,
         )
     finally:
         display.close()

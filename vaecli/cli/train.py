@@ -48,7 +48,8 @@ def train(
     if resume is not None:
         options, out = _resume_options(ctx, options, resume, out)
     console = Console(quiet=quiet or as_json)
-    outcome = train_with_display(options, TrainingDisplay(console, as_json=as_json and not quiet), out=out)
+    display = TrainingDisplay(console, as_json=as_json and not quiet)
+    outcome = train_with_display(options, display, out=out, resume=resume is not None)
     if as_json and not quiet:
         final = outcome.run.final.to_dict() if outcome.run.final else {}
         print(json.dumps({"event": "done", "run": str(outcome.run.path), "reused": outcome.reused, **final}))
