@@ -17,7 +17,7 @@ from vaecli.errors import ConfigError
 from vaecli.loss import bernoulli_nll, reconstruction_nll, reconstruction_nll_sum
 from vaecli.metrics import evaluate
 from vaecli.model import VAE
-from vaecli.trainer import resolve_precision, train
+from vaecli.trainer import _batch_loss, _optimizer, _train_step, build_model, resolve_precision, train
 
 from .test_cli import invoke, one_line_error
 
@@ -88,6 +88,38 @@ def test_bf16_trains_deterministically_and_close_to_fp32(tiny_mnist):
     fp32 = train(TrainConfig(model=TINY, epochs=3, batch_size=16, precision="fp32"), ds, device="cpu")
     assert not torch.equal(sa["mu.weight"], fp32.model.state_dict()["mu.weight"])
     assert abs(a.final.test.neg_elbo - fp32.final.test.neg_elbo) < 0.05 * fp32.final.test.neg_elbo
+
+
+@pytest.mark.parametrize(("recon", "hidden"), [("bernoulli", (32, 16)), ("gaussian", (24,)), ("bernoulli", ())])
+def test_written_out_bf16_step_is_autocast_bit_for_bit(recon, hidden):
+    """Bf16Step (the CPU's bf16 step) against autograd under autocast + Optimizer.step: the same weights after
+    steps of two batch sizes (1/B not a power of two in the second), so the same fits."""
+    cfg = TrainConfig(model=ModelConfig(latent_dim=3, hidden_layers=hidden, recon=recon), lam=3.0, precision="bf16")
+    cpu, models = torch.device("cpu"), []
+    for written_out in (True, False):
+        model = build_model(cfg)
+        optimizer = _optimizer(model, cfg, cpu)
+        if written_out:
+            step = _train_step(model, optimizer, cfg, cpu, "bf16")
+            assert type(step).__name__ == "Bf16Step"
+        else:
+            batch_loss = _batch_loss(model, cfg, cpu, "bf16")
+
+            def step(x, eps, batch_loss=batch_loss, optimizer=optimizer):
+                loss, means = batch_loss(x, eps)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                return loss.detach(), means
+
+        gen, results = torch.Generator().manual_seed(0), []
+        for batch in (16, 16, 16, 12, 12):
+            x, eps = torch.rand(batch, 784, generator=gen), torch.randn(batch, 3, generator=gen)
+            results += step(x, eps)
+        models.append((model.state_dict(), results))
+    (a, results_a), (b, results_b) = models
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert all(torch.equal(u, v) for u, v in zip(results_a, results_b, strict=True))
 
 
 @pytest.mark.skipif(

@@ -73,6 +73,25 @@ def reconstruction_nll_sum(logits: torch.Tensor, x: torch.Tensor, kind: str) -> 
     raise ValueError(f"unknown reconstruction kind {kind!r}")
 
 
+def reconstruction_nll_grad(logits: torch.Tensor, x: torch.Tensor, kind: str, scale: float) -> torch.Tensor:
+    """`scale` times the gradient of reconstruction_nll_sum with respect to the logits: (B, D), a new tensor.
+
+    The products in autograd's order, so that the values match its to the last bit.
+    """
+    if kind == "bernoulli":
+        return torch.sigmoid(logits).sub_(x).mul_(scale)
+    if kind == "gaussian":
+        mean = torch.sigmoid(logits)
+        # d/dl (s - x)^2 = 2 (s - x) s (1 - s)
+        return (mean - x).mul_(2 * scale).mul_(1 - mean).mul_(mean)
+    raise ValueError(f"unknown reconstruction kind {kind!r}")
+
+
+def kl_divergence_grad(mu: torch.Tensor, logvar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The gradients of kl_divergence's sum over the batch: mu and (exp(logvar) - 1) / 2, new tensors."""
+    return mu.clone(), logvar.exp().sub_(1).mul_(0.5)
+
+
 class LossTerms(NamedTuple):
     recon: torch.Tensor  # scalar: mean over the batch, so lam means the same at any batch size
     kl: torch.Tensor  # scalar, mean over the batch
