@@ -14,7 +14,13 @@ from vaecli.cli.options import TRAINING_OPTIONS
 from vaecli.config import ModelConfig, TrainConfig
 from vaecli.data import load_dataset
 from vaecli.errors import ConfigError
-from vaecli.loss import bernoulli_nll, reconstruction_nll, reconstruction_nll_sum
+from vaecli.loss import (
+    bernoulli_nll,
+    kl_divergence,
+    kl_divergence_grad,
+    reconstruction_nll,
+    reconstruction_nll_sum,
+)
 from vaecli.metrics import evaluate
 from vaecli.model import VAE
 from vaecli.trainer import _batch_loss, _optimizer, _train_step, build_model, resolve_precision, train
@@ -88,6 +94,17 @@ def test_bf16_trains_deterministically_and_close_to_fp32(tiny_mnist):
     fp32 = train(TrainConfig(model=TINY, epochs=3, batch_size=16, precision="fp32"), ds, device="cpu")
     assert not torch.equal(sa["mu.weight"], fp32.model.state_dict()["mu.weight"])
     assert abs(a.final.test.neg_elbo - fp32.final.test.neg_elbo) < 0.05 * fp32.final.test.neg_elbo
+
+
+@pytest.mark.parametrize("lam", [1.0, 3.0, 5.0, 40.0])
+@pytest.mark.parametrize("batch", [128, 96, 12])
+def test_written_out_kl_gradient_is_autograds_to_the_bit(lam, batch):
+    gen = torch.Generator().manual_seed(batch)
+    mu = torch.randn(batch, 20, generator=gen).requires_grad_()
+    logvar = (2 * torch.randn(batch, 20, generator=gen)).requires_grad_()
+    (lam * kl_divergence(mu, logvar).mean()).backward()
+    d_mu, d_logvar = kl_divergence_grad(mu.detach(), logvar.detach(), lam * (1.0 / batch))
+    assert torch.equal(d_mu, mu.grad) and torch.equal(d_logvar, logvar.grad)
 
 
 @pytest.mark.parametrize(("recon", "hidden"), [("bernoulli", (32, 16)), ("gaussian", (24,)), ("bernoulli", ())])

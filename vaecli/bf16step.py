@@ -120,13 +120,13 @@ class Bf16Step:
         for i in reversed(range(len(self.decoder))):
             grad = self.decoder[i].backward(grad.to(torch.bfloat16), dec_inputs[i], relu_input=i > 0, input_grad=True)
         dz = grad.float()  # (B, H)
-        d_mu, d_logvar = kl_divergence_grad(out.mu, out.logvar)
-        kl_scale, bf16 = self.lam * scale, torch.bfloat16
+        d_mu, d_logvar = kl_divergence_grad(out.mu, out.logvar, self.lam * scale)
+        bf16 = torch.bfloat16
         # z = mu + exp(logvar / 2) * eps, so dz/dlogvar = eps * exp(logvar / 2) / 2; each path's gradient is
         # rounded to bfloat16 and the two summed in bfloat16, as autograd does under autocast
-        d_mu16 = dz.to(bf16).add_(d_mu.mul_(kl_scale).to(bf16))
+        d_mu16 = dz.to(bf16).add_(d_mu.to(bf16))
         d_logvar16 = (dz * eps).to(bf16).mul_(torch.exp(0.5 * logvar16)).mul_(0.5)
-        d_logvar16.add_(d_logvar.mul_(kl_scale).to(bf16))
+        d_logvar16.add_(d_logvar.to(bf16))
         self.head.backward(torch.cat((d_mu16, d_logvar16), dim=1), enc_inputs[-1], relu_input=False, input_grad=False)
         if self.encoder:
             # the heads' input gradients apart, summed in bfloat16: autograd's rounding

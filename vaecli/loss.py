@@ -87,9 +87,14 @@ def reconstruction_nll_grad(logits: torch.Tensor, x: torch.Tensor, kind: str, sc
     raise ValueError(f"unknown reconstruction kind {kind!r}")
 
 
-def kl_divergence_grad(mu: torch.Tensor, logvar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The gradients of kl_divergence's sum over the batch: mu and (exp(logvar) - 1) / 2, new tensors."""
-    return mu.clone(), logvar.exp().sub_(1).mul_(0.5)
+def kl_divergence_grad(mu: torch.Tensor, logvar: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """`scale` times the gradients of kl_divergence's sum over the batch, mu and (exp(logvar) - 1) / 2: new tensors.
+
+    In autograd's order, exp(logvar) * (scale / 2) - scale / 2, not (exp(logvar) - 1) * scale / 2:
+    the two differ in the last bit whenever scale is not a power of two (lam = 5, say).
+    """
+    half = 0.5 * scale
+    return mu * scale, logvar.exp().mul_(half).sub_(half)
 
 
 class LossTerms(NamedTuple):
