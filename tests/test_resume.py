@@ -262,3 +262,15 @@ def test_resume_continues_a_forced_retrain_beside_the_old_finished_run(tiny_mnis
     assert resumed.returncode == 0, resumed.stderr
     assert "Resuming at epoch 1, step 2" in resumed.stdout
     assert load_run(tmp_path / "run").config.seed == 1 and not same_weights(load_run(tmp_path / "run").model, old)
+
+
+def test_training_again_removes_what_a_killed_save_left(tiny_mnist, tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    leftover = folder / ".resume.safetensors.abc123.tmp"
+    leftover.write_bytes(b"half a file")
+    keep = folder / ".notes.tmp"  # a user's own file, not one of vaecli's temp files
+    keep.write_text("mine")
+    result = CliRunner().invoke(app, ["train", *TINY, "--data-dir", str(tiny_mnist), "--out", str(folder)])
+    assert result.exit_code == 0, result.output
+    assert not leftover.exists() and keep.read_text() == "mine" and (folder / MODEL_FILE).exists()

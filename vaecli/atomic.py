@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -50,3 +51,18 @@ def write_text(path: Path, text: str) -> Path:
 
 def write_json(path: Path, obj: Any) -> Path:
     return write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def remove_leftovers(folder: Path, names: Iterable[str]) -> list[Path]:
+    """Delete the temp files that writes of `names` killed midway (SIGKILL, power loss) left in `folder`.
+
+    Only the `.<name>.<random>.tmp` files that write_bytes makes for those names are
+    touched. Call it where no other process writes them, e.g. before a run trains there.
+    """
+    removed = []
+    for name in names:
+        for path in Path(folder).glob(f".{name}.*.tmp"):
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed.append(path)
+    return removed

@@ -19,6 +19,7 @@ import torch
 
 from vaecli import atomic
 from vaecli.checkpoint import (
+    LOSS_FIGURE,
     METRICS_FILE,
     MODEL_FILE,
     RESUME_FILE,
@@ -98,6 +99,8 @@ def train_or_reuse(
         state = _interrupted_state(folder, config) if not force else None
     if data is None:
         data = load_dataset(config.dataset, data_dir, download_missing=download)
+    # half-written files of a killed earlier try (a resume state is about 13 MB)
+    atomic.remove_leftovers(folder, (MODEL_FILE, METRICS_FILE, LOSS_FIGURE, RESUME_FILE, SCORES_FILE))
     try:
         with stop_on_sigint() as stop:
             result = train(
