@@ -13,7 +13,6 @@ run forward as one (2H, hidden) matmul."""
 from collections.abc import Callable
 
 import torch
-from torch import nn
 
 from vaecli.loss import LossTerms, kl_divergence_grad, reconstruction_nll_grad, vae_loss
 from vaecli.model import VAE, VAEOutput
@@ -45,10 +44,6 @@ class _Layer:
         return _relu_backward(grad, h, 0) if relu_input else grad
 
 
-def _linears(sequential: nn.Sequential) -> list[nn.Linear]:
-    return [m for m in sequential if isinstance(m, nn.Linear)]
-
-
 class Bf16Step:
     """(x (B, D), eps (B, H)) -> (the loss, its (recon, KL) means), with the model's weights updated by `optimizer`.
 
@@ -69,7 +64,8 @@ class Bf16Step:
         self.optimizer, self.lam, self.recon, self.loss = optimizer, lam, recon, loss
         self.latent_dim = model.config.latent_dim
         self.params = list(model.parameters())
-        encoder, decoder = _linears(model.encoder), _linears(model.decoder)
+        linears, depth = model.linears(), len(model.config.hidden_layers)
+        encoder, decoder = linears[:depth], linears[depth + 2 :]  # between them: mu, logvar
         if self.params != [p for m in (*encoder, model.mu, model.logvar, *decoder) for p in (m.weight, m.bias)]:
             raise ValueError("the model's parameters are not its layers' weights and biases in order")
         device = self.params[0].device

@@ -82,6 +82,7 @@ def save_run(folder: Path, result: TrainResult) -> Run:
     tensors = {k: v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()}
     (folder / SCORES_FILE).unlink(missing_ok=True)  # scores of the weights this replaces
     atomic.write_bytes(folder / MODEL_FILE, safetensors_bytes(tensors, metadata=metadata))
+    (folder / RESUME_FILE).unlink(missing_ok=True)  # finished: an interrupted try's state is moot now
     return Run(folder, result.config, result.model, list(result.history), info)
 
 
@@ -147,7 +148,10 @@ def _check_tensors(path: Path, expected: Expected) -> None:
 
 
 def _model_shapes(config: TrainConfig) -> dict[str, tuple[int, ...]]:
-    """The state_dict shapes that `config` builds, from a model on the meta device (nothing allocated)."""
+    """The state_dict shapes that `config` builds, from a model on the meta device (nothing allocated).
+
+    The VAE has parameters only, no buffers, so this is also the optimizer's order of them.
+    """
     with torch.device("meta"):
         return {name: tuple(t.shape) for name, t in VAE(config.model).state_dict().items()}
 
@@ -276,12 +280,22 @@ def resume_path(path: Path | str) -> Path:
     return path / RESUME_FILE if path.is_dir() else path
 
 
-def load_state(path: Path | str) -> TrainState:
-    """The saved state of an interrupted fit (a run folder or its resume.safetensors).
+@dataclass
+class StateHeader:
+    """What a resume file's metadata says, read without its tensors."""
 
-    Every tensor's name, shape and dtype is checked against the stored config
-    before any is read, as for model.safetensors.
-    """
+    config: TrainConfig
+    history: list[EpochRecord]
+    numbers: dict[str, int | float]  # epoch, step, seconds, epoch_seconds
+    device: str
+
+    @property
+    def epoch(self) -> int:
+        return int(self.numbers["epoch"])
+
+
+def read_state_header(path: Path | str) -> StateHeader:
+    """The config and progress of an interrupted fit (a run folder or its resume.safetensors), no tensors loaded."""
     path = resume_path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file (nothing to resume)")
@@ -299,9 +313,21 @@ def load_state(path: Path | str) -> TrainState:
             raise ValueError("epoch, step and times must be numbers, device a string")
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: bad progress in metadata ({e.__class__.__name__}: {e})") from e
+    return StateHeader(config, history, numbers, device)
+
+
+def load_state(path: Path | str) -> TrainState:
+    """The saved state of an interrupted fit (a run folder or its resume.safetensors).
+
+    Every tensor's name, shape and dtype is checked against the stored config
+    before any is read, as for model.safetensors.
+    """
+    path = resume_path(path)
+    header = read_state_header(path)
+    config, numbers = header.config, header.numbers
     shapes = _model_shapes(config)
     expected: Expected = {f"model.{name}": (shape, "F32") for name, shape in shapes.items()}
-    for index, shape in enumerate(shapes[name] for name in _parameter_names(config)):
+    for index, shape in enumerate(shapes.values()):
         expected |= {f"adam.{index}.step": ((), "F32")}
         expected |= {f"adam.{index}.{moment}": (shape, "F32") for moment in ("exp_avg", "exp_avg_sq")}
     expected |= {"order": (None, "I64"), "sums": ((2,), "F64"), "rng.shuffle": (None, "U8"), "rng.noise": (None, "U8")}
@@ -309,9 +335,9 @@ def load_state(path: Path | str) -> TrainState:
     tensors = _read_tensors(path, expected)
     return TrainState(
         config=config,
-        epoch=int(numbers["epoch"]),
+        epoch=header.epoch,
         step=int(numbers["step"]),
-        history=history,
+        history=header.history,
         model={name: tensors[f"model.{name}"] for name in shapes},
         optimizer={k.removeprefix("adam."): v for k, v in tensors.items() if k.startswith("adam.")},
         order=tensors["order"],
@@ -320,11 +346,5 @@ def load_state(path: Path | str) -> TrainState:
         noise_rng=tensors["rng.noise"],
         seconds=float(numbers["seconds"]),
         epoch_seconds=float(numbers["epoch_seconds"]),
-        device=device,
+        device=header.device,
     )
-
-
-def _parameter_names(config: TrainConfig) -> list[str]:
-    """The model's parameters in the optimizer's order (buffers excluded)."""
-    with torch.device("meta"):
-        return [name for name, _ in VAE(config.model).named_parameters()]

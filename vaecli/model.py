@@ -37,6 +37,10 @@ class VAE(nn.Module):
         back = [config.latent_dim, *reversed(config.hidden_layers)]  # e.g. H, 256, 512
         self.decoder = nn.Sequential(*_mlp(back), nn.Linear(back[-1], config.input_dim))
 
+    def linears(self) -> list[nn.Linear]:
+        """Every linear layer in order: the encoder's, mu, logvar, then the decoder's."""
+        return [m for m in self.modules() if isinstance(m, nn.Linear)]
+
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, D) images in [0, 1] -> mu, logvar, each (B, H)."""
         h = self.encoder(x)

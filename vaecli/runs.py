@@ -29,6 +29,7 @@ from vaecli.checkpoint import (
     load_state,
     read_config,
     read_metadata,
+    read_state_header,
     resume_path,
     save_run,
     save_state,
@@ -122,9 +123,7 @@ def train_or_reuse(
         kept = folder / RESUME_FILE
         where = f"the last good state (a finished epoch) stays in {kept}" if kept.is_file() else "nothing was saved"
         raise TrainingDiverged(f"{e}; {where}") from None
-    run = save_run(folder, result)
-    (folder / RESUME_FILE).unlink(missing_ok=True)  # finished: model.safetensors says so now
-    return Outcome(run, reused=False)
+    return Outcome(save_run(folder, result), reused=False)
 
 
 def _interrupted_state(folder: Path, config: TrainConfig) -> TrainState | None:
@@ -150,7 +149,7 @@ def resume_config(path: Path) -> tuple[Path, TrainConfig]:
         raise CheckpointError(f"{file}: no such file (not an interrupted vaecli run)")
     if file.name != RESUME_FILE:
         raise CheckpointError(f"{file}: a resume file must be named {RESUME_FILE}, inside its run folder")
-    return folder, load_state(file).config
+    return folder, read_state_header(file).config
 
 
 def is_finished(config: TrainConfig, folder: Path, force: bool = False) -> bool:
@@ -178,12 +177,7 @@ def train_together(
 ) -> list[Outcome]:
     """Train the members as one stacked model and save each in its store folder, as train_or_reuse would."""
     results = train_stacked(configs, data, device=device, observer=observer)
-    outcomes = []
-    for result in results:
-        folder = run_folder(result.config, store)
-        outcomes.append(Outcome(save_run(folder, result), reused=False))
-        (folder / RESUME_FILE).unlink(missing_ok=True)  # an older interrupted try of this member is moot now
-    return outcomes
+    return [Outcome(save_run(run_folder(r.config, store), r), reused=False) for r in results]
 
 
 @dataclass
@@ -225,11 +219,11 @@ def _unfinished(folder: Path) -> StoredRun:
         return StoredRun(folder, None, None, folder.stat().st_mtime, "unfinished: no model.safetensors")
     modified = (folder / RESUME_FILE).stat().st_mtime
     try:
-        state = load_state(folder)
+        header = read_state_header(folder)
     except VaeError as e:
         return StoredRun(folder, None, None, modified, f"interrupted, but unreadable: {e}")
-    where = f"interrupted: epoch {state.epoch}/{state.config.epochs}"
-    return StoredRun(folder, state.config, None, modified, where)
+    where = f"interrupted: epoch {header.epoch}/{header.config.epochs}"
+    return StoredRun(folder, header.config, None, modified, where)
 
 
 def stored_scores(

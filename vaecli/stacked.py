@@ -51,11 +51,6 @@ def stackable(config: TrainConfig) -> bool:
     return not config.compile
 
 
-def _linears(model: VAE) -> list[nn.Linear]:
-    """The model's linear layers in order: encoder, mu, logvar, decoder."""
-    return [m for m in model.modules() if isinstance(m, nn.Linear)]
-
-
 class StackedLinear(nn.Module):
     """M linear layers as one: (M, B, in) -> (M, B, out) in one batched matrix product."""
 
@@ -93,7 +88,7 @@ class StackedVAE(nn.Module):
         super().__init__()
         self.configs = [m.config for m in models]
         self.latent_dim = max(c.latent_dim for c in self.configs)
-        layers = [StackedLinear(group) for group in zip(*(_linears(m) for m in models), strict=True)]
+        layers = [StackedLinear(group) for group in zip(*(m.linears() for m in models), strict=True)]
         depth = len(self.configs[0].hidden_layers)
         self.encoder = nn.ModuleList(layers[:depth])
         self.mu, self.logvar = layers[depth], layers[depth + 1]
@@ -119,7 +114,7 @@ class StackedVAE(nn.Module):
         with torch.device("meta"):  # no initialization: no global RNG draws, no wasted work
             model = VAE(self.configs[m])
         model.to_empty(device=self.mu.weight.device)
-        for stacked, layer in zip(self.layers(), _linears(model), strict=True):
+        for stacked, layer in zip(self.layers(), model.linears(), strict=True):
             stacked.copy_into(m, layer)
         return model
 
