@@ -142,6 +142,15 @@ def download(name: str, root: Path) -> None:
         ) from e
 
 
+def binarize(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """A Bernoulli draw of every pixel, 1 with probability its value in [0, 1]: new 0/1 tensor of the same dtype.
+
+    Drawn as u < x with u ~ U[0, 1): on the CPU, torch.bernoulli's pixels and generator
+    state, bit for bit, at about a third of its cost.
+    """
+    return torch.rand(images.shape, generator=generator, device=images.device, dtype=images.dtype).lt_(images)
+
+
 def load_dataset(
     name: str = "mnist", data_dir: Path | str | None = None, *, download_missing: bool | None = None
 ) -> Dataset:

@@ -15,7 +15,7 @@ import torch
 
 from vaecli import latent
 from vaecli.config import TrainConfig
-from vaecli.data import Dataset
+from vaecli.data import Dataset, binarize
 from vaecli.loss import kl_divergence, reconstruction_nll, reconstruction_nll_sum
 from vaecli.model import VAE
 
@@ -97,7 +97,7 @@ def scored_test_images(images: torch.Tensor, config: TrainConfig) -> torch.Tenso
     if not config.binarize:
         return images
     generator = torch.Generator(device=images.device).manual_seed(config.seed + 1)
-    return torch.bernoulli(images, generator=generator)
+    return binarize(images, generator)
 
 
 def kl_per_dimension(model: VAE, images: torch.Tensor) -> torch.Tensor:
