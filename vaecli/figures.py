@@ -393,7 +393,7 @@ def compare_reconstructions(members: list["Member"], varies: list[str], images: 
     fig, axes = plt.subplots(len(rows), 1, figsize=(0.8 * n + 1.6, 0.85 * len(rows) + 0.6), layout="constrained")
     side = int(math.isqrt(chosen.shape[1]))
     for ax, (label, pictures) in zip(np.atleast_1d(axes), rows, strict=True):
-        _show(ax, latent.tile(pictures.reshape(-1, side, side), nrow=n, pad=2))
+        _show(ax, latent.tile(pictures.reshape(-1, side, side), nrow=n, pad=1))
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
