@@ -9,6 +9,7 @@ import torch
 from vaecli import figures, latent
 from vaecli.checkpoint import MODEL_FILE, Run, load_run
 from vaecli.config import ModelConfig, TrainConfig
+from vaecli.metrics import EpochRecord, Terms
 from vaecli.model import VAE
 from vaecli.runs import train_or_reuse
 
@@ -100,3 +101,13 @@ def test_a_lone_checkpoint_file_still_names_its_elbo(tiny_mnist, tmp_path):
     loaded = load_run(lone)
     assert loaded.history == [] and loaded.final == run.final
     assert figures.run_label(loaded).endswith(f"test {MINUS}ELBO {run.final.test.neg_elbo:.1f} nats")
+
+
+@pytest.mark.parametrize(("epochs", "ticks"), [(1, [1.0]), (4, [1.0, 2.0, 3.0, 4.0])])
+def test_epoch_axes_show_whole_epochs(epochs, ticks):
+    history = [EpochRecord(e, 1.0, Terms(100.0 - e, 5.0), Terms(101.0 - e, 5.0), 1.0) for e in range(1, epochs + 1)]
+    fig = figures.loss_curves(history, TrainConfig(epochs=epochs))
+    for ax in fig.axes:
+        lo, hi = ax.get_xlim()
+        assert [t for t in ax.get_xticks() if lo <= t <= hi] == ticks
+    plt.close(fig)

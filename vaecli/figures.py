@@ -57,6 +57,15 @@ def save(fig: Figure, path: Path, dpi: int = 120) -> Path:
     return atomic.write_bytes(path, buffer.getvalue())
 
 
+def _epoch_axis(ax: Axes, last: int) -> None:
+    """An x axis of epochs: whole numbers only, and a lone first epoch in the middle, not at 0.96 ... 1.04."""
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if last == 1:  # the locator falls back to fractions when it finds fewer than two whole numbers
+        ax.set_xlim(0.5, 1.5)
+        ax.set_xticks([1])
+
+
 def loss_curves(history: list[EpochRecord], config: TrainConfig) -> Figure:
     """Train and test reconstruction, KL and negative ELBO per epoch."""
     epochs = [r.epoch for r in history]
@@ -69,10 +78,9 @@ def loss_curves(history: list[EpochRecord], config: TrainConfig) -> Figure:
     for ax, (label, value) in zip(axes, panels, strict=True):
         ax.plot(epochs, [value(r.train) for r in history], "o-", ms=3, label="train (running mean)")
         ax.plot(epochs, [value(r.test) for r in history], "s-", ms=3, label="test (end of epoch)")
-        ax.set_xlabel("epoch")
+        _epoch_axis(ax, epochs[-1])
         ax.set_title(label, fontsize=10)
         ax.grid(alpha=0.3)
-        ax.xaxis.get_major_locator().set_params(integer=True)
     axes[0].legend(fontsize=8)
     final = history[-1].test
     fig.suptitle(
@@ -434,9 +442,8 @@ def compare_curves(members: list["Member"], varies: list[str]) -> Figure:
         right.plot(epochs, [r.test.kl for r in member.history], "o-", ms=3, label=label)
     for ax, what in ((left, f"test {MINUS}ELBO = recon + KL (nats)"), (right, "test KL to the prior (nats)")):
         ax.set_title(what, fontsize=10)
-        ax.set_xlabel("epoch")
+        _epoch_axis(ax, max(r.epoch for m in members for r in m.history))
         ax.grid(alpha=0.3)
-        ax.xaxis.get_major_locator().set_params(integer=True)
     left.legend(fontsize=8)
     fig.suptitle("Training curves of every member", fontsize=11)
     return fig
