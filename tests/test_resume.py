@@ -274,3 +274,49 @@ def test_training_again_removes_what_a_killed_save_left(tiny_mnist, tmp_path):
     result = CliRunner().invoke(app, ["train", *TINY, "--data-dir", str(tiny_mnist), "--out", str(folder)])
     assert result.exit_code == 0, result.output
     assert not leftover.exists() and keep.read_text() == "mine" and (folder / MODEL_FILE).exists()
+
+
+def test_a_slow_last_state_write_never_outlives_the_finished_run(data, tmp_path, monkeypatch):
+    """The epoch states are written in the background; the fit waits for the last before saving the run,
+    whose save removes the resume file, so no late write brings it back."""
+    import threading
+
+    from vaecli import runs
+
+    finished = threading.Event()  # set once train_or_reuse has returned
+
+    def slow_bytes(state):
+        if state.epoch == CFG.epochs:  # the state before the last epoch: held back until the run is saved
+            finished.wait(timeout=1.0)
+        return real_bytes(state)
+
+    real_bytes = runs.state_bytes
+    monkeypatch.setattr(runs, "state_bytes", slow_bytes)
+    outcome = runs.train_or_reuse(CFG, out=tmp_path / "run", data=data, device="cpu")
+    finished.set()
+    time.sleep(0.3)
+    assert (outcome.run.path / MODEL_FILE).is_file() and not (outcome.run.path / RESUME_FILE).exists()
+
+
+def test_a_stop_lands_after_the_epochs_background_write(data, tmp_path, monkeypatch):
+    """Ctrl-C just after an epoch boundary: the boundary's state, still being written, must not land over
+    the stop's."""
+    from vaecli import runs
+    from vaecli.errors import Interrupted
+
+    def slow_bytes(state):
+        time.sleep(0.5 if state.step == 0 else 0.0)
+        return real_bytes(state)
+
+    class CtrlC(Observer):
+        def on_batch(self, epoch: int, step: int) -> None:
+            if (epoch, step) == (2, 1):
+                os.kill(os.getpid(), signal.SIGINT)
+
+    real_bytes = runs.state_bytes
+    monkeypatch.setattr(runs, "state_bytes", slow_bytes)
+    with pytest.raises(Interrupted):
+        runs.train_or_reuse(CFG, out=tmp_path / "run", data=data, device="cpu", observer=CtrlC())
+    time.sleep(0.6)
+    state = load_state(tmp_path / "run")
+    assert (state.epoch, state.step) == (2, 1)

@@ -7,7 +7,8 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,42 @@ def write_text(path: Path, text: str) -> Path:
 
 def write_json(path: Path, obj: Any) -> Path:
     return write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+class BackgroundWriter:
+    """write_bytes in a worker thread, one file at a time, so the caller goes on while the disk works.
+
+    write() first waits for the write before it, so at most one is in flight and they
+    land in order. A write's error (an OutputError, say) is raised in the caller's
+    thread by the next write() or wait(). A process killed mid-write leaves the old
+    file whole, and a temp file that remove_leftovers clears.
+    """
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def write(self, path: Path, make: Callable[[], bytes]) -> None:
+        """Write `make()` to `path` atomically, in the background; `make` runs in the worker too."""
+        self.wait()
+
+        def work() -> None:
+            try:
+                write_bytes(path, make())
+            except BaseException as e:  # handed to the caller's thread by wait()
+                self._error = e
+
+        self._thread = threading.Thread(target=work, name=f"vaecli: write {Path(path).name}", daemon=True)
+        self._thread.start()
+
+    def wait(self) -> None:
+        """Return once the pending write is on disk; raise its error if it failed."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
 
 
 def remove_leftovers(folder: Path, names: Iterable[str]) -> list[Path]:

@@ -248,6 +248,11 @@ def run_info(path: Path | str) -> dict[str, Any]:
 
 def save_state(folder: Path, state: TrainState) -> Path:
     """Write the resumable state of an unfinished fit to `folder`/resume.safetensors, atomically."""
+    return atomic.write_bytes(Path(folder) / RESUME_FILE, state_bytes(state))
+
+
+def state_bytes(state: TrainState) -> bytes:
+    """A resume file's bytes: safetensors with the weights, Adam's moments, shuffle, sums and generators."""
     tensors = {f"model.{k}": v for k, v in state.model.items()}
     tensors |= {f"adam.{k}": v for k, v in state.optimizer.items()}
     tensors |= {
@@ -271,7 +276,7 @@ def save_state(folder: Path, state: TrainState) -> Path:
         "progress": json.dumps(progress),
     }
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    return atomic.write_bytes(Path(folder) / RESUME_FILE, safetensors_bytes(tensors, metadata=metadata))
+    return safetensors_bytes(tensors, metadata=metadata)
 
 
 def resume_path(path: Path | str) -> Path:

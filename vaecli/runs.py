@@ -33,6 +33,7 @@ from vaecli.checkpoint import (
     resume_path,
     save_run,
     save_state,
+    state_bytes,
 )
 from vaecli.config import TrainConfig
 from vaecli.data import Dataset, load_dataset
@@ -102,6 +103,8 @@ def train_or_reuse(
         data = load_dataset(config.dataset, data_dir, download_missing=download)
     # half-written files of a killed earlier try (a resume state is about 13 MB)
     atomic.remove_leftovers(folder, (MODEL_FILE, METRICS_FILE, LOSS_FIGURE, RESUME_FILE, SCORES_FILE))
+    # each epoch's state is written while the next epoch trains (a 13 MB file and an fsync)
+    writer = atomic.BackgroundWriter()
     try:
         with stop_on_sigint() as stop:
             result = train(
@@ -111,18 +114,21 @@ def train_or_reuse(
                 observer=observer,
                 stop=stop,
                 resume=state,
-                save_state=lambda snapshot: save_state(folder, snapshot),
+                save_state=lambda snapshot: writer.write(folder / RESUME_FILE, lambda: state_bytes(snapshot)),
             )
     except Stopped as e:
+        writer.wait()  # the last epoch's state first, so that the stop's lands last
         save_state(folder, e.state)
         raise Interrupted(
             f"interrupted at epoch {e.state.epoch}, step {e.state.step}; the state is saved in "
             f"{folder / RESUME_FILE}; continue with: vaecli train --resume {folder} (or the same command again)"
         ) from None
     except TrainingDiverged as e:
+        writer.wait()
         kept = folder / RESUME_FILE
         where = f"the last good state (a finished epoch) stays in {kept}" if kept.is_file() else "nothing was saved"
         raise TrainingDiverged(f"{e}; {where}") from None
+    writer.wait()  # before save_run ends the resume state, which a late write would bring back
     return Outcome(save_run(folder, result), reused=False)
 
 
