@@ -23,6 +23,7 @@ target loss is its own wall clock, data loading and evaluations included.
 import argparse
 import math
 import os
+import platform
 import statistics
 import subprocess
 import sys
@@ -285,6 +286,21 @@ class Interleave(vaecli.Observer):
         self.paused += self.mark - now
 
 
+def machine() -> str:
+    """The CPU as /proc/cpuinfo names it (Linux; else platform's word), its bfloat16 units, and its CPU count."""
+    name, extras = platform.processor() or platform.machine(), []
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        fields = dict(line.split(":", 1) for line in cpuinfo.read_text().splitlines() if ":" in line)
+        fields = {k.strip(): v.strip() for k, v in fields.items()}
+        name = fields.get("model name", name)
+        if "cpu family" in fields:
+            extras.append(f"family {fields['cpu family']} model {fields.get('model', '?')}")
+        flags = fields.get("flags", "").split()
+        extras += [label for flag, label in (("avx512_bf16", "AVX512-BF16"), ("amx_tile", "AMX")) if flag in flags]
+    return ", ".join([name, *extras, f"{os.cpu_count()} logical CPUs"])
+
+
 # --- `vaecli --help` against `import torch` ------------------------------------------------
 
 
@@ -372,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     options += f" ({precision})" if "precision" not in overrides or precision != config.precision else ""
 
     print(f"vaecli {vaecli.__version__} benchmark, torch {torch.__version__}, {device.type} ({threads})")
+    print(f"machine: {machine()}")
     print(
         f"MNIST {n} train / {len(data.test.images)} test images, model {layers} (mirrored), lam {args.lam:g}, "
         f"seed {config.seed}, {args.epochs} epochs, {args.slices} turns per epoch"
