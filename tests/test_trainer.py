@@ -4,7 +4,7 @@ import torch
 from vaecli.config import ModelConfig, TrainConfig
 from vaecli.data import load_dataset
 from vaecli.errors import ConfigError
-from vaecli.trainer import Observer, _step_noise, resolve_device, train
+from vaecli.trainer import Observer, _step_noise, build_model, resolve_device, train
 
 TINY = ModelConfig(latent_dim=2, hidden_layers=(32, 16))
 
@@ -91,3 +91,25 @@ def test_binarization_draws_what_torch_bernoulli_draws():
     assert torch.equal(binary, torch.bernoulli(x, generator=theirs))
     assert torch.equal(eps, torch.randn(64, 3, generator=theirs))
     assert binary.dtype == x.dtype and set(binary.unique().tolist()) == {0.0, 1.0}
+
+
+def test_models_built_in_threads_at_once_get_their_seeds_weights():
+    """Fits in threads (a notebook's, say) each start from their own seed's weights: the global RNG that
+    initialises them is taken in turn."""
+    import threading
+
+    configs = [TrainConfig(model=ModelConfig(latent_dim=2, hidden_layers=(64, 32)), seed=s) for s in range(4)]
+    expected = [build_model(c).state_dict() for c in configs]
+    built: dict[int, list] = {i: [] for i in range(len(configs))}
+
+    def build(i: int) -> None:
+        for _ in range(15):
+            built[i].append(build_model(configs[i]).state_dict())
+
+    threads = [threading.Thread(target=build, args=(i,)) for i in range(len(configs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for i, states in built.items():
+        assert all(torch.equal(state[k], expected[i][k]) for state in states for k in state)

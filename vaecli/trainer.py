@@ -15,6 +15,7 @@ bit for bit, as one that never stopped.
 import math
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -131,9 +132,12 @@ def resolve_precision(name: str, device: torch.device) -> str:
     return "bf16" if fast_bf16(device) else "fp32"
 
 
+_INIT_LOCK = threading.Lock()  # the initial weights come from the global RNG, which threads share
+
+
 def build_model(config: TrainConfig) -> VAE:
-    """The initial model, the same for the same seed whatever the global RNG holds."""
-    with torch.random.fork_rng(devices=[]):
+    """The initial model, the same for the same seed whatever the global RNG holds, in any thread."""
+    with _INIT_LOCK, torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         return VAE(config.model)
 
