@@ -38,6 +38,9 @@ def test_a_failed_background_write_raises_in_the_caller_and_the_writer_goes_on(t
     with pytest.raises(OutputError, match="cannot write"):
         writer.wait()
     writer.wait()  # the error is raised once
+    writer.write(tmp_path / "file" / "again.bin", lambda: b"lost")
+    writer.wait(reraise=False)  # waited for, its error dropped: for a caller already raising its own
+    writer.wait()
     writer.write(tmp_path / "state.bin", lambda: b"kept")
     writer.wait()
     assert (tmp_path / "state.bin").read_bytes() == b"kept"

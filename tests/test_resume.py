@@ -320,3 +320,25 @@ def test_a_stop_lands_after_the_epochs_background_write(data, tmp_path, monkeypa
     time.sleep(0.6)
     state = load_state(tmp_path / "run")
     assert (state.epoch, state.step) == (2, 1)
+
+
+def test_an_abrupt_stop_still_leaves_the_last_epochs_state(data, tmp_path, monkeypatch):
+    """A second Ctrl-C (KeyboardInterrupt) just after an epoch boundary, while its state is still being
+    written in the background: the write finishes before the interrupt leaves train_or_reuse."""
+    from vaecli import runs
+
+    def slow_bytes(state):
+        time.sleep(0.4)
+        return real_bytes(state)
+
+    class Impatient(Observer):
+        def on_batch(self, epoch: int, step: int) -> None:
+            if (epoch, step) == (2, 1):
+                raise KeyboardInterrupt
+
+    real_bytes = runs.state_bytes
+    monkeypatch.setattr(runs, "state_bytes", slow_bytes)
+    with pytest.raises(KeyboardInterrupt):
+        runs.train_or_reuse(CFG, out=tmp_path / "run", data=data, device="cpu", observer=Impatient())
+    state = load_state(tmp_path / "run")
+    assert (state.epoch, state.step) == (2, 0)

@@ -77,16 +77,17 @@ class BackgroundWriter:
             except BaseException as e:  # handed to the caller's thread by wait()
                 self._error = e
 
-        self._thread = threading.Thread(target=work, name=f"vaecli: write {Path(path).name}", daemon=True)
+        # not a daemon: a process that exits (say on a second Ctrl-C) still finishes the write
+        self._thread = threading.Thread(target=work, name=f"vaecli: write {Path(path).name}")
         self._thread.start()
 
-    def wait(self) -> None:
-        """Return once the pending write is on disk; raise its error if it failed."""
+    def wait(self, reraise: bool = True) -> None:
+        """Return once the pending write is on disk; raise its error if it failed (unless not `reraise`)."""
         if self._thread is not None:
             self._thread.join()
             self._thread = None
         error, self._error = self._error, None
-        if error is not None:
+        if error is not None and reraise:
             raise error
 
 

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ from vaecli.checkpoint import (
 from vaecli.config import TrainConfig
 from vaecli.data import Dataset, load_dataset
 from vaecli.errors import CheckpointError, Interrupted, RunStoreError, TrainingDiverged, VaeError
-from vaecli.interrupt import stop_on_sigint
+from vaecli.interrupt import StopRequest, stop_on_sigint
 from vaecli.metrics import RunMetrics, score_run
 from vaecli.stacked import train_stacked
 from vaecli.trainer import Observer, Stopped, TrainState, train
@@ -81,6 +82,7 @@ def train_or_reuse(
     download: bool | None = None,
     observer: Observer | None = None,
     resume: bool = False,
+    stop: StopRequest | None = None,
 ) -> Outcome:
     """The finished run for `config`, trained and saved first if there is none.
 
@@ -88,7 +90,9 @@ def train_or_reuse(
     A folder holding a run of another config is never overwritten unless `force`.
     An interrupted fit of `config` in the folder is continued. `resume`: only
     continue one, even where an older finished run (one being retrained with
-    `force` when it was interrupted) is in the folder too.
+    `force` when it was interrupted) is in the folder too. `stop`: the request
+    that stops the fit, for a caller that catches Ctrl-C itself (fits in threads,
+    where no signal handler can be set); without it Ctrl-C stops the fit.
     """
     folder = Path(out) if out is not None else run_folder(config, store)
     if resume:
@@ -106,7 +110,7 @@ def train_or_reuse(
     # each epoch's state is written while the next epoch trains (a 13 MB file and an fsync)
     writer = atomic.BackgroundWriter()
     try:
-        with stop_on_sigint() as stop:
+        with stop_on_sigint() if stop is None else nullcontext(stop) as stop:
             result = train(
                 config,
                 data,
@@ -128,6 +132,9 @@ def train_or_reuse(
         kept = folder / RESUME_FILE
         where = f"the last good state (a finished epoch) stays in {kept}" if kept.is_file() else "nothing was saved"
         raise TrainingDiverged(f"{e}; {where}") from None
+    except BaseException:  # a second Ctrl-C, say: the last finished epoch's state still lands first
+        writer.wait(reraise=False)
+        raise
     writer.wait()  # before save_run ends the resume state, which a late write would bring back
     return Outcome(save_run(folder, result), reused=False)
 
