@@ -61,6 +61,8 @@ def test_hidden_sweep_with_commas_and_seeds(tiny_mnist, tmp_path):
         (["--hidden", *map(str, range(1, 66))], "--yes"),
         (["--lam", "1", "5", "--stack", "maybe"], "--stack"),
         (["--lam", "1", "5", "--stack", "on", "--compile"], "--stack on cannot --compile"),
+        (["--lam", "1", "5", "--jobs", "0"], "--jobs"),
+        (["--lam", "1", "5", "--jobs", "2", "--compile"], "--jobs cannot --compile"),
     ],
 )
 def test_bad_sweeps_give_one_line(args, fragment, tiny_mnist):
@@ -79,6 +81,21 @@ def test_stack_on_trains_members_together_and_says_so(tiny_mnist, tmp_path):
     again = invoke(*args, "--stack", "off", "--out", tmp_path / "off")
     assert "4 members (4 reused, 0 trained)" in again.stdout.replace("\n", " ") and "stacked" not in again.stdout
     rows = [json.loads((tmp_path / d / "metrics.json").read_text())["rows"] for d in ("on", "off")]
+    assert rows[0] == rows[1]
+
+
+def test_jobs_trains_members_side_by_side_and_says_so(tiny_mnist, tmp_path):
+    args = ["ablate", "--lam", "1", "5", "10", *TINY, "--data-dir", tiny_mnist]
+    result = invoke(*args, "--jobs", "2", "--out", tmp_path / "two")
+    assert result.exit_code == 0, result.output
+    assert "members 1-3/3: 2 at a time, side by side on the CPU" in result.stdout
+    rows = [line.split()[:2] for line in result.stdout.splitlines() if line[:3].strip() in {"1", "2", "3"}]
+    assert sorted(rows) == [["1", "1"], ["2", "1"], ["3", "1"]]  # an epoch row per member, numbered
+    alone = invoke(*args, "--jobs", "1", "--out", tmp_path / "one", "--runs-dir", tmp_path / "alone")
+    assert "side by side" not in alone.stdout and "3 members (0 reused, 3 trained)" in alone.stdout.replace("\n", " ")
+    rows = [json.loads((tmp_path / d / "metrics.json").read_text())["rows"] for d in ("two", "one")]
+    for row in rows[0] + rows[1]:
+        del row["train_seconds"]
     assert rows[0] == rows[1]
 
 

@@ -245,3 +245,10 @@ def test_benchmark_smoke_run_prints_every_ratio(tiny_mnist, capsys):
     assert "--help imports torch or matplotlib: no" in out
     # the precision vaecli ran in, "auto" resolved on this machine, and the limit in the same dtype
     assert "vaecli.train, defaults (bf16)" in out or "vaecli.train, defaults (fp32)" in out
+
+
+def test_side_by_side_benchmark_smoke_run_agrees_bit_for_bit(tiny_mnist, capsys):
+    args = ["--data-dir", str(tiny_mnist), "--quick", "--layers", "16", "--lam", "1", "5", "10"]
+    assert load_script("bench_jobs.py").main(args) == 0
+    out = capsys.readouterr().out
+    assert "same weights, bit for bit: yes" in out and "ratio one by one / side by side:" in out

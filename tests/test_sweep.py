@@ -152,3 +152,61 @@ def test_an_interrupted_member_resumes_instead_of_stacking(tiny_mnist):
 def test_bad_stack_settings_are_refused(base, stack, message, tiny_mnist):
     with pytest.raises(ConfigError, match=message):
         run_sweep(Sweep(base, lams=(1.0, 5.0)), load_dataset("mnist", tiny_mnist), device="cpu", stack=stack)
+
+
+def state_dicts_equal(a, b) -> bool:
+    return all(torch.equal(a.model.state_dict()[k], v) for k, v in b.model.state_dict().items())
+
+
+def test_members_side_by_side_end_as_one_after_the_other(tiny_mnist, tmp_path):
+    data = load_dataset("mnist", tiny_mnist)
+    sweep = Sweep(replace(BASE, epochs=2), hidden=(2, 3), lams=(1.0, 5.0))
+    threads = torch.get_num_threads()
+    alone = run_sweep(sweep, data, store=tmp_path / "alone", device="cpu", iw_samples=5, jobs=1)
+    seen = []
+    together = run_sweep(
+        sweep, data, store=tmp_path / "together", device="cpu", iw_samples=5, jobs=2,
+        on_threads=lambda indices, jobs: seen.append((indices, jobs)),
+    )  # fmt: skip
+    assert seen == [([0, 1, 2, 3], 2)]
+    assert all(state_dicts_equal(a, b) for a, b in zip(alone, together, strict=True))
+    assert [m.metrics for m in alone] == [m.metrics for m in together]
+    assert torch.get_num_threads() == threads  # the threads' share of the cores is given back
+
+
+def test_ctrl_c_stops_members_side_by_side_and_the_same_sweep_continues(tiny_mnist, tmp_path):
+    import os
+    import signal
+
+    from vaecli.errors import Interrupted
+    from vaecli.trainer import Observer
+
+    class CtrlC(Observer):
+        def on_batch(self, epoch: int, step: int) -> None:
+            if (epoch, step) == (2, 1):
+                os.kill(os.getpid(), signal.SIGINT)
+
+    data = load_dataset("mnist", tiny_mnist)
+    sweep = Sweep(replace(BASE, epochs=3), lams=(1.0, 5.0, 10.0))
+    store = tmp_path / "store"
+    with pytest.raises(Interrupted, match="run the same command again"):
+        run_sweep(sweep, data, store=store, device="cpu", iw_samples=5, jobs=2,
+                  observer_for=lambda i: CtrlC() if i == 0 else Observer())  # fmt: skip
+    assert (run_folder(sweep.members()[0], store) / "resume.safetensors").is_file()
+    continued = run_sweep(sweep, data, store=store, device="cpu", iw_samples=5, jobs=2)
+    alone = run_sweep(sweep, data, store=tmp_path / "alone", device="cpu", iw_samples=5, jobs=1)
+    assert all(state_dicts_equal(a, b) for a, b in zip(alone, continued, strict=True))
+
+
+def test_side_by_side_is_for_the_cpu(tiny_mnist):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert sweep_module.concurrent_jobs(None, cpu, BASE, 4) == (2 if torch.get_num_threads() >= 2 else 1)
+    assert sweep_module.concurrent_jobs(None, cpu, BASE, 1) == 1
+    assert sweep_module.concurrent_jobs(None, cuda, BASE, 4) == 1
+    assert sweep_module.concurrent_jobs(3, cpu, BASE, 2) == 2
+    with pytest.raises(ConfigError, match="on cuda use --stack on"):
+        sweep_module.concurrent_jobs(2, cuda, BASE, 4)
+    with pytest.raises(ConfigError, match="--jobs cannot --compile"):
+        sweep_module.concurrent_jobs(2, cpu, replace(BASE, compile=True), 4)
+    with pytest.raises(ConfigError, match="at least 1"):
+        sweep_module.concurrent_jobs(0, cpu, BASE, 4)

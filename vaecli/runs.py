@@ -10,6 +10,7 @@ epoch and on Ctrl-C; asking for the same config again continues from it.
 import hashlib
 import json
 import os
+import threading
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ from vaecli.checkpoint import (
 )
 from vaecli.config import TrainConfig
 from vaecli.data import Dataset, load_dataset
-from vaecli.errors import CheckpointError, Interrupted, RunStoreError, TrainingDiverged, VaeError
+from vaecli.errors import CheckpointError, ConfigError, Interrupted, RunStoreError, TrainingDiverged, VaeError
 from vaecli.interrupt import StopRequest, stop_on_sigint
 from vaecli.metrics import RunMetrics, score_run
 from vaecli.stacked import train_stacked
@@ -191,6 +192,66 @@ def train_together(
     """Train the members as one stacked model and save each in its store folder, as train_or_reuse would."""
     results = train_stacked(configs, data, device=device, observer=observer)
     return [Outcome(save_run(run_folder(r.config, store), r), reused=False) for r in results]
+
+
+def train_in_threads(
+    configs: Sequence[TrainConfig],
+    data: Dataset,
+    *,
+    jobs: int,
+    store: Path | None = None,
+    force: bool = False,
+    device: str = "cpu",
+    observers: Sequence[Observer | None] | None = None,
+) -> list[Outcome]:
+    """train_or_reuse for each config, `jobs` fits at a time in threads, each on 1/jobs of the CPU's threads.
+
+    A small model's step keeps two cores only partly busy (the elementwise work between
+    its matmuls barely gains from a second thread), so fits side by side finish more per
+    second. Each fit ends as it would alone, bit for bit: its own generators, and on the
+    CPU kernels that do not depend on the thread count (tested for 1 and 2). Ctrl-C stops
+    every fit after its batch; each saves its state and Interrupted is raised. An error of
+    one fit is raised once the others have ended.
+    """
+    if jobs < 1:
+        raise ConfigError(f"jobs must be at least 1, got {jobs}")
+    outcomes: dict[int, Outcome] = {}
+    errors: dict[int, BaseException] = {}
+    waiting = list(range(len(configs)))
+    lock = threading.Lock()
+    threads_before = torch.get_num_threads()
+
+    def work(stop: StopRequest) -> None:
+        while True:
+            with lock:
+                if not waiting or stop.requested:
+                    return
+                index = waiting.pop(0)
+            observer = observers[index] if observers is not None else None
+            try:
+                outcomes[index] = train_or_reuse(
+                    configs[index], store=store, force=force, device=device, data=data, observer=observer, stop=stop
+                )
+            except BaseException as e:  # raised in the caller's thread below
+                errors[index] = e
+
+    with stop_on_sigint() as stop:
+        # a new thread takes the intra-op thread count set last, so set it before they start
+        torch.set_num_threads(max(1, threads_before // jobs))
+        try:
+            workers = [threading.Thread(target=work, args=(stop,), name=f"vaecli: fit {k + 1}") for k in range(jobs)]
+            for worker in workers[: len(configs)]:
+                worker.start()
+            for worker in workers[: len(configs)]:
+                worker.join()
+        finally:
+            stop.request()  # a KeyboardInterrupt above (a second Ctrl-C): the fits stop after their batch too
+            torch.set_num_threads(threads_before)
+    if any(isinstance(e, Interrupted) for e in errors.values()):
+        raise Interrupted("interrupted; every fit in training saved its state; run the same command again to continue")
+    if errors:
+        raise errors[min(errors)]
+    return [outcomes[i] for i in range(len(configs))]
 
 
 @dataclass

@@ -23,7 +23,7 @@ from vaecli.config import DATASET_TITLES, STACK_MODES, TrainConfig
 from vaecli.data import Dataset
 from vaecli.errors import ConfigError
 from vaecli.metrics import RunMetrics
-from vaecli.runs import is_finished, run_folder, stored_scores, train_or_reuse, train_together
+from vaecli.runs import is_finished, run_folder, stored_scores, train_in_threads, train_or_reuse, train_together
 from vaecli.stacked import stack_key, stackable
 from vaecli.trainer import Observer, resolve_device
 
@@ -137,6 +137,9 @@ def run_sweep(
     observer: Observer | None = None,
     on_member: Callable[[int, TrainConfig], None] | None = None,
     on_stack: Callable[[list[int]], None] | None = None,
+    jobs: int | None = None,
+    on_threads: Callable[[list[int], int], None] | None = None,
+    observer_for: Callable[[int], Observer] | None = None,
 ) -> list[Member]:
     """Train (or reuse from the store) and score every member, in order.
 
@@ -145,12 +148,27 @@ def run_sweep(
     rest. `stack`: "on" trains members that need training and share an
     architecture together, "off" one by one, "auto" together where that is
     faster (stacks_faster). `on_stack(indices)` comes before a group trains,
-    `on_member(index, config)` at every member's turn.
+    `on_member(index, config)` at every member's turn. `jobs`: how many of the
+    other members that need training train at once, side by side in threads on
+    the CPU (None: concurrent_jobs decides); `on_threads(indices, jobs)` comes
+    first, and `observer_for(index)` gives each of them its own Observer.
     """
     dev = resolve_device(device)
     configs = sweep.members()
     groups = stacked_groups(configs, store, force, stack, dev)
+    stacked = {i for group in groups for i in group}
+    waiting = [i for i, c in enumerate(configs) if i not in stacked and not is_finished(c, run_folder(c, store), force)]
     outcomes = {}
+    side_by_side = concurrent_jobs(jobs, dev, configs[0], len(waiting))
+    if side_by_side > 1:
+        if on_threads is not None:
+            on_threads(waiting, side_by_side)
+        observers = [observer_for(i) for i in waiting] if observer_for is not None else None
+        trained = train_in_threads(
+            [configs[i] for i in waiting], data, jobs=side_by_side, store=store, force=force, device=device,
+            observers=observers,
+        )  # fmt: skip
+        outcomes.update(zip(waiting, trained, strict=True))
     members = []
     for index, config in enumerate(configs):
         group = next((g for g in groups if g[0] == index), None)
@@ -170,6 +188,23 @@ def run_sweep(
         seconds = float(run.info.get("train_seconds") or 0.0)
         members.append(Member(config, run.path, metrics, seconds, outcome.reused, list(run.history), run.model))
     return members
+
+
+def concurrent_jobs(jobs: int | None, device: torch.device, config: TrainConfig, fits: int) -> int:
+    """How many of `fits` fits of `config`'s kind train at once: `jobs` where asked (the CPU only), else 2
+    on a CPU with 2 or more threads, where benchmarks/bench_sweep.py measured two side by side against
+    one after the other, and 1 on a GPU, where stacking (--stack) fills the device instead."""
+    if jobs is not None:
+        if jobs < 1:
+            raise ConfigError(f"--jobs must be at least 1, got {jobs}")
+        if jobs > 1 and device.type != "cpu":
+            raise ConfigError(f"--jobs trains members side by side on the CPU; on {device.type} use --stack on")
+        if jobs > 1 and config.compile:
+            raise ConfigError("--jobs cannot --compile; drop one of them")
+        return max(1, min(jobs, fits))
+    if device.type != "cpu" or config.compile or torch.get_num_threads() < 2:
+        return 1
+    return max(1, min(2, fits))
 
 
 def stacks_faster(device: torch.device) -> bool:

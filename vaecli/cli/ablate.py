@@ -41,6 +41,15 @@ def ablate(
             "auto does where it is faster (on a GPU), on always, off never."
         ),
     ] = Stack.auto,
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Members trained at once, side by side on the CPU, each on its share of the cores "
+            "[default: 2 on a CPU with 2 or more threads, else 1].",
+            show_default=False,
+        ),
+    ] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Allow a sweep of more than 64 members.")] = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -86,6 +95,9 @@ def ablate(
             observer=display,
             on_member=display.member_started,
             on_stack=display.members_stacked,
+            jobs=jobs,
+            on_threads=display.members_side_by_side,
+            observer_for=display.observer_for,
         )
     finally:
         display.close()

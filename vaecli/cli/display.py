@@ -1,6 +1,7 @@
 """Rich rendering of training: progress bar, one table row per epoch, the run summary."""
 
 import json
+import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -152,6 +153,8 @@ class SweepDisplay(TrainingDisplay):
         self.configs, self.members = list(configs), len(configs)
         self.stacked: list[int] = []  # the members training together now
         self.rows = 0  # epoch rows printed for them
+        self.side_by_side: set[int] = set()  # the members training at once in threads
+        self.lock = threading.Lock()  # their observers print from several threads
         if console.quiet:
             return
         self.progress = _progress(console)
@@ -174,7 +177,22 @@ class SweepDisplay(TrainingDisplay):
             varying.append(f"{name} {', '.join(f'{v:g}' for v in dict.fromkeys(values))}")
         self.console.rule(f"members {numbers}/{self.members} stacked: {'; '.join(varying)}", style="dim")
 
+    def members_side_by_side(self, indices: list[int], jobs: int) -> None:
+        self.side_by_side, self.rows = set(indices), 0
+        if self.progress is None:
+            return
+        self.console.rule(
+            f"members {member_numbers(indices)}/{self.members}: {jobs} at a time, side by side on the CPU", style="dim"
+        )
+
+    def observer_for(self, index: int) -> "MemberDisplay":
+        return MemberDisplay(self, index)
+
     def member_started(self, index: int, config: TrainConfig) -> None:
+        if index in self.side_by_side:  # trained already, its rows printed as it went
+            if self.progress is not None:
+                self.progress.update(self.sweep_task, completed=index, description=f"sweep member {index + 1}")
+            return
         trained_stacked = index in self.stacked
         if not trained_stacked:
             self.stacked = []
@@ -201,6 +219,39 @@ class SweepDisplay(TrainingDisplay):
         if self.progress is not None:
             self.progress.update(self.sweep_task, completed=self.members)
         super().close()
+
+
+class MemberDisplay:
+    """The Observer of one sweep member training side by side with others: its own bar, rows numbered."""
+
+    def __init__(self, sweep: SweepDisplay, index: int) -> None:
+        self.sweep, self.index = sweep, index
+        self.task: Any = None
+
+    def on_start(self, config: TrainConfig, steps_per_epoch: int, device: Any) -> None:
+        self.steps, self.epochs = steps_per_epoch, config.epochs
+        if self.sweep.progress is not None:
+            self.task = self.sweep.progress.add_task(self._what(1), total=self.epochs * self.steps, rate="")
+
+    def on_resume(self, state: Any) -> None:
+        self.sweep.console.print(f"member {self.index + 1}: resuming at epoch {state.epoch}, step {state.step}")
+        if self.task is not None:
+            self.sweep.progress.update(self.task, completed=(state.epoch - 1) * self.steps + state.step)
+
+    def on_batch(self, epoch: int, step: int) -> None:
+        if self.task is not None:
+            completed = (epoch - 1) * self.steps + step
+            self.sweep.progress.update(self.task, completed=completed, description=self._what(epoch))
+
+    def on_epoch(self, record: "EpochRecord") -> None:
+        with self.sweep.lock:
+            header, self.sweep.rows = self.sweep.rows == 0, self.sweep.rows + 1
+            self.sweep.console.print(epoch_row(record, header=header, member=self.index + 1))
+        if record.epoch == self.epochs and self.task is not None:
+            self.sweep.progress.remove_task(self.task)
+
+    def _what(self, epoch: int) -> str:
+        return f"member {self.index + 1}, epoch {epoch}/{self.epochs}"
 
 
 def summary(outcome: "Outcome") -> Panel:
