@@ -7,7 +7,7 @@ The sweep (default: lam 1 5 10 40 at H = 2, layers 512 256, batch 128, 1 epoch)
 trains in rounds, each variant once per round, into a fresh run store each time,
 through runs.train_in_threads as `vaecli ablate` calls it:
   one by one    --jobs 1: the members in turn, each on all of the CPU's threads
-  side by side  --jobs N: N members at once, each on 1/N of the threads
+  side by side  --jobs N: N members at once, each on one thread
 The machine is noisy, so the variants alternate which goes first in a round, and
 the ratio is the median of the per-round ratios. Both must end every member with
 the same weights, bit for bit.
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"MNIST {len(data.train.images)} train images, {len(configs)} members (H {' '.join(map(str, args.hidden))}; "
         f"lam {' '.join(f'{v:g}' for v in args.lam)}), model {layers}-H (mirrored), {args.epochs} epoch(s) each, "
-        f"{args.rounds} round(s), trained, scored on the test set and saved as `vaecli ablate` does"
+        f"{args.rounds} round(s), each member trained (a test evaluation every epoch) and saved as `vaecli ablate` does"
     )
     print()
     for name, jobs in variants.items():

@@ -72,7 +72,8 @@ def save_run(folder: Path, result: TrainResult) -> Run:
         folder / METRICS_FILE,
         {**info, "config": result.config.to_dict(), "history": [r.to_dict() for r in result.history]},
     )
-    figures.save(figures.loss_curves(result.history, result.config), folder / LOSS_FIGURE)
+    with figures.DRAWING:
+        figures.save(figures.loss_curves(result.history, result.config), folder / LOSS_FIGURE)
     metadata = {
         "format": FORMAT,
         "vaecli_version": __version__,

@@ -6,6 +6,7 @@ images behind each figure come from vaecli.latent; this module only draws.
 
 import io
 import math
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
     from vaecli.sweep import Member, Sweep
 
 FORMATS = ("png", "pdf", "svg")
+# pyplot's figure registry and rcParams are global: fits finishing side by side (ablate --jobs) draw in turn
+DRAWING = threading.Lock()
 # fixed metadata, so the same figure gives the same bytes
 _METADATA = {"png": {"Software": None}, "pdf": {"CreationDate": None, "Producer": None}, "svg": {"Date": None}}
 

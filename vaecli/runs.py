@@ -204,17 +204,25 @@ def train_in_threads(
     device: str = "cpu",
     observers: Sequence[Observer | None] | None = None,
 ) -> list[Outcome]:
-    """train_or_reuse for each config, `jobs` fits at a time in threads, each on 1/jobs of the CPU's threads.
+    """train_or_reuse for each config, `jobs` fits at a time, each in a thread of its own on one CPU thread.
 
     A small model's step keeps two cores only partly busy (the elementwise work between
-    its matmuls barely gains from a second thread), so fits side by side finish more per
-    second. Each fit ends as it would alone, bit for bit: its own generators, and on the
-    CPU kernels that do not depend on the thread count (tested for 1 and 2). Ctrl-C stops
-    every fit after its batch; each saves its state and Interrupted is raised. An error of
-    one fit is raised once the others have ended.
+    its matmuls barely gains from a second thread), so one-thread fits side by side
+    finish more per second. One thread each, because OpenMP teams started from threads
+    other than the main one run the step about half as fast (libgomp's spinning throttles
+    once it manages more threads than there are CPUs). Each fit ends as it would alone,
+    bit for bit: its own generators, and CPU kernels that do not depend on the thread
+    count (tested for 1 and 2). Ctrl-C stops every fit after its batch; each saves its
+    state and Interrupted is raised. An error of one fit is raised once the others have
+    ended. `jobs` 1: one after another in this thread, on all of its threads.
     """
     if jobs < 1:
         raise ConfigError(f"jobs must be at least 1, got {jobs}")
+    if jobs == 1:
+        return [
+            train_or_reuse(c, store=store, force=force, device=device, data=data, observer=o)
+            for c, o in zip(configs, observers or [None] * len(configs), strict=True)
+        ]
     outcomes: dict[int, Outcome] = {}
     errors: dict[int, BaseException] = {}
     waiting = list(range(len(configs)))
@@ -236,8 +244,7 @@ def train_in_threads(
                 errors[index] = e
 
     with stop_on_sigint() as stop:
-        # a new thread takes the intra-op thread count set last, so set it before they start
-        torch.set_num_threads(max(1, threads_before // jobs))
+        torch.set_num_threads(1)  # a new thread takes the intra-op thread count set last: set it first
         try:
             workers = [threading.Thread(target=work, args=(stop,), name=f"vaecli: fit {k + 1}") for k in range(jobs)]
             for worker in workers[: len(configs)]:

@@ -45,8 +45,8 @@ def ablate(
         int | None,
         typer.Option(
             min=1,
-            help="Members trained at once, side by side on the CPU, each on its share of the cores "
-            "[default: 2 on a CPU with 2 or more threads, else 1].",
+            help="Members trained at once, side by side on the CPU, one CPU thread each "
+            "[default: one per CPU thread, up to 4; 1 on a GPU].",
             show_default=False,
         ),
     ] = None,
