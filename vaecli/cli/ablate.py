@@ -45,9 +45,8 @@ def ablate(
         int | None,
         typer.Option(
             min=1,
-            help="Members trained at once, side by side on the CPU, one CPU thread each "
-            "[default: one per CPU thread, up to 4; 1 on a GPU].",
-            show_default=False,
+            help="Members trained at once, side by side on the CPU, one CPU thread each.",
+            show_default="one per CPU thread, up to 4; 1 on a GPU",
         ),
     ] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Allow a sweep of more than 64 members.")] = False,
