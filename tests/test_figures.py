@@ -111,3 +111,17 @@ def test_epoch_axes_show_whole_epochs(epochs, ticks):
         lo, hi = ax.get_xlim()
         assert [t for t in ax.get_xticks() if lo <= t <= hi] == ticks
     plt.close(fig)
+
+
+def test_compared_manifolds_name_the_shared_vertical_axis_once():
+    from vaecli.metrics import RunMetrics
+    from vaecli.sweep import Member
+
+    runs = [make_run(2) for _ in range(3)]
+    metrics = RunMetrics(100.0, 5.0, 105.0, 104.0, iw_samples=5, active_units=2, latent_dim=2, kl_per_dim=[2.0, 3.0])
+    members = [Member(r.config, None, metrics, 0.0, True, [], r.model) for r in runs]
+    fig = figures.compare_manifolds(members, ["lam"], n=5)
+    assert [ax.get_ylabel() for ax in fig.axes] == ["z[1]", "", ""]
+    assert [ax.get_xlabel() for ax in fig.axes] == ["z[0]"] * 3
+    assert all(len(ax.get_yticklabels()) > 0 for ax in fig.axes)  # every panel keeps the values
+    plt.close(fig)

@@ -388,9 +388,12 @@ def compare_samples(members: list["Member"], varies: list[str], n: int = 64, see
 def compare_manifolds(members: list["Member"], varies: list[str], n: int = 15) -> Figure:
     """Problem 3: the 2-D manifold of every H = 2 member, all on the same inverse-CDF grid."""
     fig, axes = plt.subplots(1, len(members), figsize=(3.6 * len(members) + 0.4, 4.4), layout="constrained")
-    for ax, member in zip(np.atleast_1d(axes), members, strict=True):
+    for k, (ax, member) in enumerate(zip(np.atleast_1d(axes), members, strict=True)):
         draw_manifold(ax, member.model, n, max_ticks=7, fontsize=6)
         ax.set_title(_panel_title(member, varies), fontsize=9.5)
+        ax.set_xlabel(ax.get_xlabel(), fontsize=9)
+        # one grid for all: the first panel names the vertical axis, the rest keep only its values
+        ax.set_ylabel(ax.get_ylabel() if k == 0 else "", fontsize=9)
     fig.suptitle(f"2-D latent manifolds, {n} x {n} decodes at z = inverse normal CDF of (i + 0.5)/{n}", fontsize=11)
     return fig
 
