@@ -246,10 +246,13 @@ def train_in_threads(
     with stop_on_sigint() as stop:
         torch.set_num_threads(1)  # a new thread takes the intra-op thread count set last: set it first
         try:
-            workers = [threading.Thread(target=work, args=(stop,), name=f"vaecli: fit {k + 1}") for k in range(jobs)]
-            for worker in workers[: len(configs)]:
+            workers = [
+                threading.Thread(target=work, args=(stop,), name=f"vaecli: fit {k + 1}")
+                for k in range(min(jobs, len(configs)))
+            ]
+            for worker in workers:
                 worker.start()
-            for worker in workers[: len(configs)]:
+            for worker in workers:
                 worker.join()
         finally:
             stop.request()  # a KeyboardInterrupt above (a second Ctrl-C): the fits stop after their batch too

@@ -196,8 +196,8 @@ MAX_JOBS = 4  # fits side by side by default: each holds the GIL for its Python,
 def concurrent_jobs(jobs: int | None, device: torch.device, config: TrainConfig, fits: int) -> int:
     """How many of `fits` fits of `config`'s kind train at once, one CPU thread each: `jobs` where asked
     (the CPU only), else one per CPU thread up to MAX_JOBS where there are 2 or more (two side by side
-    ran 1.9 to 2.2 x the speed of one after another on 2 cores: benchmarks/bench_jobs.py), and 1 on a
-    GPU, where stacking (--stack) fills the device instead."""
+    ran 1.22 x the speed of one after another on 2 cores: benchmarks/bench_jobs.py), and 1 on a GPU,
+    where stacking (--stack) fills the device instead."""
     if jobs is not None:
         if jobs < 1:
             raise ConfigError(f"--jobs must be at least 1, got {jobs}")

@@ -189,17 +189,14 @@ class SweepDisplay(TrainingDisplay):
         return MemberDisplay(self, index)
 
     def member_started(self, index: int, config: TrainConfig) -> None:
-        if index in self.side_by_side:  # trained already, its rows printed as it went
-            if self.progress is not None:
-                self.progress.update(self.sweep_task, completed=index, description=f"sweep member {index + 1}")
-            return
         trained_stacked = index in self.stacked
         if not trained_stacked:
             self.stacked = []
         if self.progress is None:
             return
         self.progress.update(self.sweep_task, completed=index, description=f"sweep member {index + 1}/{self.members}")
-        if not trained_stacked:  # a stacked member's rows came with its group
+        # a stacked member's rows came with its group, a side-by-side one's as it trained
+        if not trained_stacked and index not in self.side_by_side:
             self.console.rule(f"member {index + 1}/{self.members}: {describe(config)}, seed {config.seed}", style="dim")
 
     def training_what(self, config: TrainConfig) -> str:
