@@ -22,8 +22,6 @@ target loss is its own wall clock, data loading and evaluations included.
 
 import argparse
 import math
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -34,6 +32,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from common import add_data_dir, check_data_dir, machine
 from torch import nn
 
 import vaecli
@@ -286,21 +285,6 @@ class Interleave(vaecli.Observer):
         self.paused += self.mark - now
 
 
-def machine() -> str:
-    """The CPU as /proc/cpuinfo names it (Linux; else platform's word), its bfloat16 units, and its CPU count."""
-    name, extras = platform.processor() or platform.machine(), []
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        fields = dict(line.split(":", 1) for line in cpuinfo.read_text().splitlines() if ":" in line)
-        fields = {k.strip(): v.strip() for k, v in fields.items()}
-        name = fields.get("model name", name)
-        if "cpu family" in fields:
-            extras.append(f"family {fields['cpu family']} model {fields.get('model', '?')}")
-        flags = fields.get("flags", "").split()
-        extras += [label for flag, label in (("avx512_bf16", "AVX512-BF16"), ("amx_tile", "AMX")) if flag in flags]
-    return ", ".join([name, *extras, f"{os.cpu_count()} logical CPUs"])
-
-
 # --- `vaecli --help` against `import torch` ------------------------------------------------
 
 
@@ -333,7 +317,7 @@ def verdict(ok: bool) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data-dir", type=Path, default=os.environ.get("VAECLI_DATA_DIR"), help="holds MNIST/raw")
+    add_data_dir(parser)
     parser.add_argument("--epochs", type=int, default=10, help="epochs for every variant (default 10)")
     parser.add_argument("--slices", type=int, default=8, help="turns per epoch (default 8)")
     parser.add_argument("--hidden", type=int, default=20, help="latent size H (default 20)")
@@ -349,8 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.epochs, args.slices, args.startup_runs = 1, 2, 1
-    if args.data_dir is None:
-        parser.error("give --data-dir (a folder holding MNIST/raw) or set VAECLI_DATA_DIR")
+    check_data_dir(parser, args)
 
     device = resolve_device(args.device)
     model = ModelConfig(latent_dim=args.hidden)

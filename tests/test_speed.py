@@ -32,6 +32,9 @@ BENCH = Path(__file__).parents[1] / "benchmarks" / "bench_train.py"
 
 
 def load_script(name: str):
+    """A benchmark script as a module; its folder goes on sys.path, as running it puts it there."""
+    if str(BENCH.parent) not in sys.path:
+        sys.path.insert(0, str(BENCH.parent))
     path = BENCH.parent / name
     spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
@@ -247,8 +250,34 @@ def test_benchmark_smoke_run_prints_every_ratio(tiny_mnist, capsys):
     assert "vaecli.train, defaults (bf16)" in out or "vaecli.train, defaults (fp32)" in out
 
 
-def test_side_by_side_benchmark_smoke_run_agrees_bit_for_bit(tiny_mnist, capsys):
+def test_sweep_benchmark_smoke_run_times_every_way_and_checks_they_agree(tiny_mnist, capsys):
     args = ["--data-dir", str(tiny_mnist), "--quick", "--layers", "16", "--lam", "1", "5", "10"]
-    assert load_script("bench_jobs.py").main(args) == 0
+    assert load_script("bench_sweep.py").main(args) == 0
     out = capsys.readouterr().out
-    assert "same weights, bit for bit: yes" in out and "ratio one by one / side by side:" in out
+    for way in ("one by one    --stack off --jobs 1", "side by side  --stack off --jobs 2", "stacked       --stack on"):
+        assert way in out
+    assert "H=2, lam=5, seed 0" in out
+    assert "side by side, the same weights as one by one bit for bit: yes" in out
+    assert "stacked agrees with one by one (relative difference <= 0.01): yes" in out
+
+
+def test_sweep_benchmark_fails_when_the_ways_disagree(tiny_mnist, capsys, monkeypatch):
+    bench = load_script("bench_sweep.py")
+    real = bench.ways
+
+    def skewed(device, jobs):
+        found = real(device, jobs)
+        opts, way = found["side by side"]
+
+        def nudged(configs, data, store):
+            outcomes = way(configs, data, store)
+            with torch.no_grad():
+                next(outcomes[0].run.model.parameters()).add_(1e-3)
+            return outcomes
+
+        found["side by side"] = (opts, nudged)
+        return found
+
+    monkeypatch.setattr(bench, "ways", skewed)
+    assert bench.main(["--data-dir", str(tiny_mnist), "--quick", "--layers", "16", "--lam", "1", "5"]) == 1
+    assert "bit for bit: NO" in capsys.readouterr().out

@@ -1,8 +1,6 @@
-"""Stacked training: every member ends as trainer.train ends it alone; benchmarks/bench_sweep.py smoke run."""
+"""Stacked training: every member ends as trainer.train ends it alone."""
 
-import importlib.util
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,7 +15,6 @@ from vaecli.trainer import build_model, train
 BASE = TrainConfig(
     model=ModelConfig(latent_dim=2, hidden_layers=(32, 16)), epochs=2, batch_size=24, precision="fp32"
 )  # 64 images = 24 + 24 + 16
-BENCH = Path(__file__).parents[1] / "benchmarks" / "bench_sweep.py"
 
 
 def member(h: int, lam: float, seed: int, **changes) -> TrainConfig:
@@ -105,14 +102,3 @@ def test_member_is_a_copy_of_its_slice_and_draws_no_randomness():
 def test_members_that_cannot_stack_are_refused(configs, message, tiny_mnist):
     with pytest.raises(ConfigError, match=message):
         train_stacked(configs, load_dataset("mnist", tiny_mnist), device="cpu")
-
-
-def test_sweep_benchmark_smoke_run(tiny_mnist, capsys):
-    spec = importlib.util.spec_from_file_location("bench_sweep", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    assert bench.main(["--data-dir", str(tiny_mnist), "--quick", "--layers", "32", "--lam", "1", "5"]) == 0
-    out = capsys.readouterr().out
-    assert "sequential" in out and "stacked" in out and "H=2, lam=5, seed 0" in out
-    assert "members agree (relative difference <= 0.01): yes" in out
-    assert "ratio sequential/stacked, s/epoch:" in out

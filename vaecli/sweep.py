@@ -196,8 +196,8 @@ MAX_JOBS = 4  # fits side by side by default: each holds the GIL for its Python,
 def concurrent_jobs(jobs: int | None, device: torch.device, config: TrainConfig, fits: int) -> int:
     """How many of `fits` fits of `config`'s kind train at once, one CPU thread each: `jobs` where asked
     (the CPU only), else one per CPU thread up to MAX_JOBS where there are 2 or more (two side by side
-    ran 1.22 x the speed of one after another on 2 cores: benchmarks/bench_jobs.py), and 1 on a GPU,
-    where stacking (--stack) fills the device instead."""
+    ran 1.42 x the speed of one after another on 2 cores with 3-epoch members: benchmarks/bench_sweep.py),
+    and 1 on a GPU, where stacking (--stack) fills the device instead."""
     if jobs is not None:
         if jobs < 1:
             raise ConfigError(f"--jobs must be at least 1, got {jobs}")
@@ -216,10 +216,9 @@ def stacks_faster(device: torch.device) -> bool:
     """Whether stacking members beats training them one by one on `device`, as benchmarks/bench_sweep.py measured.
 
     CUDA: one small MLP at batch 128 leaves a GPU mostly idle, and the stack
-    fills it (not yet measured here: no GPU was at hand). CPU: one member
-    already keeps the cores busy; on a 2-core CPU shared with another job, 4
-    members stacked ran at 1.19 x the speed (slices from 0.84 to 1.39; other
-    runs 1.32 x and 0.92 x): no clear, repeatable win, so one by one.
+    fills it (not yet measured here: no GPU was at hand). CPU: stacked ran at
+    1.34 x the speed of one by one on 2 cores (4 members, 3 epochs), but side by
+    side (concurrent_jobs, the CPU default) at 1.42 x, so the CPU does not stack.
     """
     return device.type == "cuda"
 
