@@ -141,8 +141,9 @@ def importance_weighted_nll(
             n = min(chunk, k - done)
             eps = torch.randn((n, *mu.shape), generator=generator, device=mu.device, dtype=mu.dtype)
             z = mu + std * eps  # (n, B, H)
-            logits = model.decode(z.reshape(-1, z.shape[-1]))  # (n * B, D)
-            log_px_z = -reconstruction_nll(logits, x.repeat(n, 1), model.config.recon).reshape(n, -1)
+            # one sample of every image at a time: (B, D) tensors stay in the CPU's caches, where all n at once
+            # (n * B, D), 78 MB, took a third longer, half of it in the kernel mapping fresh pages
+            log_px_z = torch.stack([-reconstruction_nll(model.decode(z_i), x, model.config.recon) for z_i in z])
             log_pz = -0.5 * (z.pow(2) + math.log(2 * math.pi)).sum(-1)
             log_qz = -0.5 * (eps.pow(2) + math.log(2 * math.pi) + logvar).sum(-1)
             log_weights.append(log_px_z + log_pz - log_qz)  # (n, B)
