@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
-from common import add_sweep_options, check_data_dir, describe_sweep, machine, sweep_configs
+from common import add_sweep_options, check_data_dir, describe_sweep, machine, sweep_configs, sync
 
 import vaecli
 from vaecli.config import TrainConfig
@@ -69,11 +69,14 @@ def digest(outcome: Outcome) -> bytes:
     return b"".join(t.numpy().tobytes() for t in outcome.run.model.state_dict().values())
 
 
+def final_neg_elbo(outcome: Outcome) -> float:
+    return outcome.run.history[-1].test.neg_elbo
+
+
 def race(
-    configs: Sequence[TrainConfig], data: Dataset, device: torch.device, jobs: int, rounds: int
+    configs: Sequence[TrainConfig], data: Dataset, found: dict[str, tuple[str, Way]], device: torch.device, rounds: int
 ) -> tuple[dict[str, list[float]], dict[str, list[Outcome]]]:
-    """Seconds per round of each way, and each way's last outcomes."""
-    found = ways(device, jobs)
+    """Seconds per round of each of the `found` ways, and each way's last outcomes."""
     seconds: dict[str, list[float]] = {name: [] for name in found}
     outcomes: dict[str, list[Outcome]] = {}
     names = list(found)
@@ -83,8 +86,7 @@ def race(
             with tempfile.TemporaryDirectory() as store:
                 start = time.perf_counter()
                 outcomes[name] = found[name][1](configs, data, Path(store))
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
+                sync(device)
                 seconds[name].append(time.perf_counter() - start)
     return seconds, outcomes
 
@@ -104,8 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device(args.device)
     configs = sweep_configs(args)
     data = vaecli.load_dataset("mnist", args.data_dir)
-    seconds, outcomes = race(configs, data, device, args.jobs, args.rounds)
-    options = {name: opts for name, (opts, _) in ways(device, args.jobs).items()}
+    found = ways(device, args.jobs)
+    seconds, outcomes = race(configs, data, found, device, args.rounds)
 
     where = f"{torch.get_num_threads()} threads" if device.type == "cpu" else torch.cuda.get_device_name(device)
     print(f"vaecli {vaecli.__version__} sweep benchmark, torch {torch.__version__}, {device.type} ({where})")
@@ -117,13 +119,13 @@ def main(argv: list[str] | None = None) -> int:
         ratios = [a / b for a, b in zip(seconds["one by one"], times, strict=True)]
         spread = f"{min(ratios):.2f} to {max(ratios):.2f}"
         rounds = " ".join(f"{s:.1f}" for s in times)
-        print(f"{name:13} {options[name]:22} {statistics.median(ratios):>5.2f}x  {spread:>12}  {rounds}")
+        print(f"{name:13} {found[name][0]:22} {statistics.median(ratios):>5.2f}x  {spread:>12}  {rounds}")
     print("(speed: the median over rounds of one by one's seconds over this way's; more is faster)")
     print()
 
     print(f"{'member':22} " + " ".join(f"{name + ' -ELBO':>18}" for name in outcomes))
     for i, config in enumerate(configs):
-        losses = " ".join(f"{o[i].run.history[-1].test.neg_elbo:>18.4f}" for o in outcomes.values())
+        losses = " ".join(f"{final_neg_elbo(o[i]):>18.4f}" for o in outcomes.values())
         print(f"{f'H={config.model.latent_dim}, lam={config.lam:g}, seed {config.seed}':22} {losses}")
     ok = True
     if "side by side" in outcomes:
@@ -132,8 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"side by side, the same weights as one by one bit for bit: {'yes' if all(same) else 'NO'}")
     alone, stacked = outcomes["one by one"], outcomes["stacked"]
     worst = max(
-        abs(a.run.history[-1].test.neg_elbo - b.run.history[-1].test.neg_elbo) / abs(a.run.history[-1].test.neg_elbo)
-        for a, b in zip(alone, stacked, strict=True)
+        abs(final_neg_elbo(a) - final_neg_elbo(b)) / abs(final_neg_elbo(a)) for a, b in zip(alone, stacked, strict=True)
     )
     ok &= worst <= AGREE
     print(f"stacked agrees with one by one (relative difference <= {AGREE:g}): {'yes' if worst <= AGREE else 'NO'} "

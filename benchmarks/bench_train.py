@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from common import add_data_dir, check_data_dir, machine
+from common import add_data_dir, check_data_dir, machine, sync
 from torch import nn
 
 import vaecli
@@ -229,11 +229,6 @@ def slice_ratios(a: Clocked, b: Clocked) -> list[float]:
     return [
         (sa / fa) / (sb / fb) for (_, fa, sa), (_, fb, sb) in zip(a.slices, b.slices, strict=True) if fa > 0 and fb > 0
     ]
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 class Interleave(vaecli.Observer):

@@ -6,6 +6,8 @@ import platform
 from dataclasses import replace
 from pathlib import Path
 
+import torch
+
 from vaecli.config import ModelConfig, TrainConfig
 
 
@@ -22,6 +24,12 @@ def machine() -> str:
         flags = fields.get("flags", "").split()
         extras += [label for flag, label in (("avx512_bf16", "AVX512-BF16"), ("amx_tile", "AMX")) if flag in flags]
     return ", ".join([name, *extras, f"{os.cpu_count()} logical CPUs"])
+
+
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work, so that a clock read next counts it (a no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
 
 
 def add_data_dir(parser: argparse.ArgumentParser) -> None:
