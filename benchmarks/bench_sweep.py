@@ -31,9 +31,10 @@ from common import add_sweep_options, check_data_dir, describe_sweep, machine, s
 
 import vaecli
 from vaecli.config import TrainConfig
-from vaecli.data import Dataset
-from vaecli.runs import Outcome, train_in_threads, train_together
-from vaecli.trainer import resolve_device
+from vaecli.core.data import Dataset
+from vaecli.engine.device import resolve_device
+from vaecli.store.runs import Outcome
+from vaecli.studies.executors import Executor, FitContext, OneByOne, SideBySide, Stacked
 
 # the most relative difference in a member's final test -ELBO that still counts as the same result. Training
 # amplifies rounding where the batched products add in another order than a member's own: in float32 on a CPU,
@@ -44,23 +45,25 @@ AGREE = 0.01
 Way = Callable[[Sequence[TrainConfig], Dataset, Path], list[Outcome]]
 
 
+def executor_way(executor: Executor, device: str) -> Way:
+    """How `executor` trains the members into a store, as `vaecli ablate` calls it."""
+
+    def way(configs: Sequence[TrainConfig], data: Dataset, store: Path) -> list[Outcome]:
+        fitted = executor.fit(dict(enumerate(configs)), FitContext(data, store=store, device=device))
+        outcomes = [fitted[i] for i in range(len(configs))]
+        if not all(isinstance(o, Outcome) for o in outcomes):
+            sys.exit(f"a member failed: {next(o for o in outcomes if not isinstance(o, Outcome))}")
+        return outcomes  # type: ignore[return-value]
+
+    return way
+
+
 def ways(device: torch.device, jobs: int) -> dict[str, tuple[str, Way]]:
     """name -> (the ablate options it stands for, how it trains the members into a store)."""
-    found: dict[str, tuple[str, Way]] = {
-        "one by one": (
-            "--stack off --jobs 1",
-            lambda configs, data, store: train_in_threads(configs, data, jobs=1, store=store, device=str(device)),
-        )
-    }
+    found: dict[str, tuple[str, Way]] = {"one by one": ("--stack off --jobs 1", executor_way(OneByOne(), str(device)))}
     if device.type == "cpu":
-        found["side by side"] = (
-            f"--stack off --jobs {jobs}",
-            lambda configs, data, store: train_in_threads(configs, data, jobs=jobs, store=store, device="cpu"),
-        )
-    found["stacked"] = (
-        "--stack on",
-        lambda configs, data, store: train_together(configs, data, store=store, device=str(device)),
-    )
+        found["side by side"] = (f"--stack off --jobs {jobs}", executor_way(SideBySide(jobs), "cpu"))
+    found["stacked"] = ("--stack on", executor_way(Stacked(), str(device)))
     return found
 
 

@@ -37,7 +37,8 @@ from torch import nn
 
 import vaecli
 from vaecli.config import ModelConfig, TrainConfig
-from vaecli.trainer import build_model, resolve_device, resolve_precision
+from vaecli.engine.device import resolve_device, resolve_precision
+from vaecli.engine.steps import build_model
 
 TARGETS = {"vs_limit": 1.3, "vs_baseline": 1 / 3.5, "to_target": 1 / 4, "help": 1 / 4}
 

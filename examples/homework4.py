@@ -14,7 +14,10 @@ from pathlib import Path
 
 import torch
 
-from vaecli import VAE, ModelConfig, TrainConfig, atomic, figures, load_dataset, sweep, vae_loss
+from vaecli import VAE, ModelConfig, TrainConfig, load_dataset, vae_loss
+from vaecli.studies import sweep
+from vaecli.studies.observer import SweepObserver
+from vaecli.views.ablation import save_ablation
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--data-dir", type=Path, default=None, help="folder holding MNIST/raw (default: $VAECLI_DATA_DIR)")
@@ -47,18 +50,21 @@ problems = {
     "problem2": sweep.Sweep(base, hidden=(2, 10, 25, 50)),  # samples across latent sizes, lam = 1
     "problem3": sweep.Sweep(base, lams=(1.0, 5.0, 10.0, 40.0)),  # manifolds across KL weights, H = 2
 }
+
+
+class Progress(SweepObserver):
+    """One line per member as it starts training."""
+
+    def observer(self, indices, configs):
+        for i, c in zip(indices, configs, strict=True):
+            print(f"  member {i + 1}: H={c.model.latent_dim}, lam={c.lam:g}")
+        return super().observer(indices, configs)
+
+
+options = sweep.SweepOptions(device=args.device, iw_samples=args.iw_samples)
 for name, plan in problems.items():
     print(f"\n{name}: {plan.command()}")
-    members = sweep.run_sweep(
-        plan,
-        data,
-        device=args.device,
-        iw_samples=args.iw_samples,
-        on_member=lambda i, c: print(f"  member {i + 1}: H={c.model.latent_dim}, lam={c.lam:g}"),
-    )
-    rows = sweep.table_rows(members, plan)
-    folder = args.out / name
-    made = figures.save_ablation(members, plan, rows, data, folder)
-    atomic.write_text(folder / "report.md", sweep.report(plan, rows, made))
-    print(sweep.to_markdown(rows))
-    print(f"  figures and report.md in {folder}")
+    members = sweep.run_sweep(plan, data, options, observer=Progress())
+    ablation = save_ablation(members, plan, data.test.images, args.out / name)
+    print(sweep.to_markdown(ablation.rows))
+    print(f"  figures and report.md in {args.out / name}")

@@ -5,11 +5,12 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from vaecli.checkpoint import MODEL_FILE, load_run, read_config, save_run
 from vaecli.config import ModelConfig, TrainConfig
-from vaecli.data import load_dataset
+from vaecli.core.data import load_dataset
+from vaecli.engine.loop import train
 from vaecli.errors import CheckpointError
-from vaecli.trainer import train
+from vaecli.store.checkpoint import MODEL_FILE, load_run, read_config
+from vaecli.store.runs import save_run
 
 
 @pytest.fixture

@@ -10,9 +10,10 @@ from typer.testing import CliRunner
 
 from tests.conftest import write_dataset
 from tests.test_cli import TINY, invoke, one_line_error
-from vaecli import figures, latent
 from vaecli.config import ModelConfig, TrainConfig
-from vaecli.runs import train_or_reuse
+from vaecli.core import latent
+from vaecli.store.runs import RunRequest, train_or_reuse
+from vaecli.views import figures
 
 COMMANDS = ["sample", "grid", "recon", "traverse", "latent"]
 MINUS = "\N{MINUS SIGN}"
@@ -26,7 +27,7 @@ def tiny(tmp_path_factory):
     runs = {}
     for h in (2, 3):
         config = TrainConfig(model=ModelConfig(latent_dim=h, hidden_layers=(32, 16)), epochs=1, batch_size=32)
-        runs[h] = train_or_reuse(config, out=root / f"h{h}", data_dir=root / "data", device="cpu").run.path
+        runs[h] = train_or_reuse(RunRequest(config, out=root / f"h{h}", data_dir=root / "data", device="cpu")).run.path
     return root / "data", runs
 
 

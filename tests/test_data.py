@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from tests.conftest import write_dataset, write_idx
-from vaecli import data
+from vaecli.core import data
 from vaecli.errors import DataError
 
 

@@ -8,13 +8,15 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from vaecli import derive, export, loss, quadrature
 from vaecli.cli import app
 from vaecli.config import ModelConfig, TrainConfig
-from vaecli.derive import Check, SweepRow
+from vaecli.core import loss
+from vaecli.core.model import VAE
 from vaecli.errors import ConfigError
-from vaecli.model import VAE
-from vaecli.quadrature import Grid
+from vaecli.studies import checks, derive, quadrature
+from vaecli.studies.derive import Check, SweepRow
+from vaecli.studies.quadrature import Grid
+from vaecli.views import export
 
 runner = CliRunner()
 TINY = ["--layers", "32", "16", "--epochs", "1", "--device", "cpu"]
@@ -191,18 +193,18 @@ def test_lagrangian_checks_compare_neighbours():
 
 
 def test_lam_sweep_reuses_the_store_and_kl_falls(tiny_mnist, tmp_path):
-    from vaecli.data import load_dataset
+    from vaecli.core.data import load_dataset
 
     base = TrainConfig(model=ModelConfig(latent_dim=2, hidden_layers=(32, 16)), epochs=1, batch_size=16)
     data = load_dataset("mnist", tiny_mnist)
-    rows = derive.lam_sweep(base, data=data, store=tmp_path / "s", device="cpu")
+    rows = checks.lam_sweep(base, data=data, store=tmp_path / "s", device="cpu")
     assert [r.lam for r in rows] == [1, 5, 10, 40] and not any(r.reused for r in rows)
     assert all(c.passed for c in derive.lagrangian_checks(rows)), [(r.lam, r.kl) for r in rows]
-    again = derive.lam_sweep(base, (40, 1), data=data, store=tmp_path / "s", device="cpu")
+    again = checks.lam_sweep(base, (40, 1), data=data, store=tmp_path / "s", device="cpu")
     assert [r.lam for r in again] == [1, 40] and all(r.reused for r in again)
     assert again[0].kl == rows[0].kl
     # data the store cannot name (synthetic) are trained in memory: the same numbers, nothing written
-    memory = derive.lam_sweep(base, (1,), data=data, in_memory=True, device="cpu")
+    memory = checks.lam_sweep(base, (1,), data=data, in_memory=True, device="cpu")
     assert memory[0].run == "in memory" and memory[0].kl == pytest.approx(rows[0].kl)
     assert len(list((tmp_path / "s").iterdir())) == 4
 
@@ -374,13 +376,13 @@ def test_bad_input_gives_one_line(args, fragments):
 
 @pytest.mark.slow
 def test_every_check_passes_on_a_real_mnist_model(mnist_dir):
-    from vaecli.data import load_dataset
-    from vaecli.trainer import train
+    from vaecli.core.data import load_dataset
+    from vaecli.engine.loop import train
 
     data = load_dataset("mnist", mnist_dir)
     config = TrainConfig(model=ModelConfig(latent_dim=2, hidden_layers=(256,)), epochs=1)
     model = train(config, data, device="cpu").model
-    x, what = derive.pick_image(data, 0)
+    x, what = checks.pick_image(data, 0)
     assert "label 7" in what
     checks = derive.identity_checks(model, x) + derive.kl_checks(model, x)
     assert all(c.passed for c in checks), [(c.name, c.difference) for c in checks if not c.passed]

@@ -12,15 +12,16 @@ from torch import nn
 from typer.testing import CliRunner
 
 from tests.conftest import write_dataset
-from vaecli import explore
-from vaecli.checkpoint import Run, save_run
 from vaecli.cli import app
 from vaecli.config import ModelConfig, TrainConfig
-from vaecli.data import Dataset, Split, load_dataset
+from vaecli.core.data import Dataset, Split, load_dataset
+from vaecli.core.loss import kl_divergence
+from vaecli.core.model import VAE
+from vaecli.engine.loop import train
 from vaecli.errors import ConfigError
-from vaecli.loss import kl_divergence
-from vaecli.model import VAE
-from vaecli.trainer import train
+from vaecli.store.checkpoint import Run
+from vaecli.store.runs import save_run
+from vaecli.views import explore
 
 runner = CliRunner()
 SMALL = {"hidden_layers": (32, 16)}

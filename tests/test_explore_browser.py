@@ -15,8 +15,8 @@ import torch
 
 from tests.conftest import write_dataset
 from tests.test_explore import make_run
-from vaecli import explore
-from vaecli.data import load_dataset
+from vaecli.core.data import load_dataset
+from vaecli.views import explore
 
 CHROMIUM_ARGS = [
     "--headless",

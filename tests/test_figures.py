@@ -6,12 +6,13 @@ import matplotlib.pyplot as plt
 import pytest
 import torch
 
-from vaecli import figures, latent
-from vaecli.checkpoint import MODEL_FILE, Run, load_run
 from vaecli.config import ModelConfig, TrainConfig
-from vaecli.metrics import EpochRecord, Terms
-from vaecli.model import VAE
-from vaecli.runs import train_or_reuse
+from vaecli.core import latent
+from vaecli.core.model import VAE
+from vaecli.engine.records import EpochRecord, Terms
+from vaecli.store.checkpoint import MODEL_FILE, Run, load_run
+from vaecli.store.runs import RunRequest, train_or_reuse
+from vaecli.views import figures
 
 MINUS = "\N{MINUS SIGN}"
 
@@ -94,7 +95,7 @@ def test_latent_scatter_axes_and_legend(latent_dim, xlabel):
 
 def test_a_lone_checkpoint_file_still_names_its_elbo(tiny_mnist, tmp_path):
     config = TrainConfig(model=ModelConfig(hidden_layers=(16,)), epochs=1, batch_size=32)
-    run = train_or_reuse(config, out=tmp_path / "run", data_dir=tiny_mnist, device="cpu").run
+    run = train_or_reuse(RunRequest(config, out=tmp_path / "run", data_dir=tiny_mnist, device="cpu")).run
     lone = tmp_path / "shared" / "my-model.safetensors"
     lone.parent.mkdir()
     shutil.copy(run.path / MODEL_FILE, lone)
@@ -114,8 +115,8 @@ def test_epoch_axes_show_whole_epochs(epochs, ticks):
 
 
 def test_compared_manifolds_name_the_shared_vertical_axis_once():
-    from vaecli.metrics import RunMetrics
-    from vaecli.sweep import Member
+    from vaecli.studies.scores import RunMetrics
+    from vaecli.studies.sweep import Member
 
     runs = [make_run(2) for _ in range(3)]
     metrics = RunMetrics(100.0, 5.0, 105.0, 104.0, iw_samples=5, active_units=2, latent_dim=2, kl_per_dim=[2.0, 3.0])

@@ -13,12 +13,13 @@ from safetensors.torch import save as safetensors_bytes
 from typer.testing import CliRunner
 
 from tests.conftest import write_dataset
-from vaecli.checkpoint import MODEL_FILE, RESUME_FILE, load_run, load_state, save_run, save_state
 from vaecli.cli import app
 from vaecli.config import ModelConfig, TrainConfig
-from vaecli.data import load_dataset
+from vaecli.core.data import load_dataset
+from vaecli.engine.loop import train
 from vaecli.errors import CheckpointError, DataError
-from vaecli.trainer import train
+from vaecli.store.checkpoint import MODEL_FILE, RESUME_FILE, load_run, load_state, save_state
+from vaecli.store.runs import save_run
 
 CFG = TrainConfig(model=ModelConfig(latent_dim=2, hidden_layers=(8,)), epochs=1, batch_size=32)
 

@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from vaecli import latent
 from vaecli.config import ModelConfig
+from vaecli.core import latent
+from vaecli.core.loss import kl_divergence
+from vaecli.core.model import VAE
 from vaecli.errors import ConfigError
-from vaecli.loss import kl_divergence
-from vaecli.model import VAE
 
 
 def tiny_model(latent_dim: int = 2, seed: int = 0) -> VAE:

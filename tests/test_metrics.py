@@ -3,16 +3,10 @@ import math
 import torch
 
 from vaecli.config import ModelConfig, TrainConfig
-from vaecli.loss import reconstruction_nll
-from vaecli.metrics import (
-    active_units,
-    evaluate,
-    importance_weighted_nll,
-    kl_per_dimension,
-    run_metrics,
-    scored_test_images,
-)
-from vaecli.model import VAE
+from vaecli.core.loss import reconstruction_nll
+from vaecli.core.model import VAE
+from vaecli.engine.records import evaluate, scored_test_images
+from vaecli.studies.scores import active_units, importance_weighted_nll, kl_per_dimension, run_metrics
 
 
 def _model(latent_dim: int, seed: int = 0) -> VAE:

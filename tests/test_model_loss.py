@@ -3,8 +3,8 @@ import math
 import torch
 
 from vaecli.config import ModelConfig
-from vaecli.loss import kl_divergence, reconstruction_nll, vae_loss
-from vaecli.model import VAE
+from vaecli.core.loss import kl_divergence, reconstruction_nll, vae_loss
+from vaecli.core.model import VAE
 
 
 def test_shapes_follow_the_config():

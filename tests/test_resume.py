@@ -13,15 +13,18 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from vaecli import trainer
-from vaecli.checkpoint import MODEL_FILE, RESUME_FILE, load_run, load_state, save_state
 from vaecli.cli import app
 from vaecli.config import ModelConfig, TrainConfig
-from vaecli.data import Split, load_dataset
+from vaecli.core import loss
+from vaecli.core.data import Split, load_dataset
+from vaecli.core.loss import LossTerms
+from vaecli.engine.interrupt import StopRequest
+from vaecli.engine.loop import train
+from vaecli.engine.observer import Observer
+from vaecli.engine.state import Stopped, TrainState
 from vaecli.errors import ConfigError, TrainingDiverged
-from vaecli.interrupt import StopRequest
-from vaecli.loss import LossTerms
-from vaecli.trainer import Observer, Stopped, TrainState, train
+from vaecli.store.checkpoint import MODEL_FILE, RESUME_FILE, load_run, load_state, save_state
+from vaecli.store.runs import RunRequest
 
 # 64 training images in batches of 16: 4 steps per epoch
 CFG = TrainConfig(model=ModelConfig(latent_dim=2, hidden_layers=(16,)), epochs=3, batch_size=16)
@@ -99,7 +102,7 @@ def test_a_state_fits_only_its_own_config_and_data(data, tiny_mnist):
 
 
 def test_a_nan_loss_names_the_epoch_and_step(data, monkeypatch):
-    real = trainer.vae_loss
+    real = loss.vae_loss
     calls = []
 
     def poisoned(out, x, lam, kind):
@@ -107,20 +110,20 @@ def test_a_nan_loss_names_the_epoch_and_step(data, monkeypatch):
         terms = real(out, x, lam, kind)
         return LossTerms(terms.recon * torch.nan, terms.kl, lam) if len(calls) == 6 else terms
 
-    monkeypatch.setattr(trainer, "vae_loss", poisoned)
+    monkeypatch.setattr(loss, "vae_loss", poisoned)
     with pytest.raises(TrainingDiverged, match=r"the loss was nan at epoch 2, step 2; try a lower --lr \(now 0.001"):
         train(CFG, data, device="cpu")
 
 
 def test_cli_nan_keeps_the_last_good_state(tiny_mnist, tmp_path, monkeypatch):
-    real, calls = trainer.vae_loss, []
+    real, calls = loss.vae_loss, []
 
     def poisoned(out, x, lam, kind):
         calls.append(1)
         terms = real(out, x, lam, kind)
         return LossTerms(terms.recon * torch.inf, terms.kl, lam) if len(calls) >= 7 else terms
 
-    monkeypatch.setattr(trainer, "vae_loss", poisoned)
+    monkeypatch.setattr(loss, "vae_loss", poisoned)
     out = tmp_path / "run"
     result = CliRunner().invoke(app, ["train", *TINY, "--data-dir", str(tiny_mnist), "--out", str(out)])
     assert result.exit_code == 1
@@ -214,10 +217,10 @@ def test_the_same_command_again_continues_and_a_second_ctrl_c_stops_at_once(tiny
 WRITER = """
 import sys
 from pathlib import Path
-from vaecli.checkpoint import save_state
+from vaecli.store.checkpoint import save_state
 from vaecli.config import ModelConfig, TrainConfig
-from vaecli.data import Split, load_dataset
-from vaecli.trainer import train
+from vaecli.core.data import load_dataset, Split
+from vaecli.engine.loop import train
 
 config = TrainConfig(model=ModelConfig(latent_dim=2, hidden_layers=(256, 256)), epochs=3, batch_size=16)
 states = []
@@ -281,7 +284,7 @@ def test_a_slow_last_state_write_never_outlives_the_finished_run(data, tmp_path,
     whose save removes the resume file, so no late write brings it back."""
     import threading
 
-    from vaecli import runs
+    from vaecli.store import runs
 
     finished = threading.Event()  # set once train_or_reuse has returned
 
@@ -292,7 +295,7 @@ def test_a_slow_last_state_write_never_outlives_the_finished_run(data, tmp_path,
 
     real_bytes = runs.state_bytes
     monkeypatch.setattr(runs, "state_bytes", slow_bytes)
-    outcome = runs.train_or_reuse(CFG, out=tmp_path / "run", data=data, device="cpu")
+    outcome = runs.train_or_reuse(RunRequest(CFG, out=tmp_path / "run", device="cpu"), data=data)
     finished.set()
     time.sleep(0.3)
     assert (outcome.run.path / MODEL_FILE).is_file() and not (outcome.run.path / RESUME_FILE).exists()
@@ -301,8 +304,8 @@ def test_a_slow_last_state_write_never_outlives_the_finished_run(data, tmp_path,
 def test_a_stop_lands_after_the_epochs_background_write(data, tmp_path, monkeypatch):
     """Ctrl-C just after an epoch boundary: the boundary's state, still being written, must not land over
     the stop's."""
-    from vaecli import runs
     from vaecli.errors import Interrupted
+    from vaecli.store import runs
 
     def slow_bytes(state):
         time.sleep(0.5 if state.step == 0 else 0.0)
@@ -316,7 +319,7 @@ def test_a_stop_lands_after_the_epochs_background_write(data, tmp_path, monkeypa
     real_bytes = runs.state_bytes
     monkeypatch.setattr(runs, "state_bytes", slow_bytes)
     with pytest.raises(Interrupted):
-        runs.train_or_reuse(CFG, out=tmp_path / "run", data=data, device="cpu", observer=CtrlC())
+        runs.train_or_reuse(RunRequest(CFG, out=tmp_path / "run", device="cpu"), data=data, observer=CtrlC())
     time.sleep(0.6)
     state = load_state(tmp_path / "run")
     assert (state.epoch, state.step) == (2, 1)
@@ -325,7 +328,7 @@ def test_a_stop_lands_after_the_epochs_background_write(data, tmp_path, monkeypa
 def test_an_abrupt_stop_still_leaves_the_last_epochs_state(data, tmp_path, monkeypatch):
     """A second Ctrl-C (KeyboardInterrupt) just after an epoch boundary, while its state is still being
     written in the background: the write finishes before the interrupt leaves train_or_reuse."""
-    from vaecli import runs
+    from vaecli.store import runs
 
     def slow_bytes(state):
         time.sleep(0.4)
@@ -339,6 +342,6 @@ def test_an_abrupt_stop_still_leaves_the_last_epochs_state(data, tmp_path, monke
     real_bytes = runs.state_bytes
     monkeypatch.setattr(runs, "state_bytes", slow_bytes)
     with pytest.raises(KeyboardInterrupt):
-        runs.train_or_reuse(CFG, out=tmp_path / "run", data=data, device="cpu", observer=Impatient())
+        runs.train_or_reuse(RunRequest(CFG, out=tmp_path / "run", device="cpu"), data=data, observer=Impatient())
     state = load_state(tmp_path / "run")
     assert (state.epoch, state.step) == (2, 0)

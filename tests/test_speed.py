@@ -9,21 +9,23 @@ from pathlib import Path
 import pytest
 import torch
 
-from vaecli.checkpoint import read_config
 from vaecli.cli.options import TRAINING_OPTIONS
 from vaecli.config import ModelConfig, TrainConfig
-from vaecli.data import load_dataset
-from vaecli.errors import ConfigError
-from vaecli.loss import (
+from vaecli.core.data import load_dataset
+from vaecli.core.loss import (
     bernoulli_nll,
     kl_divergence,
     kl_divergence_grad,
     reconstruction_nll,
     reconstruction_nll_sum,
 )
-from vaecli.metrics import evaluate
-from vaecli.model import VAE
-from vaecli.trainer import _batch_loss, _optimizer, _train_step, build_model, resolve_precision, train
+from vaecli.core.model import VAE
+from vaecli.engine.device import resolve_precision
+from vaecli.engine.loop import train
+from vaecli.engine.records import evaluate
+from vaecli.engine.steps import batch_loss_fn, build_model, make_optimizer, train_step
+from vaecli.errors import ConfigError
+from vaecli.store.checkpoint import read_config
 
 from .test_cli import invoke, one_line_error
 
@@ -118,12 +120,12 @@ def test_written_out_bf16_step_is_autocast_bit_for_bit(recon, hidden):
     cpu, models = torch.device("cpu"), []
     for written_out in (True, False):
         model = build_model(cfg)
-        optimizer = _optimizer(model, cfg, cpu)
+        optimizer = make_optimizer(model, cfg, cpu)
         if written_out:
-            step = _train_step(model, optimizer, cfg, cpu, "bf16")
+            step = train_step(model, optimizer, cfg, cpu, "bf16")
             assert type(step).__name__ == "Bf16Step"
         else:
-            batch_loss = _batch_loss(model, cfg, cpu, "bf16")
+            batch_loss = batch_loss_fn(model, cfg, cpu, "bf16")
 
             def step(x, eps, batch_loss=batch_loss, optimizer=optimizer):
                 loss, means = batch_loss(x, eps)

@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from vaecli.config import ModelConfig, TrainConfig
-from vaecli.data import load_dataset
+from vaecli.core.data import load_dataset
+from vaecli.core.stacked import StackedVAE, member_terms
+from vaecli.engine.loop import train, train_stacked
+from vaecli.engine.steps import build_model
 from vaecli.errors import ConfigError
-from vaecli.stacked import StackedVAE, member_terms, train_stacked
-from vaecli.trainer import build_model, train
 
 # fp32, not the default "auto": exact comparisons must not depend on this CPU's bfloat16 support
 BASE = TrainConfig(

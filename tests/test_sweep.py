@@ -4,25 +4,55 @@ from dataclasses import replace
 import pytest
 import torch
 
-from vaecli import sweep as sweep_module
-from vaecli.checkpoint import save_state
-from vaecli.config import ModelConfig, TrainConfig
-from vaecli.data import load_dataset
+from vaecli.config import MAX_JOBS, ModelConfig, TrainConfig
+from vaecli.core.data import load_dataset
+from vaecli.engine.loop import train
 from vaecli.errors import ConfigError
-from vaecli.runs import run_folder, train_or_reuse
-from vaecli.sweep import (
+from vaecli.store.checkpoint import save_state
+from vaecli.store.runs import RunRequest, is_finished, run_folder, train_or_reuse
+from vaecli.studies import sweep as sweep_module
+from vaecli.studies.executors import FitContext, Stacked
+from vaecli.studies.observer import SweepObserver
+from vaecli.studies.sweep import (
     Sweep,
+    SweepOptions,
+    choose_executor,
     report,
     run_sweep,
-    stacked_groups,
     stacks_faster,
     table_rows,
     to_csv,
     to_markdown,
 )
-from vaecli.trainer import train
 
 BASE = TrainConfig(model=ModelConfig(latent_dim=2, hidden_layers=(16,)), epochs=1, batch_size=32)
+
+
+def cpu_options(**kwargs) -> SweepOptions:
+    return SweepOptions(device="cpu", **kwargs)
+
+
+class Seen(SweepObserver):
+    """Records what the executors announce and which members they train."""
+
+    def __init__(self, observers=None) -> None:
+        self.fits, self.trained, self.observers = [], [], observers or {}
+
+    def on_fits(self, indices, how, jobs) -> None:
+        self.fits.append((list(indices), how, jobs))
+
+    def observer(self, indices, configs):
+        self.trained.append((list(indices), [c.lam for c in configs]))
+        return self.observers.get(indices[0]) or super().observer(indices, configs)
+
+
+def stacked_groups(configs, force, stack, device) -> list[list[int]]:
+    """The groups that run_sweep would train stacked."""
+    executor = choose_executor(SweepOptions(device="cpu", force=force, stack=stack), device, configs[0], len(configs))
+    if not isinstance(executor, Stacked):
+        return []
+    waiting = {i: c for i, c in enumerate(configs) if not is_finished(c, run_folder(c), force)}
+    return executor.groups(waiting, FitContext(data=None, force=force))
 
 
 def test_members_are_the_cross_product_times_seeds():
@@ -68,11 +98,11 @@ def test_command_reproduces_the_sweep():
 def test_a_sweep_trains_once_then_reuses(tiny_mnist, tmp_path):
     data = load_dataset("mnist", tiny_mnist)
     sweep = Sweep(BASE, lams=(1.0, 10.0), seeds=(0, 1))
-    seen = []
-    first = run_sweep(sweep, data, device="cpu", iw_samples=5, on_member=lambda i, c: seen.append((i, c.lam)))
-    assert seen == [(0, 1.0), (1, 1.0), (2, 10.0), (3, 10.0)]
+    seen = Seen()
+    first = run_sweep(sweep, data, cpu_options(iw_samples=5, jobs=1), observer=seen)
+    assert seen.trained == [([0], [1.0]), ([1], [1.0]), ([2], [10.0]), ([3], [10.0])]
     assert not any(m.reused for m in first) and all(m.path.is_dir() for m in first)
-    second = run_sweep(sweep, data, device="cpu", iw_samples=5)
+    second = run_sweep(sweep, data, cpu_options(iw_samples=5))
     assert all(m.reused for m in second)
     assert [m.metrics for m in second] == [m.metrics for m in first]
 
@@ -93,7 +123,7 @@ def test_a_sweep_trains_once_then_reuses(tiny_mnist, tmp_path):
 def test_one_seed_shows_active_units_out_of_h(tiny_mnist):
     data = load_dataset("mnist", tiny_mnist)
     sweep = Sweep(BASE, hidden=(2, 3))
-    rows = table_rows(run_sweep(sweep, data, device="cpu", iw_samples=3), sweep)
+    rows = table_rows(run_sweep(sweep, data, cpu_options(iw_samples=3)), sweep)
     assert rows[0]["active_units"].endswith("/2") and rows[1]["active_units"].endswith("/3")
     assert "KL_std" not in rows[0] and not math.isnan(rows[1]["neg_elbo"])
 
@@ -101,15 +131,15 @@ def test_one_seed_shows_active_units_out_of_h(tiny_mnist):
 def test_a_stacked_sweep_saves_members_that_the_store_reuses(tiny_mnist, tmp_path):
     data = load_dataset("mnist", tiny_mnist)
     sweep = Sweep(BASE, hidden=(2, 3), lams=(1.0, 10.0))
-    stacked_groups = []
-    together = run_sweep(sweep, data, device="cpu", iw_samples=3, stack="on", on_stack=stacked_groups.append)
-    assert stacked_groups == [[0, 1, 2, 3]] and not any(m.reused for m in together)
+    seen = Seen()
+    together = run_sweep(sweep, data, cpu_options(iw_samples=3, stack="on"), observer=seen)
+    assert seen.fits == [([0, 1, 2, 3], "stacked", 4)] and not any(m.reused for m in together)
     for m in together:
-        outcome = train_or_reuse(m.config, device="cpu", data=data)
+        outcome = train_or_reuse(RunRequest(m.config, device="cpu"), data=data)
         assert outcome.reused and outcome.run.path == m.path == run_folder(m.config)
         saved, trained = outcome.run.model.state_dict(), m.model.state_dict()
         assert saved.keys() == trained.keys() and all(torch.equal(saved[k], trained[k]) for k in saved)
-    alone = run_sweep(sweep, data, store=tmp_path / "alone", device="cpu", iw_samples=3, stack="off")
+    alone = run_sweep(sweep, data, cpu_options(store=tmp_path / "alone", iw_samples=3, stack="off"))
     for a, t in zip(alone, together, strict=True):
         assert t.metrics.neg_elbo == pytest.approx(a.metrics.neg_elbo, rel=1e-5)
         assert t.metrics.iw_nll == pytest.approx(a.metrics.iw_nll, rel=1e-5)
@@ -119,15 +149,15 @@ def test_only_members_that_need_training_stack(tiny_mnist, monkeypatch):
     data = load_dataset("mnist", tiny_mnist)
     configs = Sweep(BASE, lams=(1.0, 5.0, 10.0)).members()
     cpu = torch.device("cpu")
-    assert stacked_groups(configs, None, False, "auto", cpu) == []  # the CPU: one by one (see stacks_faster)
-    assert stacked_groups(configs, None, False, "off", cpu) == []
-    train_or_reuse(configs[1], device="cpu", data=data)
-    assert stacked_groups(configs, None, False, "on", cpu) == [[0, 2]]
-    assert stacked_groups(configs, None, True, "on", cpu) == [[0, 1, 2]]  # --force trains every member again
+    assert stacked_groups(configs, False, "auto", cpu) == []  # the CPU: one by one (see stacks_faster)
+    assert stacked_groups(configs, False, "off", cpu) == []
+    train_or_reuse(RunRequest(configs[1], device="cpu"), data=data)
+    assert stacked_groups(configs, False, "on", cpu) == [[0, 2]]
+    assert stacked_groups(configs, True, "on", cpu) == [[0, 1, 2]]  # --force trains every member again
     monkeypatch.setattr(sweep_module, "stacks_faster", lambda device: True)
-    assert stacked_groups(configs, None, False, "auto", cpu) == [[0, 2]]
-    train_or_reuse(configs[0], device="cpu", data=data)
-    assert stacked_groups(configs, None, False, "on", cpu) == []  # a lone member trains as usual
+    assert stacked_groups(configs, False, "auto", cpu) == [[0, 2]]
+    train_or_reuse(RunRequest(configs[0], device="cpu"), data=data)
+    assert stacked_groups(configs, False, "on", cpu) == []  # a lone member trains as usual
     assert stacks_faster(torch.device("cuda")) and not stacks_faster(cpu)
 
 
@@ -138,8 +168,8 @@ def test_an_interrupted_member_resumes_instead_of_stacking(tiny_mnist):
     train(configs[1], data, device="cpu", save_state=states.append)
     save_state(run_folder(configs[1]), states[0])  # as Ctrl-C after its first epoch leaves it
     cpu = torch.device("cpu")
-    assert stacked_groups(configs, None, False, "on", cpu) == [[0, 2]]
-    assert stacked_groups(configs, None, True, "on", cpu) == [[0, 1, 2]]  # --force starts it over
+    assert stacked_groups(configs, False, "on", cpu) == [[0, 2]]
+    assert stacked_groups(configs, True, "on", cpu) == [[0, 1, 2]]  # --force starts it over
 
 
 @pytest.mark.parametrize(
@@ -151,7 +181,7 @@ def test_an_interrupted_member_resumes_instead_of_stacking(tiny_mnist):
 )
 def test_bad_stack_settings_are_refused(base, stack, message, tiny_mnist):
     with pytest.raises(ConfigError, match=message):
-        run_sweep(Sweep(base, lams=(1.0, 5.0)), load_dataset("mnist", tiny_mnist), device="cpu", stack=stack)
+        run_sweep(Sweep(base, lams=(1.0, 5.0)), load_dataset("mnist", tiny_mnist), cpu_options(stack=stack))
 
 
 def state_dicts_equal(a, b) -> bool:
@@ -162,13 +192,10 @@ def test_members_side_by_side_end_as_one_after_the_other(tiny_mnist, tmp_path):
     data = load_dataset("mnist", tiny_mnist)
     sweep = Sweep(replace(BASE, epochs=2), hidden=(2, 3), lams=(1.0, 5.0))
     threads = torch.get_num_threads()
-    alone = run_sweep(sweep, data, store=tmp_path / "alone", device="cpu", iw_samples=5, jobs=1)
-    seen = []
-    together = run_sweep(
-        sweep, data, store=tmp_path / "together", device="cpu", iw_samples=5, jobs=2,
-        on_threads=lambda indices, jobs: seen.append((indices, jobs)),
-    )  # fmt: skip
-    assert seen == [([0, 1, 2, 3], 2)]
+    alone = run_sweep(sweep, data, cpu_options(store=tmp_path / "alone", iw_samples=5, jobs=1))
+    seen = Seen()
+    together = run_sweep(sweep, data, cpu_options(store=tmp_path / "together", iw_samples=5, jobs=2), observer=seen)
+    assert seen.fits == [([0, 1, 2, 3], "side by side", 2)]
     assert all(state_dicts_equal(a, b) for a, b in zip(alone, together, strict=True))
     assert [m.metrics for m in alone] == [m.metrics for m in together]
     assert torch.get_num_threads() == threads  # the threads' share of the cores is given back
@@ -178,8 +205,8 @@ def test_ctrl_c_stops_members_side_by_side_and_the_same_sweep_continues(tiny_mni
     import os
     import signal
 
+    from vaecli.engine.observer import Observer
     from vaecli.errors import Interrupted
-    from vaecli.trainer import Observer
 
     class CtrlC(Observer):
         def on_batch(self, epoch: int, step: int) -> None:
@@ -190,18 +217,17 @@ def test_ctrl_c_stops_members_side_by_side_and_the_same_sweep_continues(tiny_mni
     sweep = Sweep(replace(BASE, epochs=3), lams=(1.0, 5.0, 10.0))
     store = tmp_path / "store"
     with pytest.raises(Interrupted, match="run the same command again"):
-        run_sweep(sweep, data, store=store, device="cpu", iw_samples=5, jobs=2,
-                  observer_for=lambda i: CtrlC() if i == 0 else Observer())  # fmt: skip
+        run_sweep(sweep, data, cpu_options(store=store, iw_samples=5, jobs=2), observer=Seen({0: CtrlC()}))
     assert (run_folder(sweep.members()[0], store) / "resume.safetensors").is_file()
-    continued = run_sweep(sweep, data, store=store, device="cpu", iw_samples=5, jobs=2)
-    alone = run_sweep(sweep, data, store=tmp_path / "alone", device="cpu", iw_samples=5, jobs=1)
+    continued = run_sweep(sweep, data, cpu_options(store=store, iw_samples=5, jobs=2))
+    alone = run_sweep(sweep, data, cpu_options(store=tmp_path / "alone", iw_samples=5, jobs=1))
     assert all(state_dicts_equal(a, b) for a, b in zip(alone, continued, strict=True))
 
 
 def test_side_by_side_is_for_the_cpu(tiny_mnist):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     threads = torch.get_num_threads()
-    expected = min(threads, sweep_module.MAX_JOBS, 4) if threads >= 2 else 1
+    expected = min(threads, MAX_JOBS, 4) if threads >= 2 else 1
     assert sweep_module.concurrent_jobs(None, cpu, BASE, 4) == expected
     assert sweep_module.concurrent_jobs(None, cpu, BASE, 1) == 1
     assert sweep_module.concurrent_jobs(None, cuda, BASE, 4) == 1

@@ -2,9 +2,12 @@ import pytest
 import torch
 
 from vaecli.config import ModelConfig, TrainConfig
-from vaecli.data import load_dataset
+from vaecli.core.data import load_dataset
+from vaecli.engine.device import resolve_device
+from vaecli.engine.loop import train
+from vaecli.engine.observer import Observer
+from vaecli.engine.steps import build_model, step_noise
 from vaecli.errors import ConfigError
-from vaecli.trainer import Observer, _step_noise, build_model, resolve_device, train
 
 TINY = ModelConfig(latent_dim=2, hidden_layers=(32, 16))
 
@@ -87,7 +90,7 @@ def test_binarization_draws_what_torch_bernoulli_draws():
     x = torch.rand(64, 784, generator=torch.Generator().manual_seed(0))
     config = TrainConfig(model=ModelConfig(latent_dim=3), binarize=True)
     ours, theirs = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
-    binary, eps = _step_noise(x, config, ours)
+    binary, eps = step_noise(x, config, ours)
     assert torch.equal(binary, torch.bernoulli(x, generator=theirs))
     assert torch.equal(eps, torch.randn(64, 3, generator=theirs))
     assert binary.dtype == x.dtype and set(binary.unique().tolist()) == {0.0, 1.0}

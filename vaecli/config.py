@@ -12,11 +12,17 @@ from typing import Any
 
 from vaecli.errors import ConfigError
 
+# the choices and limits of the options, defined once here (free of torch, so --help can show them fast)
 RECON_KINDS = ("bernoulli", "gaussian")
 DATASET_TITLES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}
 DATASETS = tuple(DATASET_TITLES)
 PRECISIONS = ("auto", "fp32", "bf16")
-STACK_MODES = ("auto", "on", "off")  # how a sweep trains its members: see sweep.run_sweep
+DEVICES = ("auto", "cpu", "cuda", "mps")
+STACK_MODES = ("auto", "on", "off")  # how a sweep trains its members: see studies/sweep.choose_executor
+MAX_N = 100  # the largest --n of a figure: 100 x 100 tiles is already 2800 x 2800 pixels
+MAX_MEMBERS = 64  # beyond this a sweep needs an explicit yes
+MAX_STACK = 16  # members per stacked group: bounds memory (weights, gradients and Adam state M times over)
+MAX_JOBS = 4  # fits side by side by default: each holds the GIL for its Python, about a fifth of a step
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:

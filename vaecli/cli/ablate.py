@@ -9,9 +9,10 @@ from rich.console import Console
 from rich.table import Table
 
 from vaecli.cli.app import app
+from vaecli.cli.display import member_numbers
 from vaecli.cli.options import QuietOpt, TrainingOptions, number_lists, parse_floats, parse_ints, training_options
-from vaecli.config import STACK_MODES
-from vaecli.errors import ConfigError
+from vaecli.config import MAX_MEMBERS, STACK_MODES
+from vaecli.errors import ConfigError, TrainingDiverged
 
 Stack = Enum("Stack", {k: k for k in STACK_MODES}, type=str)
 
@@ -58,10 +59,11 @@ def ablate(
     reused from the run store, and an interrupted sweep trains only what is missing.
     Stacked or not, each member ends as it would trained alone with its seed.
     """
-    from vaecli import figures, runs, sweep
-    from vaecli.atomic import write_json, write_text
     from vaecli.cli.display import SweepDisplay
-    from vaecli.data import load_dataset
+    from vaecli.core.data import load_dataset
+    from vaecli.store import runs
+    from vaecli.studies import sweep
+    from vaecli.views.ablation import save_ablation
 
     if hidden is None and lam is None:
         raise typer.BadParameter("give the values to compare: --hidden 2 10 25 50 and/or --lam 1 5 10 40")
@@ -73,57 +75,50 @@ def ablate(
         seeds=parse_ints(seeds, "--seeds", minimum=0),
     )
     members = plan.members()
-    if len(members) > sweep.MAX_MEMBERS and not yes:
-        raise ConfigError(f"this sweep has {len(members)} members (more than {sweep.MAX_MEMBERS}); add --yes to run it")
+    if len(members) > MAX_MEMBERS and not yes:
+        raise ConfigError(f"this sweep has {len(members)} members (more than {MAX_MEMBERS}); add --yes to run it")
     folder = out if out is not None else Path(options.runs_dir or runs.default_store()) / plan.name()
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"{folder} is a file; --out must be a folder")
 
     console = Console(quiet=quiet)
     data = load_dataset(base.dataset, options.data_dir, download_missing=options.download)
+    settings = sweep.SweepOptions(
+        store=options.runs_dir,
+        device=options.device,
+        force=options.force,
+        iw_samples=iw_samples,
+        stack=stack.value,
+        jobs=jobs,
+    )
     display = SweepDisplay(console, members)
     try:
-        results = sweep.run_sweep(
-            plan,
-            data,
-            store=options.runs_dir,
-            device=options.device,
-            iw_samples=iw_samples,
-            force=options.force,
-            stack=stack.value,
-            observer=display,
-            on_member=display.member_started,
-            on_stack=display.members_stacked,
-            jobs=jobs,
-            on_threads=display.members_side_by_side,
-            observer_for=display.observer_for,
-        )
+        results = sweep.run_sweep(plan, data, settings, observer=display)
     finally:
         display.close()
 
-    rows = sweep.table_rows(results, plan)
-    made = figures.save_ablation(results, plan, rows, data, folder)
-    write_text(folder / "metrics.csv", sweep.to_csv(rows))
-    write_json(
-        folder / "metrics.json",
-        {
-            "command": plan.command(),
-            "rows": rows,
-            "members": [{"path": str(m.path), "reused": m.reused, **m.metrics.to_dict()} for m in results],
-        },
-    )
-    write_text(folder / "report.md", sweep.report(plan, rows, made))
-    console.print(_metrics_table(rows, iw_samples))
+    ablation = save_ablation(results, plan, data.test.images, folder)
+    console.print(_metrics_table(ablation.rows, iw_samples))
     reused = sum(m.reused for m in results)
+    failed = [i for i, m in enumerate(results) if m.failed]
+    trained = len(results) - reused - len(failed)
     console.print(
-        f"{len(results)} members ({reused} reused, {len(results) - reused} trained); "
-        f"figures, metrics.csv, metrics.json and report.md in {folder}"
+        f"{len(results)} members ({reused} reused, {trained} trained"
+        + (f", {len(failed)} failed" if failed else "")
+        + f"); figures, metrics.csv, metrics.json and report.md in {folder}"
     )
+    if failed:
+        raise TrainingDiverged(
+            f"{len(failed)} of {len(results)} members failed (member {member_numbers(failed)}): "
+            f"{results[failed[0]].error}"
+        )
 
 
 def _metrics_table(rows: list[dict], iw_samples: int) -> Table:
     table = Table(title="test metrics, nats per image (mean ± std over seeds)", title_justify="left")
     columns = ["H", "lam", "recon", "KL", "neg_elbo", f"iw{iw_samples}_nll", "active_units", "train_seconds"]
+    if rows and "failed" in rows[0]:
+        columns.insert(2, "failed")
     names = {
         "neg_elbo": "-ELBO",
         f"iw{iw_samples}_nll": f"IW-{iw_samples} NLL",

@@ -25,9 +25,10 @@ from vaecli.cli.options import (
     parse_floats,
     parse_ints,
 )
+from vaecli.studies.observer import SweepObserver
 
 if TYPE_CHECKING:
-    from vaecli.derive import Findings, Part
+    from vaecli.studies.derive import Findings, Part
 
 Format = Enum("Format", {k: k for k in ("terminal", "markdown", "latex")}, type=str)
 SUFFIXES = {".md": "markdown", ".markdown": "markdown", ".tex": "latex"}
@@ -41,7 +42,7 @@ def _capital(text: str) -> str:
 
 def prose(text: str, style: str = "") -> Text:
     """Prose from derive.PARTS with its `math` in colour."""
-    from vaecli.export import segments
+    from vaecli.views.export import segments
 
     return Text.assemble(*[(piece, MATH_STYLE if is_math else style) for is_math, piece in segments(text)])
 
@@ -134,110 +135,27 @@ def show_findings(console: Console, findings: "Findings", number: int, seconds: 
         console.print(table)
 
 
-class Checker:
-    """Obtains the data, the model and the runs on first use, and runs each part's checks."""
+class SweepProgress(SweepObserver):
+    """The λ sweep's training as `vaecli train` shows it, one member after another."""
 
-    def __init__(self, console: Console, settings: dict[str, Any]) -> None:
-        self.console, self.s = console, settings
-        self.data: dict[str, Any] = {}
-        self.rows: list[Any] = []
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.display: Any = None
 
-    def dataset(self, name: str) -> Any:
-        from vaecli.derive import find_data
-
-        if name not in self.data:
-            self.data[name] = find_data(
-                name, self.s["data_dir"], download=self.s["download"], synthetic=self.s["synthetic"]
-            )
-        return self.data[name]
-
-    def base_config(self) -> Any:
-        from vaecli.config import ModelConfig, TrainConfig
-
-        model = ModelConfig(latent_dim=self.s["hidden"], hidden_layers=self.s["layers"])
-        return TrainConfig(model=model, lam=1.0, epochs=self.s["epochs"], seed=self.s["seed"])
-
-    def sweep(self, lams: tuple[float, ...]) -> list[Any]:
-        """The rows of the runs for `lams`, trained or reused one at a time, with progress shown."""
+    def observer(self, indices: Any, configs: Any) -> Any:
         from vaecli.cli.display import TrainingDisplay
-        from vaecli.derive import lam_sweep
 
-        data, _ = self.dataset("mnist")
-        have = {r.lam: r for r in self.rows}
-        for lam in lams:
-            if lam in have:
-                continue
-            display = TrainingDisplay(self.console)
-            try:
-                (row,) = lam_sweep(
-                    self.base_config(),
-                    (lam,),
-                    data=data,
-                    in_memory=data.name == "synthetic",
-                    store=self.s["runs_dir"],
-                    device=self.s["device"],
-                    observer=display,
-                )
-            finally:
-                display.close()
-            if row.reused:
-                self.console.print(Text(f"Using the finished run {row.run}", style="dim"))
-            have[lam] = row
-        self.rows = sorted(have.values(), key=lambda r: r.lam)
-        return [have[lam] for lam in lams]
+        self.close()
+        self.display = TrainingDisplay(self.console)
+        return self.display
 
-    def subject(self) -> tuple[Any, Any, list[str]]:
-        """The model and image that parts 1 and 2 are checked on, and lines describing them."""
-        if "subject" in self.data:
-            return self.data["subject"]
-        from vaecli.config import DATASET_TITLES
-        from vaecli.derive import pick_image
-        from vaecli.figures import describe
+    def on_reused(self, index: int, path: Any) -> None:
+        self.console.print(Text(f"Using the finished run {path}", style="dim"))
 
-        if self.s["model"] is not None:
-            from vaecli.checkpoint import load_run
-
-            run = load_run(self.s["model"])
-            model, label = run.model, f"{run.path} ({describe(run.config)})"
-            data, note = self.dataset(run.config.dataset)
-        else:
-            (row,) = self.sweep((1.0,))
-            model = row.model
-            data, note = self.dataset("mnist")
-            title = DATASET_TITLES.get(data.name, data.name)
-            label = f"{row.run} (H={self.s['hidden']}, lam=1, {self.s['epochs']} epochs, {title})"
-        x, what = pick_image(data, self.s["image"])
-        lines = [f"model: {label}", f"image: {what}", f"data: {note}"]
-        if model.config.recon == "gaussian":
-            lines.append("log p(x|z) is the loss's: minus the squared error, without the constant D/2 log π")
-        self.data["subject"] = (model, x, lines)
-        return self.data["subject"]
-
-    def check(self, number: int, findings: "Findings") -> None:
-        from vaecli import derive
-
-        if number == 3:
-            rows = self.sweep(self.s["lams"])
-            data, note = self.dataset("mnist")
-            c = self.base_config()
-            layers = "-".join(map(str, c.model.hidden_layers))
-            findings.sweep = rows
-            findings.context[3] = [
-                f"runs: H={c.model.latent_dim}, layers {layers}, {c.epochs} epochs, seed {c.seed}, "
-                f"one per λ; {sum(r.reused for r in rows)} of {len(rows)} reused",
-                f"run store: {Path(rows[0].run).parent}" if not rows[0].run == "in memory" else "trained in memory",
-                f"data: {note}",
-            ]
-            findings.checks += derive.lagrangian_checks(rows)
-            return
-        model, x, lines = self.subject()
-        findings.context[number] = lines
-        if number == 2:
-            findings.checks += derive.kl_checks(model, x, seed=self.s["seed"])
-        elif model.config.latent_dim > derive.MAX_LATENT_DIM:
-            findings.skipped.append(derive.quadrature_skipped(model.config.latent_dim))
-        else:
-            findings.checks += derive.identity_checks(model, x, seed=self.s["seed"])
+    def close(self) -> None:
+        if self.display is not None:
+            self.display.close()
+            self.display = None
 
 
 def _output_format(fmt: Format, out: Path | None) -> str:
@@ -284,30 +202,34 @@ def derive(
     there, else a synthetic one. Part 3 checks runs with every --lams value.
     Exits with 1 when a check fails.
     """
-    from vaecli import atomic, derive, export
+    from vaecli import atomic
+    from vaecli.studies import derive
+    from vaecli.studies.checks import DeriveChecks, DeriveSettings
+    from vaecli.views import export
 
     target = _output_format(fmt, out)
     lam_values = parse_floats(lams, "--lams", minimum=0.0)
     if len(lam_values) < 2 and (part in (None, 3)) and checks:
         raise typer.BadParameter("give at least two values to compare", param_hint="--lams")
     console = Console(highlight=False)
-    settings = {
-        "model": model,
-        "hidden": hidden,
-        "lams": lam_values,
-        "epochs": epochs,
-        "layers": parse_ints(layers, "--layers"),
-        "seed": seed,
-        "image": image,
-        "synthetic": synthetic,
-        "device": device.value,
-        "data_dir": data_dir,
-        "download": download,
-        "runs_dir": runs_dir,
-    }
+    settings = DeriveSettings(
+        model=model,
+        hidden=hidden,
+        lams=lam_values,
+        epochs=epochs,
+        layers=parse_ints(layers, "--layers"),
+        seed=seed,
+        image=image,
+        synthetic=synthetic,
+        device=device.value,
+        data_dir=data_dir,
+        download=download,
+        runs_dir=runs_dir,
+    )
     parts = (part,) if part else (1, 2, 3)
     findings = derive.Findings()
-    checker = Checker(console, settings)
+    progress = SweepProgress(console)
+    checker = DeriveChecks(settings, progress)
     for number in parts:
         if target == "terminal":
             show_part(console, derive.part(number))
@@ -315,7 +237,10 @@ def derive(
             started = time.perf_counter()
             if target != "terminal":
                 console.print(f"Checking part {number}...")
-            checker.check(number, findings)
+            try:
+                checker.check(number, findings)
+            finally:
+                progress.close()
             if target == "terminal":
                 show_findings(console, findings, number, time.perf_counter() - started)
     if target != "terminal":

@@ -10,10 +10,12 @@ from rich.panel import Panel
 from rich.table import Table
 
 from vaecli.config import TrainConfig
+from vaecli.engine.observer import Observer
+from vaecli.studies.observer import SweepObserver
 
 if TYPE_CHECKING:
-    from vaecli.metrics import EpochRecord
-    from vaecli.runs import Outcome
+    from vaecli.engine.records import EpochRecord
+    from vaecli.store.runs import Outcome
 
 
 def describe(config: TrainConfig) -> str:
@@ -72,7 +74,7 @@ def _progress(console: Console) -> Any:
     )
 
 
-class TrainingDisplay:
+class TrainingDisplay(Observer):
     """A trainer Observer: progress bar and table rows on `console`, or JSON lines on stdout."""
 
     def __init__(self, console: Console, as_json: bool = False) -> None:
@@ -145,7 +147,7 @@ def member_numbers(indices: Sequence[int]) -> str:
     return ", ".join(f"{r[0] + 1}-{r[-1] + 1}" if len(r) > 1 else f"{r[0] + 1}" for r in runs)
 
 
-class SweepDisplay(TrainingDisplay):
+class SweepDisplay(TrainingDisplay, SweepObserver):
     """One bar for the whole sweep above the bar of the member (or stacked members) in training."""
 
     def __init__(self, console: Console, configs: Sequence[TrainConfig]) -> None:
@@ -155,13 +157,25 @@ class SweepDisplay(TrainingDisplay):
         self.rows = 0  # epoch rows printed for them
         self.side_by_side: set[int] = set()  # the members training at once in threads
         self.lock = threading.Lock()  # their observers print from several threads
+        self.failed: dict[int, str] = {}
         if console.quiet:
             return
         self.progress = _progress(console)
         self.sweep_task = self.progress.add_task("sweep", total=self.members, rate="")
         self.progress.start()
 
-    def members_stacked(self, indices: list[int]) -> None:
+    def on_fits(self, indices: Sequence[int], how: str, jobs: int) -> None:
+        if how == "side by side":
+            self.side_by_side, self.rows = set(indices), 0
+            if self.progress is not None:
+                self.console.rule(
+                    f"members {member_numbers(indices)}/{self.members}: {jobs} at a time, side by side on the CPU",
+                    style="dim",
+                )
+        elif how == "stacked":
+            self._stacked(list(indices))
+
+    def _stacked(self, indices: list[int]) -> None:
         self.stacked, self.rows = indices, 0
         if self.progress is None:
             return
@@ -177,27 +191,29 @@ class SweepDisplay(TrainingDisplay):
             varying.append(f"{name} {', '.join(f'{v:g}' for v in dict.fromkeys(values))}")
         self.console.rule(f"members {numbers}/{self.members} stacked: {'; '.join(varying)}", style="dim")
 
-    def members_side_by_side(self, indices: list[int], jobs: int) -> None:
-        self.side_by_side, self.rows = set(indices), 0
-        if self.progress is None:
-            return
-        self.console.rule(
-            f"members {member_numbers(indices)}/{self.members}: {jobs} at a time, side by side on the CPU", style="dim"
-        )
-
-    def observer_for(self, index: int) -> "MemberDisplay":
-        return MemberDisplay(self, index)
-
-    def member_started(self, index: int, config: TrainConfig) -> None:
-        trained_stacked = index in self.stacked
-        if not trained_stacked:
-            self.stacked = []
-        if self.progress is None:
-            return
-        self.progress.update(self.sweep_task, completed=index, description=f"sweep member {index + 1}/{self.members}")
-        # a stacked member's rows came with its group, a side-by-side one's as it trained
-        if not trained_stacked and index not in self.side_by_side:
+    def observer(self, indices: Sequence[int], configs: Sequence[TrainConfig]) -> Observer:
+        if len(indices) > 1:  # a stacked group, announced by on_fits
+            return self
+        (index,) = indices
+        if index in self.side_by_side:
+            return MemberDisplay(self, index)
+        self.stacked = []
+        if self.progress is not None:
+            description = f"sweep member {index + 1}/{self.members}"
+            self.progress.update(self.sweep_task, completed=index, description=description)
+            config = self.configs[index]
             self.console.rule(f"member {index + 1}/{self.members}: {describe(config)}, seed {config.seed}", style="dim")
+        return self
+
+    def on_failed(self, index: int, error: Any) -> None:
+        self.failed[index] = str(error)
+        with self.lock:
+            self.console.print(f"[bold red]member {index + 1} failed:[/] {error}", highlight=False)
+
+    def on_scoring(self, index: int, config: TrainConfig) -> None:
+        if self.progress is not None:
+            description = f"sweep member {index + 1}/{self.members}: scoring"
+            self.progress.update(self.sweep_task, completed=index, description=description)
 
     def training_what(self, config: TrainConfig) -> str:
         if not self.stacked:
@@ -205,12 +221,21 @@ class SweepDisplay(TrainingDisplay):
         layers = "-".join(map(str, config.model.hidden_layers)) or "none"
         return f"{len(self.stacked)} VAEs stacked (layers {layers}, {config.model.recon}, {config.dataset})"
 
-    def on_epoch(self, record: "EpochRecord") -> None:
+    def on_member_epoch(self, member: int, record: "EpochRecord") -> None:
         if not self.stacked:
-            return super().on_epoch(record)
-        member = self.stacked[self.rows % len(self.stacked)] + 1  # stacked training reports members in order
-        self.console.print(epoch_row(record, header=self.rows == 0, member=member))
+            return self.on_epoch(record)
+        self.console.print(epoch_row(record, header=self.rows == 0, member=self.stacked[member] + 1))
         self.rows += 1
+
+    def on_resume(self, state: Any) -> None:
+        if self.stacked:  # the group's rows so far are in each member's own history
+            if not self.console.quiet:
+                self.console.print(f"Resuming the stacked members at epoch {state.epoch}, step {state.step}")
+            if self.progress is not None:
+                done = (state.epoch - 1) * self.steps + state.step
+                self.progress.reset(self.task, total=self.epochs * self.steps, completed=done, rate="")
+            return
+        super().on_resume(state)
 
     def close(self) -> None:
         if self.progress is not None:
@@ -218,7 +243,7 @@ class SweepDisplay(TrainingDisplay):
         super().close()
 
 
-class MemberDisplay:
+class MemberDisplay(Observer):
     """The Observer of one sweep member training side by side with others: its own bar, rows numbered."""
 
     def __init__(self, sweep: SweepDisplay, index: int) -> None:

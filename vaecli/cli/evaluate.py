@@ -28,11 +28,10 @@ def evaluate(
     """Test-set metrics of a run: recon, KL, -ELBO, an importance-weighted NLL bound, active units, KL per dimension."""
     from rich.progress import Progress
 
-    from vaecli.checkpoint import load_run
-    from vaecli.data import load_dataset
-    from vaecli.metrics import ACTIVE_THRESHOLD
-    from vaecli.runs import stored_scores
-    from vaecli.trainer import resolve_device
+    from vaecli.core.data import load_dataset
+    from vaecli.engine.device import resolve_device
+    from vaecli.store.checkpoint import load_run
+    from vaecli.studies.scores import ACTIVE_THRESHOLD, stored_scores
 
     loaded = load_run(run)
     data = load_dataset(loaded.config.dataset, data_dir, download_missing=download or None)

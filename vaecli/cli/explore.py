@@ -35,9 +35,9 @@ def explore(
 
     The page needs no server and no network; open it from disk or mail it.
     """
-    from vaecli import explore as library
-    from vaecli.data import load_dataset
+    from vaecli.core.data import load_dataset
     from vaecli.errors import DataError
+    from vaecli.views import explore as library
 
     console = Console(quiet=quiet)
     loaded = library.load_runs(runs)

@@ -21,14 +21,14 @@ from vaecli.cli.options import (
     parse_ints,
     training_options,
 )
+from vaecli.config import MAX_N
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from vaecli.checkpoint import Run
-    from vaecli.data import Split
+    from vaecli.core.data import Split
+    from vaecli.store.checkpoint import Run
 
-MAX_N = 100  # vaecli.latent.MAX_N, repeated so that --help needs no torch
 PANEL = "Figures of a trained model"
 
 
@@ -50,7 +50,7 @@ def _count_option(help: str) -> Any:
 
 def _check_format(out: Path | None) -> None:
     """Refuse an unknown extension before any training starts."""
-    from vaecli.figures import FORMATS
+    from vaecli.views.figures import FORMATS
 
     if out is not None and out.suffix.lstrip(".").lower() not in FORMATS:
         raise typer.BadParameter(
@@ -62,7 +62,7 @@ def _latent_dim(options: TrainingOptions, model: Path | None) -> int:
     """H of the model a command will use, known before anything is trained or loaded."""
     if model is None:
         return options.config.model.latent_dim
-    from vaecli.checkpoint import read_config
+    from vaecli.store.checkpoint import read_config
 
     return read_config(model).model.latent_dim
 
@@ -76,7 +76,7 @@ def _run(options: TrainingOptions, model: Path | None, out: Path | None, console
 
 def _test_split(run: "Run", options: TrainingOptions) -> "Split":
     """The test split of the data set the run was trained on."""
-    from vaecli.data import load_dataset
+    from vaecli.core.data import load_dataset
     from vaecli.errors import DataError
 
     data = load_dataset(run.config.dataset, options.data_dir, download_missing=options.download)
@@ -88,7 +88,7 @@ def _test_split(run: "Run", options: TrainingOptions) -> "Split":
 
 
 def _write(fig: "Figure", run: "Run", out: Path | None, name: str, console: Console) -> None:
-    from vaecli.figures import save
+    from vaecli.views.figures import save
 
     path = save(fig, out if out is not None else run.path / f"{name}.png")
     console.print(f"wrote {path}")
@@ -111,7 +111,7 @@ def sample(
     Pixels are the decoder's Bernoulli means, never thresholded. --seed seeds
     the draw (and, without --model, picks the run trained with that seed).
     """
-    from vaecli import figures
+    from vaecli.views import figures
 
     console = Console(quiet=quiet)
     run = _run(options, model, out, console)
@@ -130,8 +130,8 @@ def _parse_range(text: str | None) -> tuple[float, float] | None:
 
 
 def _parse_dims(text: str, latent_dim: int) -> tuple[int, int]:
+    from vaecli.core.latent import check_dims
     from vaecli.errors import ConfigError
-    from vaecli.latent import check_dims
 
     dims = parse_ints(text, "--dims", minimum=0)
     if latent_dim < 2:
@@ -170,7 +170,7 @@ def grid(
     The grid's coordinates are the inverse normal CDF of (i + 0.5) / n, so
     every tile covers an equal share of the prior; --range LO HI spaces them evenly.
     """
-    from vaecli import figures
+    from vaecli.views import figures
 
     span = _parse_range(value_range)
     chosen = _parse_dims(dims, _latent_dim(options, model))
@@ -193,7 +193,7 @@ def recon(
 
     --seed picks which test images.
     """
-    from vaecli import figures
+    from vaecli.views import figures
 
     console = Console(quiet=quiet)
     run = _run(options, model, out, console)
@@ -219,7 +219,7 @@ def traverse(
 
     Dimensions whose average KL on the test set is below 0.01 nats are marked inactive.
     """
-    from vaecli import figures
+    from vaecli.views import figures
 
     console = Console(quiet=quiet)
     run = _run(options, model, out, console)
@@ -242,7 +242,7 @@ def latent(
     quiet: QuietOpt = False,
 ) -> None:
     """Scatter the test set's mean codes coloured by digit; for H > 2 their first two principal components."""
-    from vaecli import figures
+    from vaecli.views import figures
 
     console = Console(quiet=quiet)
     run = _run(options, model, out, console)

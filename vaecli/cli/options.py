@@ -18,12 +18,12 @@ import typer
 from rich.console import Console
 from typer.core import TyperCommand
 
-from vaecli.config import DATASETS, PRECISIONS, RECON_KINDS, ModelConfig, TrainConfig
+from vaecli.config import DATASETS, DEVICES, PRECISIONS, RECON_KINDS, ModelConfig, TrainConfig
 
 if TYPE_CHECKING:
-    from vaecli.checkpoint import Run
     from vaecli.cli.display import TrainingDisplay
-    from vaecli.runs import Outcome
+    from vaecli.store.checkpoint import Run
+    from vaecli.store.runs import Outcome
 
 
 def _is_number(token: str) -> bool:
@@ -92,7 +92,7 @@ def parse_floats(text: str, option: str, minimum: float = float("-inf")) -> tupl
 Recon = Enum("Recon", {k: k for k in RECON_KINDS}, type=str)
 DatasetName = Enum("DatasetName", {k: k for k in DATASETS}, type=str)
 Precision = Enum("Precision", {k: k for k in PRECISIONS}, type=str)
-Device = Enum("Device", {k: k for k in ("auto", "cpu", "cuda", "mps")}, type=str)
+Device = Enum("Device", {k: k for k in DEVICES}, type=str)
 
 HiddenOpt = Annotated[
     int, typer.Option("--hidden", "-H", min=1, help="Latent size H (mu and logvar each have H units).")
@@ -239,20 +239,20 @@ def train_with_display(
     options: TrainingOptions, display: "TrainingDisplay", out: Path | None = None, resume: bool = False
 ) -> "Outcome":
     """The run for `options`: reused from the store, or trained with progress shown by `display`."""
-    from vaecli.runs import train_or_reuse
+    from vaecli.store.runs import RunRequest, train_or_reuse
 
+    request = RunRequest(
+        options.config,
+        out=out,
+        store=options.runs_dir,
+        force=options.force,
+        resume=resume,
+        device=options.device,
+        data_dir=options.data_dir,
+        download=options.download,
+    )
     try:
-        return train_or_reuse(
-            options.config,
-            out=out,
-            store=options.runs_dir,
-            force=options.force,
-            device=options.device,
-            data_dir=options.data_dir,
-            download=options.download,
-            observer=display,
-            resume=resume,
-        )
+        return train_or_reuse(request, observer=display)
     finally:
         display.close()
 
@@ -260,7 +260,7 @@ def train_with_display(
 def obtain_run(options: TrainingOptions, model: Path | None, console: Console) -> "Run":
     """The model a command works on: `--model` if given, else the store's run for the options."""
     if model is not None:
-        from vaecli.checkpoint import load_run
+        from vaecli.store.checkpoint import load_run
 
         return load_run(model)
     from vaecli.cli.display import TrainingDisplay

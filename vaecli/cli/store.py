@@ -26,7 +26,7 @@ def info(
     as_json: JsonOpt = False,
 ) -> None:
     """Show a run's config, test metrics, training time, files and vaecli version."""
-    from vaecli.checkpoint import run_info
+    from vaecli.store.checkpoint import run_info
 
     data = run_info(run)
     if as_json:
@@ -66,7 +66,7 @@ def info(
 @app.command()
 def runs(runs_dir: RunsDirOpt = None, as_json: JsonOpt = False) -> None:
     """List the run store: one row per run, newest first."""
-    from vaecli.runs import default_store, list_runs
+    from vaecli.store.runs import default_store, list_runs
 
     entries = list_runs(runs_dir)
     if as_json:

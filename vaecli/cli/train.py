@@ -64,7 +64,7 @@ def _resume_options(
     """The options that continue the run in `resume`: its stored config, this call's device and data."""
     from dataclasses import replace
 
-    from vaecli.runs import resume_config
+    from vaecli.store.runs import resume_config
 
     given = [
         name

@@ -14,8 +14,8 @@ from collections.abc import Callable
 
 import torch
 
-from vaecli.loss import LossTerms, kl_divergence_grad, reconstruction_nll_grad, vae_loss
-from vaecli.model import VAE, VAEOutput
+from vaecli.core.loss import LossTerms, kl_divergence_grad, reconstruction_nll_grad, vae_loss
+from vaecli.core.model import VAE, VAEOutput
 
 _relu_backward = torch.ops.aten.threshold_backward  # grad where the ReLU's output > 0, else 0
 

@@ -11,7 +11,7 @@ from datetime import date
 from pathlib import Path
 
 from vaecli import __version__
-from vaecli.derive import PARTS, Findings, Part
+from vaecli.studies.derive import PARTS, Findings, Part
 
 # Unicode in the prose's math -> LaTeX
 _MATH = {

@@ -5,7 +5,8 @@ formula in LaTeX for reports and in Unicode for the terminal. The checks are
 functions returning `Check` objects (the two sides, their difference, a stated
 tolerance, passed or not), so a notebook can call them as the CLI does.
 
-    from vaecli import derive, load_run
+    from vaecli import load_run
+    from vaecli.studies import derive
     run = load_run("runs/h2-lam1-e20-s0-...")
     x = ...  # one image, (784,) in [0, 1]
     for check in derive.identity_checks(run.model, x) + derive.kl_checks(run.model, x):
@@ -14,20 +15,15 @@ tolerance, passed or not), so a notebook can call them as the CLI does.
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from statistics import NormalDist
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-from vaecli import loss, quadrature
-from vaecli.config import TrainConfig
-from vaecli.data import Dataset, Split
-from vaecli.model import VAE
-from vaecli.quadrature import MAX_LATENT_DIM, Grid, Posterior
-
-if TYPE_CHECKING:
-    from vaecli.trainer import Observer
+from vaecli.core import loss
+from vaecli.core.model import VAE
+from vaecli.studies import quadrature
+from vaecli.studies.quadrature import MAX_LATENT_DIM, Grid, Posterior
 
 # --------------------------------------------------------------------------- the derivations
 
@@ -516,42 +512,6 @@ class SweepRow:
     model: VAE | None = field(default=None, repr=False, compare=False)
 
 
-def sweep_configs(base: TrainConfig, lams: tuple[float, ...]) -> list[TrainConfig]:
-    from dataclasses import replace
-
-    return [replace(base, lam=float(lam)) for lam in sorted(set(lams))]
-
-
-def lam_sweep(
-    base: TrainConfig,
-    lams: tuple[float, ...] = (1.0, 5.0, 10.0, 40.0),
-    *,
-    data: Dataset | None = None,
-    in_memory: bool = False,
-    store: Path | None = None,
-    device: str = "auto",
-    observer: "Observer | None" = None,
-) -> list[SweepRow]:
-    """One run of `base` per λ: reused from the run store when finished, else trained.
-
-    `in_memory` trains without the store (for data the store cannot name, e.g. synthetic).
-    """
-    from vaecli.runs import train_or_reuse
-    from vaecli.trainer import train
-
-    rows = []
-    for config in sweep_configs(base, lams):
-        if in_memory:
-            result = train(config, data, device=device, observer=observer)
-            final, model, where, reused = result.final.test, result.model, "in memory", False
-        else:
-            outcome = train_or_reuse(config, store=store, device=device, data=data, observer=observer)
-            run = outcome.run
-            final, model, where, reused = run.final.test, run.model, str(run.path), outcome.reused
-        rows.append(SweepRow(config.lam, final.kl, final.recon, where, reused, model))
-    return rows
-
-
 def lagrangian_checks(rows: list[SweepRow]) -> list[Check]:
     """KL after training falls as λ grows: one check per neighbouring pair of λ."""
     rows = sorted(rows, key=lambda r: r.lam)
@@ -569,64 +529,6 @@ def lagrangian_checks(rows: list[SweepRow]) -> list[Check]:
         )
         for a, b in zip(rows, rows[1:], strict=False)
     ]
-
-
-# --------------------------------------------------------------------------- images
-
-
-def synthetic_dataset(n_train: int = 8192, n_test: int = 256, seed: int = 0) -> Dataset:
-    """28x28 images of one bright horizontal bar whose height is the class: a stand-in for MNIST."""
-
-    def split(n: int, seed: int) -> Split:
-        g = torch.Generator().manual_seed(seed)
-        labels = torch.randint(0, 10, (n,), generator=g)
-        images = torch.zeros(n, 28, 28)
-        for i, k in enumerate(labels.tolist()):
-            images[i, 2 + 2 * k : 5 + 2 * k, 4:24] = 0.9
-        images = (images + 0.1 * torch.rand(n, 28, 28, generator=g)).clamp(0, 1)
-        return Split(images.reshape(n, -1), labels)
-
-    return Dataset("synthetic", split(n_train, seed), split(n_test, seed + 1), (28, 28), Path("synthetic"))
-
-
-def pick_image(data: Dataset, index: int = 0) -> tuple[torch.Tensor, str]:
-    """Test image `index` (D,) and a description of it."""
-    from vaecli.errors import ConfigError
-
-    n = len(data.test.images)
-    if not 0 <= index < n:
-        raise ConfigError(f"image index must be between 0 and {n - 1}, got {index}")
-    what = "synthetic bar image" if data.name == "synthetic" else f"{data.name.upper()} test image"
-    if data.name == "fashion-mnist":
-        what = "Fashion-MNIST test image"
-    return data.test.images[index], f"{what} #{index} (label {int(data.test.labels[index])})"
-
-
-def find_data(
-    name: str = "mnist", data_dir: Path | None = None, *, download: bool = False, synthetic: bool = False
-) -> tuple[Dataset, str]:
-    """The data set to check on, and a sentence saying which it is.
-
-    A folder the user named (data_dir, VAECLI_DATA_DIR) must hold the data; without
-    one, the default folder is used when it has them (or `download`), else
-    synthetic images stand in.
-    """
-    import os
-
-    from vaecli.config import DATASET_TITLES
-    from vaecli.data import default_data_dir, find_raw_dir, load_dataset
-
-    if synthetic:
-        return synthetic_dataset(), "synthetic bar images (--synthetic)"
-    title = DATASET_TITLES[name]
-    root = Path(data_dir) if data_dir is not None else default_data_dir()
-    if data_dir is not None or os.environ.get("VAECLI_DATA_DIR") or download or find_raw_dir(name, root):
-        data = load_dataset(name, data_dir, download_missing=download or None)
-        return data, f"{title} from {data.source}"
-    return synthetic_dataset(), (
-        f"synthetic bar images: no {title} in {root} "
-        "(point --data-dir or VAECLI_DATA_DIR at it, or add --download, for real images)"
-    )
 
 
 @dataclass

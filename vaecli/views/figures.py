@@ -1,98 +1,31 @@
 """Figures of a trained VAE, returned as matplotlib Figures; save() writes them atomically.
 
-Headless: the Agg backend is chosen before pyplot is imported. The numbers and
-images behind each figure come from vaecli.latent; this module only draws.
+The numbers and images behind each figure come from vaecli.core.latent; this
+module only draws what it is given. Headless: store/loss_figure.py, imported
+first, chooses the Agg backend before pyplot is imported.
 """
 
-import io
 import math
-import threading
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from vaecli import atomic, latent  # noqa: E402
-from vaecli.config import DATASET_TITLES, TrainConfig  # noqa: E402
-from vaecli.errors import ConfigError, OutputError  # noqa: E402
-from vaecli.metrics import EpochRecord  # noqa: E402
-from vaecli.model import VAE  # noqa: E402
+from vaecli.core import latent
+from vaecli.core.model import VAE
+from vaecli.errors import ConfigError
+from vaecli.store.loss_figure import DRAWING, FORMATS, describe, epoch_axis, loss_curves, save
 
 if TYPE_CHECKING:
-    from vaecli.checkpoint import Run
-    from vaecli.data import Dataset
-    from vaecli.sweep import Member, Sweep
+    from vaecli.store.checkpoint import Run
+    from vaecli.studies.sweep import Member
 
-FORMATS = ("png", "pdf", "svg")
-# pyplot's figure registry and rcParams are global: fits finishing side by side (ablate --jobs) draw in turn
-DRAWING = threading.Lock()
-# fixed metadata, so the same figure gives the same bytes
-_METADATA = {"png": {"Software": None}, "pdf": {"CreationDate": None, "Producer": None}, "svg": {"Date": None}}
-
-
-def describe(config: TrainConfig) -> str:
-    """A short label of a model: 'H=2, lam=1, 20 epochs, MNIST'."""
-    data = DATASET_TITLES[config.dataset]
-    return f"H={config.model.latent_dim}, lam={config.lam:g}, {config.epochs} epochs, {data}"
-
-
-def save(fig: Figure, path: Path, dpi: int = 120) -> Path:
-    """Write `fig` to `path` atomically in the format its extension names, then close it."""
-    path = Path(path)
-    fmt = path.suffix.lstrip(".").lower()
-    if fmt not in FORMATS:
-        plt.close(fig)
-        raise OutputError(f"{path}: unsupported figure format {fmt!r}; use .png, .pdf or .svg")
-    buffer = io.BytesIO()
-    # a fixed salt: SVG element ids are hashes salted with a random uuid otherwise
-    with matplotlib.rc_context({"svg.hashsalt": "vaecli"}):
-        fig.savefig(buffer, format=fmt, dpi=dpi, bbox_inches="tight", metadata=_METADATA[fmt])
-    plt.close(fig)
-    return atomic.write_bytes(path, buffer.getvalue())
-
-
-def _epoch_axis(ax: Axes, last: int) -> None:
-    """An x axis of epochs: whole numbers only, and a lone first epoch in the middle, not at 0.96 ... 1.04."""
-    ax.set_xlabel("epoch")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    if last == 1:  # the locator falls back to fractions when it finds fewer than two whole numbers
-        ax.set_xlim(0.5, 1.5)
-        ax.set_xticks([1])
-
-
-def loss_curves(history: list[EpochRecord], config: TrainConfig) -> Figure:
-    """Train and test reconstruction, KL and negative ELBO per epoch."""
-    epochs = [r.epoch for r in history]
-    panels = (
-        ("reconstruction (nats)", lambda t: t.recon),
-        ("KL to the prior (nats)", lambda t: t.kl),
-        ("negative ELBO = recon + KL (nats)", lambda t: t.neg_elbo),
-    )
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), layout="constrained")
-    for ax, (label, value) in zip(axes, panels, strict=True):
-        ax.plot(epochs, [value(r.train) for r in history], "o-", ms=3, label="train (running mean)")
-        ax.plot(epochs, [value(r.test) for r in history], "s-", ms=3, label="test (end of epoch)")
-        _epoch_axis(ax, epochs[-1])
-        ax.set_title(label, fontsize=10)
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    final = history[-1].test
-    fig.suptitle(
-        f"VAE training curves ({describe(config)}); final test: recon {final.recon:.1f}, "
-        f"KL {final.kl:.2f}, -ELBO {final.neg_elbo:.1f} nats",
-        fontsize=11,
-    )
-    return fig
-
+__all__ = ["DRAWING", "FORMATS", "describe", "loss_curves", "save"]  # re-exported: one place to save figures
 
 # ---------------------------------------------------------------- figures of a trained model
 #
@@ -448,32 +381,8 @@ def compare_curves(members: list["Member"], varies: list[str]) -> Figure:
         right.plot(epochs, [r.test.kl for r in member.history], "o-", ms=3, label=label)
     for ax, what in ((left, f"test {MINUS}ELBO = recon + KL (nats)"), (right, "test KL to the prior (nats)")):
         ax.set_title(what, fontsize=10)
-        _epoch_axis(ax, max(r.epoch for m in members for r in m.history))
+        epoch_axis(ax, max(r.epoch for m in members for r in m.history))
         ax.grid(alpha=0.3)
     left.legend(fontsize=8)
     fig.suptitle("Training curves of every member", fontsize=11)
     return fig
-
-
-def save_ablation(
-    members: list["Member"], sweep: "Sweep", rows: list[dict], data: "Dataset", folder: Path
-) -> list[tuple[str, str]]:
-    """Write the comparison figures into `folder`; returns (title, file name) of each, for the report."""
-    from vaecli.sweep import first_seed
-
-    shown, varies = first_seed(members, sweep), sweep.varies
-    made = [("Random samples", "samples.png")]
-    save(compare_samples(shown, varies), folder / "samples.png")
-    two_d = [m for m in shown if m.config.model.latent_dim == 2]
-    if two_d:
-        save(compare_manifolds(two_d, varies), folder / "manifolds.png")
-        made.append(("2-D latent manifolds (members with H = 2)", "manifolds.png"))
-    save(compare_reconstructions(shown, varies, data.test.images), folder / "recon.png")
-    save(kl_per_dim_bars(shown, varies, [row["kl_per_dim"] for row in rows]), folder / "kl_per_dim.png")
-    save(compare_curves(members, varies), folder / "curves.png")
-    made += [
-        ("Reconstructions", "recon.png"),
-        ("KL per latent dimension", "kl_per_dim.png"),
-        ("Training curves", "curves.png"),
-    ]
-    return made

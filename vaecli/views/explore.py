@@ -21,11 +21,11 @@ import torch
 from torch import nn
 
 from vaecli import __version__, atomic
-from vaecli.checkpoint import Run, load_run, read_metadata
 from vaecli.config import DATASET_TITLES, TrainConfig
-from vaecli.data import Dataset
+from vaecli.core.data import Dataset
+from vaecli.engine.records import EpochRecord
 from vaecli.errors import CheckpointError, ConfigError
-from vaecli.metrics import EpochRecord
+from vaecli.store.checkpoint import Run, load_run, read_metadata
 
 INACTIVE_KL = 0.01  # nats: a latent dimension whose mean KL is below this carries no information
 POINTS = 3000  # test codes in the H = 2 scatter
@@ -45,7 +45,7 @@ CLASS_NAMES = {
         "Ankle boot",
     ],
 }
-_PAGE = resources.files("vaecli") / "explore_page"
+_PAGE = resources.files("vaecli.views") / "explore_page"
 
 
 @dataclass(frozen=True)

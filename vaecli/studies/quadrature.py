@@ -23,9 +23,9 @@ from functools import cached_property
 
 import torch
 
-from vaecli import loss
+from vaecli.core import loss
+from vaecli.core.model import VAE
 from vaecli.errors import ConfigError
-from vaecli.model import VAE
 
 MAX_LATENT_DIM = 2  # a grid of n^H nodes: beyond 2 dimensions it is too many
 LOG_2PI = math.log(2 * math.pi)

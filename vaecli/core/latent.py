@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import torch
 
+from vaecli.config import MAX_N
+from vaecli.core.model import VAE
 from vaecli.errors import ConfigError
-from vaecli.model import VAE
 
-MAX_N = 100  # the largest --n: 100 x 100 tiles is already 2800 x 2800 pixels
 INACTIVE_KL = 0.01  # nats: a dimension whose average KL is below this carries no information
 TRAVERSE_RANGE = (-3.0, 3.0)  # +-3 prior standard deviations
 

@@ -1,4 +1,6 @@
-"""Run folders: save_run writes, load_run reads back a ready model.
+"""Run files in and out: safetensors bytes with JSON metadata, and metrics.json read back.
+
+runs.save_run writes a folder; load_run reads it back into a ready model.
 
 A run folder holds
   model.safetensors  the weights; string metadata `format`, `vaecli_version`,
@@ -24,10 +26,10 @@ from safetensors.torch import save as safetensors_bytes
 
 from vaecli import __version__, atomic
 from vaecli.config import TrainConfig
+from vaecli.core.model import VAE
+from vaecli.engine.records import EpochRecord
+from vaecli.engine.state import TrainResult, TrainState
 from vaecli.errors import CheckpointError, ConfigError
-from vaecli.metrics import EpochRecord
-from vaecli.model import VAE
-from vaecli.trainer import TrainResult, TrainState
 
 FORMAT = "vaecli"
 RESUME_FORMAT = "vaecli-resume"
@@ -54,26 +56,8 @@ class Run:
         return self.history[-1] if self.history else self.info.get("final")
 
 
-def save_run(folder: Path, result: TrainResult) -> Run:
-    """Write metrics.json, loss.png and, last, model.safetensors into `folder`."""
-    from vaecli import figures  # matplotlib only when a figure is drawn
-
-    folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise CheckpointError(f"{folder} is a file, not a run folder; choose another --out")
-    info = {
-        "vaecli_version": __version__,
-        "device": result.device,
-        "precision": result.precision,
-        "train_seconds": round(result.seconds, 3),
-        "data": result.dataset_source,
-    }
-    atomic.write_json(
-        folder / METRICS_FILE,
-        {**info, "config": result.config.to_dict(), "history": [r.to_dict() for r in result.history]},
-    )
-    with figures.DRAWING:
-        figures.save(figures.loss_curves(result.history, result.config), folder / LOSS_FIGURE)
+def model_bytes(result: TrainResult) -> bytes:
+    """model.safetensors' bytes: the weights, and the config and final test terms as metadata."""
     metadata = {
         "format": FORMAT,
         "vaecli_version": __version__,
@@ -81,10 +65,7 @@ def save_run(folder: Path, result: TrainResult) -> Run:
         "metrics": json.dumps(result.final.to_dict()),
     }
     tensors = {k: v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()}
-    (folder / SCORES_FILE).unlink(missing_ok=True)  # scores of the weights this replaces
-    atomic.write_bytes(folder / MODEL_FILE, safetensors_bytes(tensors, metadata=metadata))
-    (folder / RESUME_FILE).unlink(missing_ok=True)  # finished: an interrupted try's state is moot now
-    return Run(folder, result.config, result.model, list(result.history), info)
+    return safetensors_bytes(tensors, metadata=metadata)
 
 
 def _model_path(path: Path) -> Path:

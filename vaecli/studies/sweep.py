@@ -1,9 +1,9 @@
 """Ablations: a base config varied over latent sizes, lam values and seeds.
 
 Each member is an ordinary run of the run store, so finished members are reused
-and an interrupted sweep resumes where it stopped. Members that differ only in
-latent size, lam and seed can train together as one stacked model
-(vaecli/stacked.py) where that is faster; each still ends as it would alone.
+and an interrupted sweep resumes where it stopped. run_sweep finds the members
+that need training and hands them to an executor (studies/executors.py): one by
+one, side by side in threads, or stacked; each member ends as it would alone.
 """
 
 import csv
@@ -18,17 +18,18 @@ from typing import Any
 
 import torch
 
-from vaecli.checkpoint import RESUME_FILE
-from vaecli.config import DATASET_TITLES, STACK_MODES, TrainConfig
-from vaecli.data import Dataset
-from vaecli.errors import ConfigError
-from vaecli.metrics import RunMetrics
-from vaecli.runs import is_finished, run_folder, stored_scores, train_in_threads, train_or_reuse, train_together
-from vaecli.stacked import stack_key, stackable
-from vaecli.trainer import Observer, resolve_device
-
-MAX_MEMBERS = 64  # beyond this a sweep needs an explicit yes
-MAX_STACK = 16  # members per stacked group: bounds memory (weights, gradients and Adam state M times over)
+from vaecli.config import DATASET_TITLES, MAX_JOBS, STACK_MODES, TrainConfig
+from vaecli.core.data import Dataset
+from vaecli.core.model import VAE
+from vaecli.engine.device import resolve_device
+from vaecli.engine.records import EpochRecord
+from vaecli.engine.steps import stackable
+from vaecli.errors import ConfigError, TrainingDiverged
+from vaecli.store.checkpoint import load_run
+from vaecli.store.runs import is_finished, run_folder
+from vaecli.studies.executors import Executor, FitContext, OneByOne, SideBySide, Stacked
+from vaecli.studies.observer import SweepObserver
+from vaecli.studies.scores import RunMetrics, stored_scores
 
 
 @dataclass(frozen=True)
@@ -110,87 +111,99 @@ class Sweep:
 
 @dataclass
 class Member:
-    """One trained member of a sweep and its test metrics."""
+    """One member of a sweep: trained (or reused) with its test metrics, or failed with its error."""
 
     config: TrainConfig
     path: Path
-    metrics: RunMetrics
+    metrics: RunMetrics | None  # None: not scored (SweepOptions.iw_samples None) or failed
     train_seconds: float
     reused: bool
-    history: list = field(default_factory=list)  # EpochRecords, for the curves figure
-    model: Any = None  # the trained VAE (on the CPU), for the comparison figures
+    history: list[EpochRecord] = field(default_factory=list)  # for the curves figure
+    model: VAE | None = None  # the trained VAE (on the CPU), for the comparison figures
+    error: TrainingDiverged | None = None  # why it failed: it was not saved
 
     def label(self, varies: Sequence[str]) -> str:
         parts = {"H": f"H={self.config.model.latent_dim}", "lam": f"lam={self.config.lam:g}"}
         return ", ".join(parts[v] for v in varies)
 
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    """Where a sweep's members live and how they are trained and scored."""
+
+    store: Path | None = None
+    device: str = "auto"
+    force: bool = False  # train every member again
+    iw_samples: int | None = 100  # samples of the importance-weighted bound; None: no test scores
+    stack: str = "auto"  # "on", "off", or "auto": where stacks_faster says so
+    jobs: int | None = None  # members side by side on the CPU; None: concurrent_jobs decides
+
+    def __post_init__(self) -> None:
+        if self.stack not in STACK_MODES:
+            raise ConfigError(f"--stack must be one of {', '.join(STACK_MODES)}; got {self.stack!r}")
+
 
 def run_sweep(
     sweep: Sweep,
     data: Dataset,
+    options: SweepOptions | None = None,
     *,
-    store: Path | None = None,
-    device: str = "auto",
-    iw_samples: int = 100,
-    force: bool = False,
-    stack: str = "auto",
-    observer: Observer | None = None,
-    on_member: Callable[[int, TrainConfig], None] | None = None,
-    on_stack: Callable[[list[int]], None] | None = None,
-    jobs: int | None = None,
-    on_threads: Callable[[list[int], int], None] | None = None,
-    observer_for: Callable[[int], Observer] | None = None,
+    executor: Executor | None = None,
+    observer: SweepObserver | None = None,
 ) -> list[Member]:
-    """Train (or reuse from the store) and score every member, in order.
+    """Train (or reuse from the store) and score every member, in the sweep's order.
 
-    A member is saved as soon as it finishes (a stacked group: when the group
-    does), so an interrupted sweep keeps them; running it again trains only the
-    rest. `stack`: "on" trains members that need training and share an
-    architecture together, "off" one by one, "auto" together where that is
-    faster (stacks_faster). `on_stack(indices)` comes before a group trains,
-    `on_member(index, config)` at every member's turn. `jobs`: how many of the
-    other members that need training train at once, side by side in threads on
-    the CPU (None: concurrent_jobs decides); `on_threads(indices, jobs)` comes
-    first, and `observer_for(index)` gives each of them its own Observer.
+    The members that need training go to `executor` (default: choose_executor), which
+    saves each as soon as it finishes, so an interrupted sweep keeps them; running it
+    again trains only the rest. A member that diverged comes back with its error and
+    no metrics; the others are unaffected.
     """
-    dev = resolve_device(device)
+    options = options or SweepOptions()
+    observer = observer or SweepObserver()
+    dev = resolve_device(options.device)
     configs = sweep.members()
-    groups = stacked_groups(configs, store, force, stack, dev)
-    stacked = {i for group in groups for i in group}
-    waiting = [i for i, c in enumerate(configs) if i not in stacked and not is_finished(c, run_folder(c, store), force)]
-    outcomes = {}
-    side_by_side = concurrent_jobs(jobs, dev, configs[0], len(waiting))
-    if side_by_side > 1:
-        if on_threads is not None:
-            on_threads(waiting, side_by_side)
-        observers = [observer_for(i) for i in waiting] if observer_for is not None else None
-        trained = train_in_threads(
-            [configs[i] for i in waiting], data, jobs=side_by_side, store=store, force=force, device=device,
-            observers=observers,
-        )  # fmt: skip
-        outcomes.update(zip(waiting, trained, strict=True))
+    waiting = {
+        i: c for i, c in enumerate(configs) if not is_finished(c, run_folder(c, options.store), options.force)
+    }
+    if executor is None:
+        executor = choose_executor(options, dev, configs[0], len(waiting))
+    context = FitContext(data, store=options.store, force=options.force, device=options.device, observer=observer)
+    fitted = executor.fit(waiting, context) if waiting else {}
     members = []
     for index, config in enumerate(configs):
-        group = next((g for g in groups if g[0] == index), None)
-        if group is not None:
-            if on_stack is not None:
-                on_stack(group)
-            trained = train_together([configs[i] for i in group], data, store=store, device=device, observer=observer)
-            outcomes.update(zip(group, trained, strict=True))
-        if on_member is not None:
-            on_member(index, config)
-        outcome = outcomes.pop(index, None) or train_or_reuse(
-            config, store=store, force=force, device=device, data=data, observer=observer
-        )
-        run = outcome.run
-        metrics = stored_scores(run, data, iw_samples, seed=config.seed, device=dev)
+        folder = run_folder(config, options.store)
+        outcome = fitted.get(index)
+        if isinstance(outcome, TrainingDiverged):
+            members.append(Member(config, folder, None, 0.0, False, error=outcome))
+            continue
+        run = outcome.run if outcome is not None else load_run(folder)
+        if outcome is None or outcome.reused:
+            observer.on_reused(index, run.path)
+        metrics = None
+        if options.iw_samples is not None:
+            observer.on_scoring(index, config)
+            metrics = stored_scores(run, data, options.iw_samples, seed=config.seed, device=dev)
         run.model.cpu()
         seconds = float(run.info.get("train_seconds") or 0.0)
-        members.append(Member(config, run.path, metrics, seconds, outcome.reused, list(run.history), run.model))
+        reused = outcome is None or outcome.reused
+        members.append(Member(config, run.path, metrics, seconds, reused, list(run.history), run.model))
     return members
 
 
-MAX_JOBS = 4  # fits side by side by default: each holds the GIL for its Python, about a fifth of a step
+def choose_executor(options: SweepOptions, device: torch.device, config: TrainConfig, fits: int) -> Executor:
+    """Stacked where asked for (or, with stack "auto", where stacks_faster), else side by side where
+    concurrent_jobs gives more than one job, else one by one."""
+    if options.stack == "on" and not stackable(config):
+        raise ConfigError("--stack on cannot --compile; drop one of them")
+    jobs = concurrent_jobs(options.jobs, device, config, fits)
+    rest = SideBySide(jobs) if jobs > 1 else OneByOne()
+    if options.stack == "on" or (options.stack == "auto" and stacks_faster(device)):
+        return Stacked(rest)
+    return rest
 
 
 def concurrent_jobs(jobs: int | None, device: torch.device, config: TrainConfig, fits: int) -> int:
@@ -223,57 +236,53 @@ def stacks_faster(device: torch.device) -> bool:
     return device.type == "cuda"
 
 
-def stacked_groups(
-    configs: Sequence[TrainConfig], store: Path | None, force: bool, stack: str, device: torch.device
-) -> list[list[int]]:
-    """The members (indices) that train stacked: groups of 2 to MAX_STACK that need training and share a stack key."""
-    if stack not in STACK_MODES:
-        raise ConfigError(f"--stack must be one of {', '.join(STACK_MODES)}; got {stack!r}")
-    if stack == "on" and not stackable(configs[0]):
-        raise ConfigError("--stack on cannot --compile; drop one of them")
-    if stack == "off" or (stack == "auto" and not stacks_faster(device)):
-        return []
-    by_key: dict[TrainConfig, list[int]] = {}
-    for index, config in enumerate(configs):
-        folder = run_folder(config, store)
-        interrupted = (folder / RESUME_FILE).is_file() and not force  # it resumes on its own, where it stopped
-        if stackable(config) and not interrupted and not is_finished(config, folder, force):
-            by_key.setdefault(stack_key(config), []).append(index)
-    chunks = [group[i : i + MAX_STACK] for group in by_key.values() for i in range(0, len(group), MAX_STACK)]
-    return [chunk for chunk in chunks if len(chunk) > 1]
-
-
-# the columns of the metrics table: (name, value of a member)
-def _columns(iw_samples: int) -> list[tuple[str, Callable[[Member], float]]]:
+# the columns of the metrics table: (name, value of a scored member)
+def _columns(iw_samples: int) -> list[tuple[str, Callable[[RunMetrics, Member], float]]]:
     return [
-        ("recon", lambda m: m.metrics.recon),
-        ("KL", lambda m: m.metrics.kl),
-        ("neg_elbo", lambda m: m.metrics.neg_elbo),
-        (f"iw{iw_samples}_nll", lambda m: m.metrics.iw_nll),
-        ("active_units", lambda m: m.metrics.active_units),
-        ("train_seconds", lambda m: m.train_seconds),
+        ("recon", lambda s, m: s.recon),
+        ("KL", lambda s, m: s.kl),
+        ("neg_elbo", lambda s, m: s.neg_elbo),
+        (f"iw{iw_samples}_nll", lambda s, m: s.iw_nll),
+        ("active_units", lambda s, m: s.active_units),
+        ("train_seconds", lambda s, m: m.train_seconds),
     ]
 
 
 def first_seed(members: list[Member], sweep: Sweep) -> list[Member]:
-    """One member per setting (its first seed), in the sweep's order: the figures' panels."""
-    return [next(m for m in members if (m.config.model.latent_dim, m.config.lam) == s) for s in sweep.settings]
+    """One member per setting (its first seed that did not fail), in the sweep's order: the figures' panels.
+
+    A setting whose every seed failed has no panel.
+    """
+    shown = []
+    for setting in sweep.settings:
+        ok = [m for m in members if (m.config.model.latent_dim, m.config.lam) == setting and not m.failed]
+        shown += ok[:1]
+    return shown
 
 
 def table_rows(members: list[Member], sweep: Sweep) -> list[dict[str, Any]]:
-    """One row per setting: each metric's mean over seeds, and its standard deviation when seeds > 1."""
-    iw = members[0].metrics.iw_samples if members else 0
+    """One row per setting: each metric's mean over seeds, and its standard deviation when seeds > 1.
+
+    Failed members are left out of the means; a `failed` column counts them when any failed,
+    and a setting whose every seed failed has NaN metrics.
+    """
+    iw = next((m.metrics.iw_samples for m in members if m.metrics is not None), 0)
+    any_failed = any(m.failed for m in members)
     rows = []
     for h, lam in sweep.settings:
         group = [m for m in members if m.config.model.latent_dim == h and m.config.lam == lam]
-        row: dict[str, Any] = {"H": h, "lam": lam, "seeds": len(group)}
+        scored = [(m.metrics, m) for m in group if m.metrics is not None]
+        row: dict[str, Any] = {"H": h, "lam": lam, "seeds": len(scored)}
+        if any_failed:
+            row["failed"] = sum(m.failed for m in group)
         for name, value in _columns(iw):
-            values = [float(value(m)) for m in group]
-            row[name] = statistics.fmean(values)
+            values = [float(value(s, m)) for s, m in scored]
+            row[name] = statistics.fmean(values) if values else math.nan
             if len(sweep.seeds) > 1:
                 row[f"{name}_std"] = statistics.stdev(values) if len(values) > 1 else math.nan
-        row["active_units"] = f"{row['active_units']:g}/{h}" if len(sweep.seeds) == 1 else row["active_units"]
-        row["kl_per_dim"] = [statistics.fmean(d) for d in zip(*(m.metrics.kl_per_dim for m in group), strict=True)]
+        if len(sweep.seeds) == 1:
+            row["active_units"] = f"{row['active_units']:g}/{h}" if scored else "failed"
+        row["kl_per_dim"] = [statistics.fmean(d) for d in zip(*(s.kl_per_dim for s, _ in scored), strict=True)]
         rows.append(row)
     return rows
 
@@ -308,7 +317,9 @@ def to_markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def report(sweep: Sweep, rows: list[dict[str, Any]], figures: Sequence[tuple[str, str]]) -> str:
+def report(
+    sweep: Sweep, rows: list[dict[str, Any]], figures: Sequence[tuple[str, str]], members: Sequence[Member] = ()
+) -> str:
     """report.md: what was compared, on which data, the figures, the table and the command."""
     base = sweep.base
     data = DATASET_TITLES[base.dataset] + (" (dynamically binarized)" if base.binarize else " (pixels in [0, 1])")
@@ -329,6 +340,11 @@ def report(sweep: Sweep, rows: list[dict[str, Any]], figures: Sequence[tuple[str
         "",
         to_markdown(rows),
     ]
+    failed = [m for m in members if m.error is not None]
+    if failed:
+        lines += ["## Failed members", ""]
+        lines += [f"- {m.label(['H', 'lam'])}, seed {m.config.seed}: {m.error}" for m in failed]
+        lines.append("")
     for title, filename in figures:
         lines += [f"## {title}", "", f"![{title}]({filename})", ""]
     return "\n".join(lines)

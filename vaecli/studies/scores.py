@@ -1,4 +1,4 @@
-"""How good a VAE is: loss terms per epoch, and the test-set metrics that compare runs.
+"""The test-set metrics that compare runs, and their cache in a run folder (scores.json).
 
 Beyond recon and KL: an importance-weighted bound on the negative log-likelihood
 (Burda, Grosse & Salakhutdinov 2016, eq. 8), active units (the same paper,
@@ -6,100 +6,26 @@ section 5.2: a latent dimension is active when Var_x(E_q[z_d | x]) > 0.01) and
 the average KL of each latent dimension.
 """
 
+import hashlib
+import json
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from vaecli import latent
+from vaecli import atomic
 from vaecli.config import TrainConfig
-from vaecli.data import Dataset, binarize
-from vaecli.loss import kl_divergence, reconstruction_nll, reconstruction_nll_sum
-from vaecli.model import VAE
+from vaecli.core import latent
+from vaecli.core.data import Dataset
+from vaecli.core.loss import reconstruction_nll
+from vaecli.core.model import VAE
+from vaecli.engine.records import evaluate, scored_test_images
+from vaecli.store.checkpoint import METRICS_FILE, SCORES_FILE, Run
 
 ACTIVE_THRESHOLD = 0.01  # Burda et al.'s cut-off on Var_x(E_q[z_d | x])
-
-
-@dataclass(frozen=True)
-class Terms:
-    """Mean recon and KL in nats per image over a split."""
-
-    recon: float
-    kl: float
-
-    @property
-    def neg_elbo(self) -> float:
-        return self.recon + self.kl
-
-    def total(self, lam: float) -> float:
-        return self.recon + lam * self.kl
-
-
-@dataclass(frozen=True)
-class EpochRecord:
-    epoch: int  # 1-based
-    lam: float
-    train: Terms  # running mean over the epoch's batches, as the model changed
-    test: Terms  # after the epoch, on the whole test split
-    seconds: float  # the training pass alone, not the evaluation
-
-    def to_dict(self) -> dict[str, Any]:
-        row: dict[str, Any] = {"epoch": self.epoch, "lam": self.lam}
-        for split, terms in (("train", self.train), ("test", self.test)):
-            row[f"{split}_recon"] = terms.recon
-            row[f"{split}_kl"] = terms.kl
-            row[f"{split}_lam_kl"] = self.lam * terms.kl
-            row[f"{split}_total"] = terms.total(self.lam)
-            row[f"{split}_neg_elbo"] = terms.neg_elbo
-        row["seconds"] = self.seconds
-        return row
-
-    @classmethod
-    def from_dict(cls, row: dict[str, Any]) -> "EpochRecord":
-        return cls(
-            epoch=int(row["epoch"]),
-            lam=float(row["lam"]),
-            train=Terms(float(row["train_recon"]), float(row["train_kl"])),
-            test=Terms(float(row["test_recon"]), float(row["test_kl"])),
-            seconds=float(row["seconds"]),
-        )
-
-
-@torch.inference_mode()
-def evaluate(
-    model: VAE,
-    images: torch.Tensor,
-    generator: torch.Generator | None = None,
-    batch_size: int = 2000,
-) -> Terms:
-    """Mean recon and KL over `images` (N, D), one z sample per image.
-
-    Large batches without autograd. 2000 rather than all 10000 test images at once:
-    (2000, 784) tensors fit the CPU's caches, and the evaluation after every epoch
-    took 0.14 s instead of 0.17 s on a 2-core CPU.
-    """
-    was_training = model.training
-    model.eval()
-    recon = torch.zeros((), dtype=torch.float64, device=images.device)
-    kl = torch.zeros((), dtype=torch.float64, device=images.device)
-    for start in range(0, len(images), batch_size):
-        x = images[start : start + batch_size]
-        out = model(x, generator)
-        recon += reconstruction_nll_sum(out.logits, x, model.config.recon)
-        kl += kl_divergence(out.mu, out.logvar).sum()
-    model.train(was_training)
-    n = len(images)
-    return Terms(recon.item() / n, kl.item() / n)
-
-
-def scored_test_images(images: torch.Tensor, config: TrainConfig) -> torch.Tensor:
-    """The test images as scored: binarized once, with a fixed draw, when the run binarizes."""
-    if not config.binarize:
-        return images
-    generator = torch.Generator(device=images.device).manual_seed(config.seed + 1)
-    return binarize(images, generator)
 
 
 def kl_per_dimension(model: VAE, images: torch.Tensor) -> torch.Tensor:
@@ -207,3 +133,43 @@ def score_run(
     """run_metrics of a trained model on its data set's test split, scored as in training."""
     images = scored_test_images(data.test.images.to(device), config)
     return run_metrics(model.to(device), images, iw_samples, seed, progress)
+
+
+def stored_scores(
+    run: Run,
+    data: Dataset,
+    iw_samples: int = 100,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    progress: Callable[[int, int], None] | None = None,
+) -> RunMetrics:
+    """score_run of a stored run, kept in its folder's scores.json so that asking again costs nothing.
+
+    The key names the sample count, the seed and a hash of the test images;
+    save_run deletes the file, so a retrained run is scored afresh. A lone
+    model file (no metrics.json beside it) is scored but nothing is written.
+    """
+    key = f"iw{iw_samples}-seed{seed}-test-{_digest(data.test.images)}"
+    path = run.path / SCORES_FILE
+    cached = _read_scores(path)
+    if key in cached:
+        try:
+            return RunMetrics(**cached[key])
+        except TypeError:
+            pass  # written by another version: score again
+    metrics = score_run(run.model, run.config, data, iw_samples, seed, device, progress)
+    if (run.path / METRICS_FILE).is_file():
+        atomic.write_json(path, {**cached, key: metrics.to_dict()})
+    return metrics
+
+
+def _digest(images: torch.Tensor) -> str:
+    return hashlib.sha256(images.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
+
+
+def _read_scores(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}  # a cache: missing or damaged means score again
+    return data if isinstance(data, dict) else {}

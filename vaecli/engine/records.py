@@ -1,0 +1,95 @@
+"""What the training loop records: the loss terms of a split, and one row per epoch.
+
+EpochRecord is what every epoch of a fit fills and what metrics.json stores;
+evaluate() gives its test terms.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from vaecli.config import TrainConfig
+from vaecli.core.data import binarize
+from vaecli.core.loss import kl_divergence, reconstruction_nll_sum
+from vaecli.core.model import VAE
+
+
+@dataclass(frozen=True)
+class Terms:
+    """Mean recon and KL in nats per image over a split."""
+
+    recon: float
+    kl: float
+
+    @property
+    def neg_elbo(self) -> float:
+        return self.recon + self.kl
+
+    def total(self, lam: float) -> float:
+        return self.recon + lam * self.kl
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    epoch: int  # 1-based
+    lam: float
+    train: Terms  # running mean over the epoch's batches, as the model changed
+    test: Terms  # after the epoch, on the whole test split
+    seconds: float  # the training pass alone, not the evaluation
+
+    def to_dict(self) -> dict[str, Any]:
+        row: dict[str, Any] = {"epoch": self.epoch, "lam": self.lam}
+        for split, terms in (("train", self.train), ("test", self.test)):
+            row[f"{split}_recon"] = terms.recon
+            row[f"{split}_kl"] = terms.kl
+            row[f"{split}_lam_kl"] = self.lam * terms.kl
+            row[f"{split}_total"] = terms.total(self.lam)
+            row[f"{split}_neg_elbo"] = terms.neg_elbo
+        row["seconds"] = self.seconds
+        return row
+
+    @classmethod
+    def from_dict(cls, row: dict[str, Any]) -> "EpochRecord":
+        return cls(
+            epoch=int(row["epoch"]),
+            lam=float(row["lam"]),
+            train=Terms(float(row["train_recon"]), float(row["train_kl"])),
+            test=Terms(float(row["test_recon"]), float(row["test_kl"])),
+            seconds=float(row["seconds"]),
+        )
+
+
+@torch.inference_mode()
+def evaluate(
+    model: VAE,
+    images: torch.Tensor,
+    generator: torch.Generator | None = None,
+    batch_size: int = 2000,
+) -> Terms:
+    """Mean recon and KL over `images` (N, D), one z sample per image.
+
+    Large batches without autograd. 2000 rather than all 10000 test images at once:
+    (2000, 784) tensors fit the CPU's caches, and the evaluation after every epoch
+    took 0.14 s instead of 0.17 s on a 2-core CPU.
+    """
+    was_training = model.training
+    model.eval()
+    recon = torch.zeros((), dtype=torch.float64, device=images.device)
+    kl = torch.zeros((), dtype=torch.float64, device=images.device)
+    for start in range(0, len(images), batch_size):
+        x = images[start : start + batch_size]
+        out = model(x, generator)
+        recon += reconstruction_nll_sum(out.logits, x, model.config.recon)
+        kl += kl_divergence(out.mu, out.logvar).sum()
+    model.train(was_training)
+    n = len(images)
+    return Terms(recon.item() / n, kl.item() / n)
+
+
+def scored_test_images(images: torch.Tensor, config: TrainConfig) -> torch.Tensor:
+    """The test images as scored: binarized once, with a fixed draw, when the run binarizes."""
+    if not config.binarize:
+        return images
+    generator = torch.Generator(device=images.device).manual_seed(config.seed + 1)
+    return binarize(images, generator)

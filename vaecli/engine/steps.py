@@ -1,0 +1,253 @@
+"""What the loop trains: one VAE or a stack of them, each with its optimizer and its training step.
+
+Both kinds answer the same questions, so engine/loop.py has one epoch loop for
+either: step (xs, eps) -> each member's loss and (recon, KL) means, member m as
+a plain VAE (to evaluate and save), and member m's weights and Adam state in the
+form of a lone fit's (to save and resume, stacked or alone).
+
+Steps: autograd through the loss (compiled on --compile), the written-out
+bfloat16 step on the CPU (engine/bf16step.py), or autograd over a StackedVAE.
+"""
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
+import torch
+import torch.nn.functional as F
+
+from vaecli.config import TrainConfig
+from vaecli.core import loss
+from vaecli.core.data import binarize
+from vaecli.core.model import VAE, VAEOutput
+from vaecli.core.stacked import StackedVAE, member_terms
+from vaecli.engine.bf16step import Bf16Step
+from vaecli.errors import ConfigError
+
+_INIT_LOCK = threading.Lock()  # the initial weights come from the global RNG, which threads share
+
+
+def build_model(config: TrainConfig) -> VAE:
+    """The initial model, the same for the same seed whatever the global RNG holds, in any thread."""
+    with _INIT_LOCK, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        return VAE(config.model)
+
+
+def make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    # the fused kernel is the fastest Adam on CPU and CUDA and changes no result beyond rounding
+    fused = device.type in ("cpu", "cuda")
+    return torch.optim.Adam(model.parameters(), lr=config.lr, fused=fused)
+
+
+def stack_key(config: TrainConfig) -> TrainConfig:
+    """What members must share to train stacked: the config with lam, seed and latent size set aside."""
+    return replace(config, lam=0.0, seed=0, model=replace(config.model, latent_dim=1))
+
+
+def stackable(config: TrainConfig) -> bool:
+    """Eager steps only: a compiled step of another shape would not round like the member trained alone."""
+    return not config.compile
+
+
+def generators(config: TrainConfig, device: torch.device) -> tuple[torch.Generator, torch.Generator]:
+    """(shuffle, noise): a run's batch order, drawn on the CPU, and its noise, drawn on `device`."""
+    return torch.Generator().manual_seed(config.seed), torch.Generator(device=device).manual_seed(config.seed)
+
+
+def step_noise(x: torch.Tensor, config: TrainConfig, noise_gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x (B, D), eps (B, H)) of a step: x binarized first when the run binarizes, then eps, from one generator."""
+    if config.binarize:
+        x = binarize(x, noise_gen)
+    return x, torch.randn((len(x), config.model.latent_dim), generator=noise_gen, device=x.device)
+
+
+def eval_generator(config: TrainConfig, device: torch.device) -> torch.Generator:
+    # the same noise every epoch, so test numbers differ only because the model did
+    return torch.Generator(device=device).manual_seed(config.seed + 2)
+
+
+BatchLoss = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def batch_loss_fn(model: VAE, config: TrainConfig, device: torch.device, precision: str) -> BatchLoss:
+    """(x (B, D), eps (B, H)) -> (the loss to minimize, its (recon, KL) means): the step's forward.
+
+    bf16: the layers run in bfloat16 under autocast; the loss is taken in float32.
+    """
+    lam, kind = config.lam, config.model.recon
+    bf16 = precision == "bf16"
+
+    def batch_loss(x: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            out = model(x, eps=eps)
+        if bf16:
+            out = VAEOutput(*(t.float() for t in out))
+        terms = loss.vae_loss(out, x, lam, kind)
+        return terms.total, torch.stack((terms.recon, terms.kl)).detach()
+
+    return batch_loss
+
+
+TrainStep = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def train_step(
+    model: VAE, optimizer: torch.optim.Optimizer, config: TrainConfig, device: torch.device, precision: str
+) -> TrainStep:
+    """(x (B, D), eps (B, H)) -> (the loss, its (recon, KL) means), the model updated once: a training step.
+
+    bf16 on the CPU: Bf16Step, autocast's arithmetic with the forward and backward written
+    out (a third faster there); otherwise autograd through batch_loss_fn, compiled on --compile.
+    """
+    if precision == "bf16" and device.type == "cpu" and not config.compile:
+        # the loss is looked up at each call, so that a test may poison it
+        return Bf16Step(model, optimizer, config.lam, config.model.recon, lambda *a: loss.vae_loss(*a))
+    batch_loss = batch_loss_fn(model, config, device, precision)
+    # one shape, one compilation: a short last batch runs eagerly instead of recompiling
+    full_batch_loss = torch.compile(batch_loss, dynamic=False) if config.compile else batch_loss
+
+    def step(x: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loss_value, means = (full_batch_loss if len(x) == config.batch_size else batch_loss)(x, eps)
+        optimizer.zero_grad(set_to_none=True)
+        loss_value.backward()
+        optimizer.step()
+        return loss_value, means
+
+    return step
+
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    """Adam's state as "<index>.step|exp_avg|exp_avg_sq" -> a CPU copy."""
+    return {
+        f"{index}.{name}": value.detach().cpu().clone()
+        for index, entry in optimizer.state_dict()["state"].items()
+        for name, value in entry.items()
+    }
+
+
+def load_optimizer_tensors(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> None:
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": optimizer.state_dict()["param_groups"]})
+
+
+class OneModel:
+    """A lone VAE in training: a stack of one member."""
+
+    def __init__(self, config: TrainConfig, device: torch.device, precision: str) -> None:
+        self.model = build_model(config).to(device)
+        self.optimizer = make_optimizer(self.model, config, device)
+        self._step = train_step(self.model, self.optimizer, config, device, precision)
+
+    def step(self, xs: list[torch.Tensor], eps: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Member 0's batch -> its loss (1,) and (recon, KL) means (1, 2)."""
+        loss_value, means = self._step(xs[0], eps[0])
+        return loss_value.detach().view(1), means.view(1, 2)
+
+    def member(self, m: int) -> VAE:
+        return self.model
+
+    def member_tensors(self, m: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """(state_dict, Adam's state) as CPU copies."""
+        return {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}, optimizer_tensors(
+            self.optimizer
+        )
+
+    def load_members(self, tensors: Sequence[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]]) -> None:
+        (weights, adam), *_ = tensors
+        self.model.load_state_dict(weights)
+        load_optimizer_tensors(self.optimizer, adam)
+
+    def finish(self) -> None:
+        self.model.eval()
+        self.model.zero_grad(set_to_none=True)  # Bf16Step keeps the gradients between steps
+
+
+class StackedModels:
+    """M VAEs of one architecture as one StackedVAE with one Adam: a step trains them all at once.
+
+    Member m starts from build_model's weights for its config and its loss term
+    reaches only its own slice of the weights, so each ends where training it alone
+    ends, up to float rounding. bf16: the layers under autocast, as batch_loss_fn.
+    """
+
+    def __init__(self, configs: Sequence[TrainConfig], device: torch.device, precision: str) -> None:
+        if len({stack_key(c) for c in configs}) > 1:
+            raise ConfigError("stacked members must share everything but lam, seed and latent size; train them apart")
+        if not all(stackable(c) for c in configs):
+            raise ConfigError("stacked training cannot --compile; train these members apart")
+        self.configs, self.device, self.bf16 = list(configs), device, precision == "bf16"
+        self.model = StackedVAE([build_model(c) for c in configs]).to(device)
+        self.optimizer = make_optimizer(self.model, configs[0], device)
+        self.lam = torch.tensor([c.lam for c in configs], device=device)  # (M,)
+
+    def step(self, xs: list[torch.Tensor], eps: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each member's batch -> the members' losses (M,) and (recon, KL) means (M, 2)."""
+        x = torch.stack(xs)  # (M, B, D)
+        pad = self.model.latent_dim
+        noise = torch.stack([F.pad(e, (0, pad - e.shape[1])) for e in eps])  # zero noise in the padding
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            out = self.model(x, noise)
+        if self.bf16:
+            out = VAEOutput(*(t.float() for t in out))
+        recon, kl = member_terms(out, x, self.configs[0].model.recon)
+        losses = recon + self.lam * kl
+        self.optimizer.zero_grad(set_to_none=True)
+        losses.sum().backward()  # member m's gradient is its own loss's, as if alone
+        self.optimizer.step()
+        return losses.detach(), torch.stack((recon, kl), dim=1).detach()
+
+    def member(self, m: int) -> VAE:
+        return self.model.member(m)
+
+    def _adam_lists(self) -> dict[str, list[torch.Tensor]] | None:
+        state = self.optimizer.state
+        params = list(self.model.parameters())
+        if not all(p in state for p in params):
+            return None  # no step yet
+        return {name: [state[p][name] for p in params] for name in ("exp_avg", "exp_avg_sq")}
+
+    def member_tensors(self, m: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Member m's (state_dict, Adam's state) in a lone fit's form, as CPU copies."""
+        with torch.device("meta"):
+            keys = list(VAE(self.configs[m].model).state_dict())
+        params = list(self.model.parameters())
+        weights = {k: v.detach().cpu().clone() for k, v in zip(keys, self.model.member_views(m, params), strict=True)}
+        adam: dict[str, torch.Tensor] = {}
+        moments = self._adam_lists()
+        if moments is not None:
+            steps = [self.optimizer.state[p]["step"] for p in params]
+            views = {name: self.model.member_views(m, tensors) for name, tensors in moments.items()}
+            for index, step in enumerate(steps):
+                adam[f"{index}.step"] = step.detach().cpu().clone()
+                for name in ("exp_avg", "exp_avg_sq"):
+                    adam[f"{index}.{name}"] = views[name][index].detach().cpu().clone()
+        return weights, adam
+
+    @torch.no_grad()
+    def load_members(self, tensors: Sequence[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]]) -> None:
+        """Every member's (state_dict, Adam's state), as member_tensors gives them; the padding stays zero."""
+        params = list(self.model.parameters())
+        moments = {name: [torch.zeros_like(p) for p in params] for name in ("exp_avg", "exp_avg_sq")}
+        steps: set[float] = set()
+        for m, (weights, adam) in enumerate(tensors):
+            for view, value in zip(self.model.member_views(m, params), weights.values(), strict=True):
+                view.copy_(value)
+            for name, stacked in moments.items():
+                for index, view in enumerate(self.model.member_views(m, stacked)):
+                    view.copy_(adam[f"{index}.{name}"])
+            steps |= {float(adam[f"{index}.step"]) for index in range(len(params))}
+        if len(steps) != 1:
+            raise ConfigError("the stacked members' saved states are at different steps; train them apart")
+        step = steps.pop()
+        state = {
+            index: {"step": torch.tensor(step), **{name: moments[name][index] for name in moments}}
+            for index in range(len(params))
+        }
+        self.optimizer.load_state_dict({"state": state, "param_groups": self.optimizer.state_dict()["param_groups"]})
+
+    def finish(self) -> None:
+        self.model.eval()

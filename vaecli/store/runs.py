@@ -1,0 +1,279 @@
+"""The run store: a config names a folder; a finished run there is reused, not retrained.
+
+A run's folder is `<store>/<name>`, the name showing the config at a glance and
+ending in a hash of the full config, e.g. `h2-lam1-e20-s0-1a2b3c4d`.
+
+While a run trains, its folder holds resume.safetensors, rewritten after every
+epoch and on Ctrl-C; asking for the same config again continues from it.
+"""
+
+import json
+import os
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+from vaecli import __version__, atomic
+from vaecli.config import TrainConfig
+from vaecli.core.data import Dataset, load_dataset
+from vaecli.engine.interrupt import StopRequest, stop_on_sigint
+from vaecli.engine.loop import train
+from vaecli.engine.observer import Observer
+from vaecli.engine.state import Stopped, TrainResult, TrainState
+from vaecli.errors import CheckpointError, Interrupted, RunStoreError, TrainingDiverged, VaeError
+from vaecli.store.checkpoint import (
+    LOSS_FIGURE,
+    METRICS_FILE,
+    MODEL_FILE,
+    RESUME_FILE,
+    SCORES_FILE,
+    Run,
+    load_run,
+    load_state,
+    model_bytes,
+    read_config,
+    read_metadata,
+    read_state_header,
+    resume_path,
+    save_state,
+    state_bytes,
+)
+
+
+def default_store() -> Path:
+    """VAECLI_RUNS if set, else ./runs."""
+    return Path(os.environ.get("VAECLI_RUNS") or "runs").expanduser()
+
+
+def run_name(config: TrainConfig) -> str:
+    prefix = "fashion-" if config.dataset == "fashion-mnist" else ""
+    return f"{prefix}h{config.model.latent_dim}-lam{config.lam:g}-e{config.epochs}-s{config.seed}-{config.digest()}"
+
+
+def run_folder(config: TrainConfig, store: Path | None = None) -> Path:
+    return Path(store or default_store()) / run_name(config)
+
+
+def finished_config(folder: Path) -> TrainConfig | None:
+    """The config of the finished run in `folder`, or None when there is none."""
+    return read_config(folder) if (Path(folder) / MODEL_FILE).is_file() else None
+
+
+@dataclass
+class Outcome:
+    run: Run
+    reused: bool  # True when a finished run was found and nothing was trained
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """A run asked of the store: its config, where it lives, and how to train it when it is missing.
+
+    `out` names the folder; without it the run goes to its place in `store`. A
+    folder holding a run of another config is never overwritten unless `force`.
+    `resume`: only continue an interrupted fit, even where an older finished run
+    (one being retrained with `force` when it was interrupted) is in the folder too.
+    """
+
+    config: TrainConfig
+    out: Path | None = None
+    store: Path | None = None
+    force: bool = False
+    resume: bool = False
+    device: str = "auto"
+    data_dir: Path | None = None
+    download: bool | None = None  # None: download only into the default data folder
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.out) if self.out is not None else run_folder(self.config, self.store)
+
+
+def train_or_reuse(
+    request: RunRequest | TrainConfig,
+    *,
+    data: Dataset | None = None,
+    observer: Observer | None = None,
+    stop: StopRequest | None = None,
+) -> Outcome:
+    """The finished run for the request, trained and saved first if there is none.
+
+    An interrupted fit of its config in the folder is continued. `data`: the data
+    set, when the caller has it loaded (else it is loaded only if training is
+    needed). `stop`: the request that stops the fit, for a caller that catches
+    Ctrl-C itself (fits in threads, where no signal handler can be set); without
+    it Ctrl-C stops the fit.
+    """
+    if isinstance(request, TrainConfig):
+        request = RunRequest(request)
+    config, folder = request.config, request.folder
+    if request.resume:
+        state = _interrupted_state(folder, config)
+        if state is None:
+            raise RunStoreError(f"{folder}: no interrupted run to resume (no {RESUME_FILE})")
+    elif is_finished(config, folder, request.force):
+        return Outcome(load_run(folder), reused=True)
+    else:
+        state = _interrupted_state(folder, config) if not request.force else None
+    if data is None:
+        data = load_dataset(config.dataset, request.data_dir, download_missing=request.download)
+    clear_leftovers(folder)
+    # each epoch's state is written while the next epoch trains (a 13 MB file and an fsync)
+    writer = atomic.BackgroundWriter()
+    try:
+        with stop_on_sigint() if stop is None else nullcontext(stop) as stop:
+            result = train(
+                config,
+                data,
+                device=request.device,
+                observer=observer,
+                stop=stop,
+                resume=state,
+                save_state=lambda snapshot: writer.write(folder / RESUME_FILE, lambda: state_bytes(snapshot)),
+            )
+    except Stopped as e:
+        writer.wait()  # the last epoch's state first, so that the stop's lands last
+        save_state(folder, e.state)
+        raise interrupted(e.state, folder) from None
+    except TrainingDiverged as e:
+        writer.wait()
+        raise diverged_here(e, folder) from None
+    except BaseException:  # a second Ctrl-C, say: the last finished epoch's state still lands first
+        writer.wait(reraise=False)
+        raise
+    writer.wait()  # before save_run ends the resume state, which a late write would bring back
+    return Outcome(save_run(folder, result), reused=False)
+
+
+def clear_leftovers(folder: Path) -> None:
+    """Remove the half-written files of a killed earlier try (a resume state is about 13 MB)."""
+    atomic.remove_leftovers(folder, (MODEL_FILE, METRICS_FILE, LOSS_FIGURE, RESUME_FILE, SCORES_FILE))
+
+
+def interrupted(state: TrainState, folder: Path) -> Interrupted:
+    """The error of a fit stopped by Ctrl-C whose state was saved in `folder`."""
+    return Interrupted(
+        f"interrupted at epoch {state.epoch}, step {state.step}; the state is saved in "
+        f"{folder / RESUME_FILE}; continue with: vaecli train --resume {folder} (or the same command again)"
+    )
+
+
+def diverged_here(error: TrainingDiverged, folder: Path) -> TrainingDiverged:
+    """`error`, saying what stays in `folder`: the last finished epoch's state, if one was saved."""
+    kept = folder / RESUME_FILE
+    where = f"the last good state (a finished epoch) stays in {kept}" if kept.is_file() else "nothing was saved"
+    return TrainingDiverged(f"{error}; {where}")
+
+
+def save_run(folder: Path, result: TrainResult) -> Run:
+    """Finish a run: write metrics.json, loss.png and, last, model.safetensors into `folder`."""
+    from vaecli.store import loss_figure  # matplotlib only when a run is finished
+
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise CheckpointError(f"{folder} is a file, not a run folder; choose another --out")
+    info = {
+        "vaecli_version": __version__,
+        "device": result.device,
+        "precision": result.precision,
+        "train_seconds": round(result.seconds, 3),
+        "data": result.dataset_source,
+    }
+    atomic.write_json(
+        folder / METRICS_FILE,
+        {**info, "config": result.config.to_dict(), "history": [r.to_dict() for r in result.history]},
+    )
+    with loss_figure.DRAWING:
+        loss_figure.save(loss_figure.loss_curves(result.history, result.config), folder / LOSS_FIGURE)
+    (folder / SCORES_FILE).unlink(missing_ok=True)  # scores of the weights this replaces
+    atomic.write_bytes(folder / MODEL_FILE, model_bytes(result))
+    (folder / RESUME_FILE).unlink(missing_ok=True)  # finished: an interrupted try's state is moot now
+    return Run(folder, result.config, result.model, list(result.history), info)
+
+
+
+def _interrupted_state(folder: Path, config: TrainConfig) -> TrainState | None:
+    """The saved state of an interrupted fit of `config` in `folder`, None when there is none."""
+    if not (folder / RESUME_FILE).is_file():
+        return None
+    state = load_state(folder)
+    if state.config != config:
+        raise RunStoreError(
+            f"{folder} holds an interrupted run with a different config; continue it with "
+            f"vaecli train --resume {folder}, or add --force to start this one over"
+        )
+    return state
+
+
+def resume_config(path: Path) -> tuple[Path, TrainConfig]:
+    """The run folder and config of the interrupted run at `path` (a folder or its resume file)."""
+    file = resume_path(path)
+    folder = file.parent
+    if not file.is_file():
+        if (folder / MODEL_FILE).is_file():
+            raise RunStoreError(f"{folder} is finished; nothing to resume")
+        raise CheckpointError(f"{file}: no such file (not an interrupted vaecli run)")
+    if file.name != RESUME_FILE:
+        raise CheckpointError(f"{file}: a resume file must be named {RESUME_FILE}, inside its run folder")
+    return folder, read_state_header(file).config
+
+
+def is_finished(config: TrainConfig, folder: Path, force: bool = False) -> bool:
+    """True when `folder` holds the finished run of `config` to reuse; a run of another config there is an error."""
+    if folder.exists() and not folder.is_dir():
+        raise RunStoreError(f"{folder} is a file, not a run folder; choose another --out")
+    existing = finished_config(folder)
+    if existing is None or force:
+        return False
+    if existing != config:
+        raise RunStoreError(
+            f"{folder} already holds a run with a different config; "
+            "choose another --out, or add --force to overwrite it"
+        )
+    return True
+
+
+@dataclass
+class StoredRun:
+    """One entry of the run store, read from headers only (no tensors loaded)."""
+
+    path: Path
+    config: TrainConfig | None
+    final: dict | None  # the last epoch's record, as in metrics.json
+    modified: float  # model.safetensors' mtime, seconds since the epoch
+    problem: str | None = None  # why the entry could not be read, if it could not
+
+
+def list_runs(store: Path | None = None) -> list[StoredRun]:
+    """Every run folder in the store, finished or not, newest first; unreadable ones say why."""
+    store = Path(store or default_store())
+    if not store.is_dir():
+        return []
+    entries = []
+    for folder in sorted(p for p in store.iterdir() if p.is_dir()):
+        model = folder / MODEL_FILE
+        if not model.is_file():
+            entries.append(_unfinished(folder))
+            continue
+        try:
+            metadata = read_metadata(model)
+            config = read_config(model)
+            final = json.loads(metadata.get("metrics", "null"))
+        except (VaeError, json.JSONDecodeError) as e:
+            entries.append(StoredRun(folder, None, None, model.stat().st_mtime, str(e)))
+            continue
+        entries.append(StoredRun(folder, config, final if isinstance(final, dict) else None, model.stat().st_mtime))
+    return sorted(entries, key=lambda e: e.modified, reverse=True)
+
+
+def _unfinished(folder: Path) -> StoredRun:
+    """A folder without model.safetensors: interrupted (with its config) or just incomplete."""
+    if not (folder / RESUME_FILE).is_file():
+        return StoredRun(folder, None, None, folder.stat().st_mtime, "unfinished: no model.safetensors")
+    modified = (folder / RESUME_FILE).stat().st_mtime
+    try:
+        header = read_state_header(folder)
+    except VaeError as e:
+        return StoredRun(folder, None, None, modified, f"interrupted, but unreadable: {e}")
+    where = f"interrupted: epoch {header.epoch}/{header.config.epochs}"
+    return StoredRun(folder, header.config, None, modified, where)

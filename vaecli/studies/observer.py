@@ -1,0 +1,41 @@
+"""What a sweep tells its display as it goes: one protocol in place of loose callbacks.
+
+Free of torch at import time, so that the command line's displays can subclass it.
+"""
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from vaecli.engine.observer import Observer
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from vaecli.config import TrainConfig
+    from vaecli.errors import TrainingDiverged
+
+
+class SweepObserver:
+    """Hooks for a sweep's progress; the library's default ignores them all.
+
+    Indices are the members' places in Sweep.members(). An executor announces how
+    it trains a set of members (on_fits), then asks for the Observer of each fit:
+    one index for a fit alone, several for a stacked group (whose Observer gets
+    on_member_epoch with the member's place in `indices`).
+    """
+
+    def on_fits(self, indices: Sequence[int], how: str, jobs: int) -> None:
+        """`indices` are about to train `how` ("one by one", "side by side", "stacked"), `jobs` at a time."""
+
+    def observer(self, indices: Sequence[int], configs: Sequence["TrainConfig"]) -> Observer:
+        """The Observer of the fit of these members (called in the thread that trains them)."""
+        return Observer()
+
+    def on_failed(self, index: int, error: "TrainingDiverged") -> None:
+        """Member `index` diverged: it is not saved; the sweep goes on."""
+
+    def on_reused(self, index: int, path: "Path") -> None:
+        """Member `index` was found finished in the store at `path`: nothing was trained."""
+
+    def on_scoring(self, index: int, config: "TrainConfig") -> None:
+        """Member `index` (trained or reused) is being scored on the test set."""
