@@ -1,12 +1,93 @@
-"""Shared fixtures: tiny synthetic IDX data sets and an isolated environment."""
+"""Shared test helpers: tiny synthetic IDX data sets, an isolated environment, the CLI and its one-line errors.
+
+Test modules import the plain helpers from here (`from tests.conftest import invoke`), never from each other.
+"""
+
+from __future__ import annotations
 
 import gzip
 import os
 import struct
+import subprocess
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import torch
+from typer.testing import CliRunner, Result
+
+# vaecli is imported inside the helpers: a broken vaecli module then fails the tests that use it,
+# not the collection of every test
+if TYPE_CHECKING:
+    from vaecli.store.checkpoint import Run
+
+runner = CliRunner()
+# `vaecli train` options for a model that trains in about a second: 32-16 layers, one epoch, on the CPU
+TINY = ["--layers", "32", "16", "--epochs", "1", "--batch-size", "32", "--device", "cpu"]
+ROOT = Path(__file__).resolve().parent.parent  # the checkout, put on PYTHONPATH for subprocesses
+SMALL = {"hidden_layers": (32, 16)}  # make_run's layers, unless a test asks for others
+
+
+def invoke(*args: object) -> Result:
+    """Run vaecli in-process through typer's CliRunner; every argument is passed as str."""
+    from vaecli.cli import app
+
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def one_line_error(result: Result | subprocess.CompletedProcess, *fragments: str, code: int | None = None) -> str:
+    """Assert a failed vaecli run: a non-zero exit (`code` when given), exactly one stderr line,
+    starting with "error: " and containing every fragment, and no traceback. Returns the line.
+
+    Takes a CliRunner result or a subprocess.CompletedProcess (text=True, capture_output=True).
+    """
+    if isinstance(result, subprocess.CompletedProcess):
+        exit_code, output = result.returncode, result.stdout + result.stderr
+    else:
+        exit_code, output = result.exit_code, result.output
+    if code is None:
+        assert exit_code != 0, output
+    else:
+        assert exit_code == code, output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and result.stderr == lines[0] + "\n", result.stderr
+    (line,) = lines
+    assert line.startswith("error: "), line
+    for fragment in fragments:
+        assert fragment in line, line
+    assert "Traceback" not in output, output
+    return line
+
+
+# `python -c DRIVER epoch step signals ARGS...`: vaecli that SIGINTs itself after batch `step` of `epoch`
+DRIVER = """
+import os, signal, sys
+from vaecli.cli import display, main
+
+epoch, step, signals = map(int, sys.argv[1:4])
+on_batch = display.TrainingDisplay.on_batch
+
+def interrupting(self, e, s):
+    on_batch(self, e, s)
+    if (e, s) == (epoch, step):
+        for _ in range(signals):
+            os.kill(os.getpid(), signal.SIGINT)
+
+display.TrainingDisplay.on_batch = interrupting
+sys.argv = ["vaecli", *sys.argv[4:]]
+main()
+"""
+
+
+def run_vaecli(*args: object, interrupt: tuple[int, int, int] | None = None) -> subprocess.CompletedProcess:
+    """Run vaecli in a subprocess; `interrupt` = (epoch, step, how many SIGINTs to send there),
+    sent from the training display's batch hook, as Ctrl-C would."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
+    prefix = ["-c", DRIVER, *map(str, interrupt)] if interrupt else ["-m", "vaecli"]
+    return subprocess.run(
+        [sys.executable, *prefix, *map(str, args)], capture_output=True, text=True, env=env, timeout=120
+    )
 
 
 def write_idx(path: Path, array: torch.Tensor, gz: bool = False) -> Path:
@@ -39,6 +120,29 @@ def write_dataset(raw: Path, n_train: int = 64, n_test: int = 32, gz: bool = Fal
         write_idx(raw / f"{split}-images-idx3-ubyte", images, gz)
         write_idx(raw / f"{split}-labels-idx1-ubyte", labels, gz)
     return raw
+
+
+def make_run(folder: Path, latent_dim: int = 2, seed: int = 0, **model) -> Run:
+    """An untrained model with its config: the explorer page decodes any weights alike.
+
+    PyTorch's default init gives logits near 0, where the sigmoid hides errors;
+    He init and logits of a few units, as a trained decoder has, expose them.
+    """
+    from torch import nn
+
+    from vaecli.config import ModelConfig, TrainConfig
+    from vaecli.core.model import VAE
+    from vaecli.store.checkpoint import Run
+
+    config = TrainConfig(model=ModelConfig(latent_dim=latent_dim, **{**SMALL, **model}), seed=seed)
+    torch.manual_seed(seed)
+    vae = VAE(config.model).eval()
+    with torch.no_grad():
+        for layer in vae.decoder.modules():
+            if isinstance(layer, nn.Linear):
+                nn.init.normal_(layer.weight, std=(2 / layer.in_features) ** 0.5)
+                nn.init.normal_(layer.bias, std=0.5)
+    return Run(Path(folder), config, vae)
 
 
 @pytest.fixture(autouse=True)

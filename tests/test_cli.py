@@ -4,26 +4,9 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from vaecli.cli import app
+from tests.conftest import TINY, invoke, one_line_error
 from vaecli.cli.options import join_number_lists
-
-runner = CliRunner()
-TINY = ["--layers", "32", "16", "--epochs", "1", "--batch-size", "32", "--device", "cpu"]
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def one_line_error(result, *fragments):
-    assert result.exit_code != 0, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    assert "Traceback" not in result.output
 
 
 def test_train_writes_a_run_folder(tiny_mnist, tmp_path):

@@ -3,11 +3,10 @@
 import json
 
 import pytest
-from typer.testing import CliRunner
+import torch
 
-from vaecli.cli import app
+from tests.conftest import invoke, one_line_error, run_vaecli
 
-runner = CliRunner()
 TINY = ["--layers", "16", "--epochs", "1", "--batch-size", "32", "--device", "cpu", "--iw-samples", "4"]
 FILES = {
     "samples.png",
@@ -19,10 +18,6 @@ FILES = {
     "metrics.json",
     "report.md",
 }
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 def test_lam_sweep_as_written_in_the_homework(tiny_mnist, tmp_path):
@@ -66,10 +61,7 @@ def test_hidden_sweep_with_commas_and_seeds(tiny_mnist, tmp_path):
     ],
 )
 def test_bad_sweeps_give_one_line(args, fragment, tiny_mnist):
-    result = invoke("ablate", *args, *TINY, "--data-dir", tiny_mnist)
-    assert result.exit_code != 0
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], result.stderr
+    one_line_error(invoke("ablate", *args, *TINY, "--data-dir", tiny_mnist), fragment)
 
 
 def test_stack_on_trains_members_together_and_says_so(tiny_mnist, tmp_path):
@@ -104,3 +96,71 @@ def test_out_that_is_a_file(tiny_mnist, tmp_path):
     target.write_text("keep")
     result = invoke("ablate", "--lam", "1", *TINY, "--data-dir", tiny_mnist, "--out", target)
     assert result.exit_code == 1 and "is a file" in result.stderr and target.read_text() == "keep"
+
+
+# --- stacked members keep every guarantee of a lone fit --------------------------------------
+
+STACKED = ["--stack", "on", "--precision", "fp32", "--epochs", "3", "--batch-size", "16"]
+
+
+def test_a_stacked_member_that_diverges_is_reported_and_the_rest_are_saved(tiny_mnist, tmp_path, monkeypatch):
+    from vaecli.config import ModelConfig, TrainConfig
+    from vaecli.engine import steps
+    from vaecli.store.runs import run_folder
+    from vaecli.studies.sweep import Sweep
+
+    real = steps.member_terms
+
+    def poisoned(out, x, kind):  # member 2 (lam = 5) diverges in its second epoch
+        recon, kl = real(out, x, kind)
+        if poisoned.calls >= 5:
+            recon = recon.clone()
+            recon[1] = torch.inf
+        poisoned.calls += 1
+        return recon, kl
+
+    poisoned.calls = 0
+    monkeypatch.setattr(steps, "member_terms", poisoned)
+    out = tmp_path / "sweep"
+    result = invoke("ablate", "--lam", "1", "5", "10", *TINY, *STACKED, "--data-dir", tiny_mnist, "--out", out)
+    line = one_line_error(result, "epoch 2", code=1)
+    assert line.startswith("error: 1 of 3 members failed (member 2): training diverged")
+    assert "member 2 failed" in result.stdout and "(0 reused, 2 trained, 1 failed)" in result.stdout
+    base = TrainConfig(model=ModelConfig(hidden_layers=(16,)), epochs=3, batch_size=16, precision="fp32")
+    members = Sweep(base, lams=(1.0, 5.0, 10.0)).members()  # what TINY + STACKED ask for
+    folders = [run_folder(c) for c in members]
+    assert [(f / "model.safetensors").is_file() for f in folders] == [True, False, True]
+    assert (folders[1] / "resume.safetensors").is_file()  # its last good epoch, to look at or retry
+    report = json.loads((out / "metrics.json").read_text())
+    assert "failed" in report["members"][1] and report["rows"][1]["failed"] == 1
+    assert "## Failed members" in (out / "report.md").read_text()
+
+
+def test_a_huge_learning_rate_fails_every_stacked_member_and_saves_none(tiny_mnist, tmp_path):
+    result = invoke("ablate", "--lam", "1", "5", *TINY, *STACKED, "--lr", "1e8", "--data-dir", tiny_mnist)
+    line = one_line_error(result, code=1)
+    assert line.startswith("error: 2 of 2 members failed (members 1-2): training diverged")
+    assert not list((tmp_path / "store").glob("*/model.safetensors"))
+
+
+def test_ctrl_c_stops_a_stacked_sweep_and_the_same_command_continues_bit_for_bit(tiny_mnist, tmp_path):
+    from vaecli.store.checkpoint import load_run
+
+    args = ["ablate", "--lam", "1", "5", *TINY, *STACKED, "--data-dir", tiny_mnist]
+    whole = run_vaecli(*args, "--runs-dir", tmp_path / "whole", "--out", tmp_path / "w")
+    assert whole.returncode == 0, whole.stderr
+    store = tmp_path / "cut"
+    cut = run_vaecli(*args, "--runs-dir", store, "--out", tmp_path / "c", interrupt=(2, 2, 1))
+    line = one_line_error(cut, code=130)
+    assert "interrupted at epoch 2, step 2" in line and "each of the 2 stacked members saved its state" in line
+    folders = sorted(store.iterdir())
+    assert len(folders) == 2 and all((f / "resume.safetensors").is_file() for f in folders)
+    assert not any((f / "model.safetensors").exists() for f in folders)
+
+    again = run_vaecli(*args, "--runs-dir", store, "--out", tmp_path / "c")
+    assert again.returncode == 0, again.stderr
+    assert "Resuming the stacked members at epoch 2, step 2" in again.stdout and "members 1-2/2 stacked" in again.stdout
+    for folder in folders:
+        resumed, uncut = load_run(folder), load_run(tmp_path / "whole" / folder.name)
+        pairs = zip(resumed.model.state_dict().values(), uncut.model.state_dict().values(), strict=True)
+        assert all(torch.equal(a, b) for a, b in pairs)

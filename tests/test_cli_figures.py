@@ -8,8 +8,7 @@ import torch
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
-from tests.conftest import write_dataset
-from tests.test_cli import TINY, invoke, one_line_error
+from tests.conftest import TINY, invoke, one_line_error, write_dataset
 from vaecli.config import ModelConfig, TrainConfig
 from vaecli.core import latent
 from vaecli.store.runs import RunRequest, train_or_reuse

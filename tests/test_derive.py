@@ -6,9 +6,8 @@ from statistics import NormalDist
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from vaecli.cli import app
+from tests.conftest import invoke, one_line_error
 from vaecli.config import ModelConfig, TrainConfig
 from vaecli.core import loss
 from vaecli.core.model import VAE
@@ -18,7 +17,6 @@ from vaecli.studies.derive import Check, SweepRow
 from vaecli.studies.quadrature import Grid
 from vaecli.views import export
 
-runner = CliRunner()
 TINY = ["--layers", "32", "16", "--epochs", "1", "--device", "cpu"]
 
 
@@ -282,18 +280,6 @@ def test_latex_export_is_a_whole_document():
 # --------------------------------------------------------------------------- the command
 
 
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def one_line_error(result, *fragments):
-    assert result.exit_code != 0, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-
-
 def test_derive_without_checks_shows_the_three_parts():
     result = invoke("derive", "--no-checks")
     assert result.exit_code == 0, result.output
@@ -384,6 +370,6 @@ def test_every_check_passes_on_a_real_mnist_model(mnist_dir):
     model = train(config, data, device="cpu").model
     x, what = checks.pick_image(data, 0)
     assert "label 7" in what
-    checks = derive.identity_checks(model, x) + derive.kl_checks(model, x)
-    assert all(c.passed for c in checks), [(c.name, c.difference) for c in checks if not c.passed]
-    assert abs(by_name(checks, "ELBO + KL").difference) < 1e-3
+    results = derive.identity_checks(model, x) + derive.kl_checks(model, x)
+    assert all(c.passed for c in results), [(c.name, c.difference) for c in results if not c.passed]
+    assert abs(by_name(results, "ELBO + KL").difference) < 1e-3

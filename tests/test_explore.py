@@ -9,39 +9,17 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-from typer.testing import CliRunner
 
-from tests.conftest import write_dataset
-from vaecli.cli import app
+from tests.conftest import SMALL, make_run, one_line_error, write_dataset
+from tests.conftest import invoke as vaecli
 from vaecli.config import ModelConfig, TrainConfig
 from vaecli.core.data import Dataset, Split, load_dataset
 from vaecli.core.loss import kl_divergence
-from vaecli.core.model import VAE
 from vaecli.engine.loop import train
 from vaecli.errors import ConfigError
 from vaecli.store.checkpoint import Run
 from vaecli.store.runs import save_run
 from vaecli.views import explore
-
-runner = CliRunner()
-SMALL = {"hidden_layers": (32, 16)}
-
-
-def make_run(folder: Path, latent_dim: int = 2, seed: int = 0, **model) -> Run:
-    """An untrained model with its config: the page decodes any weights alike.
-
-    PyTorch's default init gives logits near 0, where the sigmoid hides errors;
-    He init and logits of a few units, as a trained decoder has, expose them.
-    """
-    config = TrainConfig(model=ModelConfig(latent_dim=latent_dim, **{**SMALL, **model}), seed=seed)
-    torch.manual_seed(seed)
-    vae = VAE(config.model).eval()
-    with torch.no_grad():
-        for layer in vae.decoder.modules():
-            if isinstance(layer, nn.Linear):
-                nn.init.normal_(layer.weight, std=(2 / layer.in_features) ** 0.5)
-                nn.init.normal_(layer.bias, std=0.5)
-    return Run(Path(folder), config, vae)
 
 
 def trained_run(folder: Path, data_dir: Path, **model) -> Run:
@@ -175,15 +153,7 @@ def test_unknown_decoder_architecture_is_refused(tmp_path):
 
 
 def invoke(*args):
-    return runner.invoke(app, ["explore", *map(str, args)])
-
-
-def one_line_error(result, *fragments):
-    assert result.exit_code != 0, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
+    return vaecli("explore", *args)
 
 
 def test_explore_writes_one_page_for_several_runs(saved, tmp_path):

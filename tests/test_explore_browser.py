@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import write_dataset
-from tests.test_explore import make_run
+from tests.conftest import make_run, write_dataset
 from vaecli.core.data import load_dataset
 from vaecli.views import explore
 

@@ -10,10 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_bytes
-from typer.testing import CliRunner
 
-from tests.conftest import write_dataset
-from vaecli.cli import app
+from tests.conftest import invoke, one_line_error, write_dataset
 from vaecli.config import ModelConfig, TrainConfig
 from vaecli.core.data import load_dataset
 from vaecli.engine.loop import train
@@ -94,8 +92,7 @@ def test_broken_checkpoints_fail_in_one_line(case, good_bytes, tmp_path):
     with pytest.raises(CheckpointError, match=message) as info:
         load_run(path)
     assert str(path) in str(info.value) and "\n" not in str(info.value)
-    result = CliRunner().invoke(app, ["info", str(path)])
-    assert result.exit_code == 1 and result.stderr.count("\n") == 1 and str(path) in result.stderr
+    one_line_error(invoke("info", path), str(path), code=1)
 
 
 @pytest.fixture(scope="module")
@@ -134,8 +131,7 @@ def test_broken_resume_files_fail_in_one_line(case, good_resume_bytes, tmp_path)
     with pytest.raises(CheckpointError, match=message) as info:
         load_state(path.parent)
     assert str(path) in str(info.value) and "\n" not in str(info.value)
-    result = CliRunner().invoke(app, ["train", "--resume", str(path.parent)])
-    assert result.exit_code == 1 and result.stderr.count("\n") == 1 and str(path) in result.stderr
+    one_line_error(invoke("train", "--resume", path.parent), str(path), code=1)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -7,13 +7,11 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from vaecli.cli import app
+from tests.conftest import ROOT, invoke, one_line_error, run_vaecli
 from vaecli.config import ModelConfig, TrainConfig
 from vaecli.core import loss
 from vaecli.core.data import Split, load_dataset
@@ -29,7 +27,6 @@ from vaecli.store.runs import RunRequest
 # 64 training images in batches of 16: 4 steps per epoch
 CFG = TrainConfig(model=ModelConfig(latent_dim=2, hidden_layers=(16,)), epochs=3, batch_size=16)
 TINY = ["--layers", "16", "--epochs", "3", "--batch-size", "16", "--device", "cpu"]
-ROOT = Path(__file__).resolve().parent.parent
 
 
 class StopAt(Observer):
@@ -125,10 +122,8 @@ def test_cli_nan_keeps_the_last_good_state(tiny_mnist, tmp_path, monkeypatch):
 
     monkeypatch.setattr(loss, "vae_loss", poisoned)
     out = tmp_path / "run"
-    result = CliRunner().invoke(app, ["train", *TINY, "--data-dir", str(tiny_mnist), "--out", str(out)])
-    assert result.exit_code == 1
-    (line,) = result.stderr.strip().splitlines()
-    assert "at epoch 2, step 3" in line and "--lr" in line and "last good state" in line and "Traceback" not in line
+    result = invoke("train", *TINY, "--data-dir", tiny_mnist, "--out", out)
+    one_line_error(result, "at epoch 2, step 3", "--lr", "last good state", code=1)
     assert not (out / MODEL_FILE).exists()
     state = load_state(out)
     assert (state.epoch, state.step) == (2, 0) and all(torch.isfinite(t).all() for t in state.model.values())
@@ -136,78 +131,48 @@ def test_cli_nan_keeps_the_last_good_state(tiny_mnist, tmp_path, monkeypatch):
 
 def test_a_huge_learning_rate_diverges_in_one_line(tiny_mnist, tmp_path):
     out = tmp_path / "run"
-    args = ["train", *TINY, "--lr", "1e8", "--data-dir", str(tiny_mnist), "--out", str(out)]
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 1 and result.stderr.startswith("error: training diverged: the loss was")
-    assert "nothing was saved" in result.stderr and not (out / MODEL_FILE).exists()
+    result = invoke("train", *TINY, "--lr", "1e8", "--data-dir", tiny_mnist, "--out", out)
+    line = one_line_error(result, "nothing was saved", code=1)
+    assert line.startswith("error: training diverged: the loss was") and not (out / MODEL_FILE).exists()
 
 
 # --- the command line, interrupted by a real SIGINT in a subprocess ------------------
 
-DRIVER = """
-import os, signal, sys
-from vaecli.cli import display, main
-
-epoch, step, signals = map(int, sys.argv[1:4])
-on_batch = display.TrainingDisplay.on_batch
-
-def interrupting(self, e, s):
-    on_batch(self, e, s)
-    if (e, s) == (epoch, step):
-        for _ in range(signals):
-            os.kill(os.getpid(), signal.SIGINT)
-
-display.TrainingDisplay.on_batch = interrupting
-sys.argv = ["vaecli", *sys.argv[4:]]
-main()
-"""
-
-
-def vaecli(*args: object, interrupt: tuple[int, int, int] | None = None) -> subprocess.CompletedProcess:
-    """Run vaecli in a subprocess; `interrupt` = (epoch, step, how many SIGINTs to send there)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
-    prefix = ["-c", DRIVER, *map(str, interrupt)] if interrupt else ["-m", "vaecli"]
-    return subprocess.run(
-        [sys.executable, *prefix, *map(str, args)], capture_output=True, text=True, env=env, timeout=120
-    )
-
 
 def test_ctrl_c_saves_a_state_that_resumes_bit_for_bit(tiny_mnist, tmp_path):
     common = ["train", *TINY, "--data-dir", tiny_mnist]
-    whole = vaecli(*common, "--out", tmp_path / "whole")
+    whole = run_vaecli(*common, "--out", tmp_path / "whole")
     assert whole.returncode == 0, whole.stderr
 
     folder = tmp_path / "cut"
-    cut = vaecli(*common, "--out", folder, interrupt=(2, 2, 1))
-    assert cut.returncode == 130, cut.stderr
-    (line,) = cut.stderr.strip().splitlines()
-    assert "interrupted at epoch 2, step 2" in line and f"vaecli train --resume {folder}" in line
+    cut = run_vaecli(*common, "--out", folder, interrupt=(2, 2, 1))
+    one_line_error(cut, "interrupted at epoch 2, step 2", f"vaecli train --resume {folder}", code=130)
     assert not (folder / MODEL_FILE).exists() and (folder / RESUME_FILE).exists()
 
-    listed = vaecli("runs", "--runs-dir", tmp_path, "--json")
+    listed = run_vaecli("runs", "--runs-dir", tmp_path, "--json")
     assert '"problem": "interrupted: epoch 2/3"' in listed.stdout
 
-    conflicting = vaecli("train", "--resume", folder, "--lam", "2")
-    assert conflicting.returncode == 2 and "drop --lam" in conflicting.stderr
+    conflicting = run_vaecli("train", "--resume", folder, "--lam", "2")
+    one_line_error(conflicting, "drop --lam", code=2)
 
-    resumed = vaecli("train", "--resume", folder, "--data-dir", tiny_mnist)
+    resumed = run_vaecli("train", "--resume", folder, "--data-dir", tiny_mnist)
     assert resumed.returncode == 0, resumed.stderr
     assert "Resuming at epoch 2, step 2" in resumed.stdout
     assert not (folder / RESUME_FILE).exists()
     assert same_weights(load_run(folder).model, load_run(tmp_path / "whole").model)
 
-    again = vaecli("train", "--resume", folder)
-    assert again.returncode == 1 and "is finished; nothing to resume" in again.stderr
+    again = run_vaecli("train", "--resume", folder)
+    one_line_error(again, "is finished; nothing to resume", code=1)
 
 
 def test_the_same_command_again_continues_and_a_second_ctrl_c_stops_at_once(tiny_mnist, tmp_path):
     common = ["train", *TINY, "--data-dir", tiny_mnist, "--runs-dir", tmp_path / "store"]
-    impatient = vaecli(*common, interrupt=(2, 3, 2))
-    assert impatient.returncode == 130 and impatient.stderr.strip() == "error: interrupted"
+    impatient = run_vaecli(*common, interrupt=(2, 3, 2))
+    assert one_line_error(impatient, code=130) == "error: interrupted"
     (folder,) = (tmp_path / "store").iterdir()
     assert load_state(folder).epoch == 2  # the state saved after epoch 1 is still there
 
-    again = vaecli(*common)
+    again = run_vaecli(*common)
     assert again.returncode == 0, again.stderr
     assert "Resuming at epoch 2, step 0" in again.stdout and (folder / MODEL_FILE).exists()
 
@@ -257,11 +222,11 @@ def test_a_kill_during_a_save_leaves_a_complete_file(tiny_mnist, tmp_path):
 
 def test_resume_continues_a_forced_retrain_beside_the_old_finished_run(tiny_mnist, tmp_path):
     common = ["train", *TINY, "--data-dir", tiny_mnist, "--out", tmp_path / "run"]
-    assert vaecli(*common).returncode == 0
+    assert run_vaecli(*common).returncode == 0
     old = load_run(tmp_path / "run").model
-    cut = vaecli(*common, "--force", "--seed", "1", interrupt=(1, 2, 1))
+    cut = run_vaecli(*common, "--force", "--seed", "1", interrupt=(1, 2, 1))
     assert cut.returncode == 130 and (tmp_path / "run" / RESUME_FILE).exists()
-    resumed = vaecli("train", "--resume", tmp_path / "run", "--data-dir", tiny_mnist)
+    resumed = run_vaecli("train", "--resume", tmp_path / "run", "--data-dir", tiny_mnist)
     assert resumed.returncode == 0, resumed.stderr
     assert "Resuming at epoch 1, step 2" in resumed.stdout
     assert load_run(tmp_path / "run").config.seed == 1 and not same_weights(load_run(tmp_path / "run").model, old)
@@ -274,7 +239,7 @@ def test_training_again_removes_what_a_killed_save_left(tiny_mnist, tmp_path):
     leftover.write_bytes(b"half a file")
     keep = folder / ".notes.tmp"  # a user's own file, not one of vaecli's temp files
     keep.write_text("mine")
-    result = CliRunner().invoke(app, ["train", *TINY, "--data-dir", str(tiny_mnist), "--out", str(folder)])
+    result = invoke("train", *TINY, "--data-dir", tiny_mnist, "--out", folder)
     assert result.exit_code == 0, result.output
     assert not leftover.exists() and keep.read_text() == "mine" and (folder / MODEL_FILE).exists()
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.conftest import invoke, one_line_error
 from vaecli.cli.options import TRAINING_OPTIONS
 from vaecli.config import ModelConfig, TrainConfig
 from vaecli.core.data import load_dataset
@@ -26,8 +27,6 @@ from vaecli.engine.records import evaluate
 from vaecli.engine.steps import batch_loss_fn, build_model, make_optimizer, train_step
 from vaecli.errors import ConfigError
 from vaecli.store.checkpoint import read_config
-
-from .test_cli import invoke, one_line_error
 
 TINY = ModelConfig(latent_dim=2, hidden_layers=(32, 16))
 BENCH = Path(__file__).parents[1] / "benchmarks" / "bench_train.py"

@@ -8,9 +8,14 @@ import torch
 from vaecli.config import ModelConfig, TrainConfig
 from vaecli.core.data import load_dataset
 from vaecli.core.stacked import StackedVAE, member_terms
+from vaecli.engine import steps
+from vaecli.engine.interrupt import StopRequest
 from vaecli.engine.loop import train, train_stacked
+from vaecli.engine.observer import Observer
+from vaecli.engine.state import Stopped
 from vaecli.engine.steps import build_model
-from vaecli.errors import ConfigError
+from vaecli.errors import ConfigError, TrainingDiverged
+from vaecli.store.checkpoint import load_state, save_state
 
 # fp32, not the default "auto": exact comparisons must not depend on this CPU's bfloat16 support
 BASE = TrainConfig(
@@ -103,3 +108,115 @@ def test_member_is_a_copy_of_its_slice_and_draws_no_randomness():
 def test_members_that_cannot_stack_are_refused(configs, message, tiny_mnist):
     with pytest.raises(ConfigError, match=message):
         train_stacked(configs, load_dataset("mnist", tiny_mnist), device="cpu")
+
+
+# --- the engine's guarantees hold for a stack: NaN guard, stop, resume, per-epoch states ----------
+
+THREE = [member(2, 1.0, 0), member(3, 5.0, 1), member(2, 40.0, 2)]
+
+
+class StopAt(Observer):
+    """Requests a stop after batch `step` of `epoch`, as Ctrl-C would."""
+
+    def __init__(self, stop: StopRequest, epoch: int, step: int) -> None:
+        self.stop, self.at = stop, (epoch, step)
+
+    def on_batch(self, epoch: int, step: int) -> None:
+        if (epoch, step) == self.at:
+            self.stop.request()
+
+
+def same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def poison_member(monkeypatch, member: int, from_call: int) -> None:
+    """Member `member`'s recon becomes NaN from the `from_call`-th stacked step on."""
+    real, calls = steps.member_terms, []
+
+    def poisoned(out, x, kind):
+        calls.append(1)
+        recon, kl = real(out, x, kind)
+        if len(calls) >= from_call:
+            recon = recon.clone()
+            recon[member] = torch.nan
+        return recon, kl
+
+    monkeypatch.setattr(steps, "member_terms", poisoned)
+
+
+def test_a_diverged_member_is_named_and_the_others_end_as_if_it_had_not(tiny_mnist, monkeypatch):
+    data = load_dataset("mnist", tiny_mnist)
+    healthy = train_stacked(THREE, data, device="cpu")
+    failures = []
+
+    class Failures(Observer):
+        def on_member_failed(self, member: int, error) -> None:
+            failures.append((member, str(error)))
+
+    poison_member(monkeypatch, 1, from_call=5)  # epoch 2, step 2 (3 steps an epoch)
+    first, bad, last = train_stacked(THREE, data, device="cpu", observer=Failures())
+    assert isinstance(bad, TrainingDiverged) and "the loss was nan at epoch 2, step 2" in str(bad)
+    assert failures == [(1, str(bad))]
+    for got, want in ((first, healthy[0]), (last, healthy[2])):  # bit for bit: a member's slices are its own
+        assert same(got.model.state_dict(), want.model.state_dict()) and len(got.history) == 2
+
+
+def test_a_lone_fit_still_raises_at_once(tiny_mnist, monkeypatch):
+    data = load_dataset("mnist", tiny_mnist)
+    poison_member(monkeypatch, 0, from_call=2)
+    (result,) = train_stacked([THREE[0]], data, device="cpu")  # a stack of one reports, a lone fit raises
+    assert isinstance(result, TrainingDiverged) and "epoch 1, step 2" in str(result)
+
+
+@pytest.mark.parametrize("epoch, step", [(1, 2), (1, 3), (2, 1)])
+def test_a_stopped_stack_resumed_ends_bit_for_bit_as_uninterrupted(tiny_mnist, tmp_path, epoch, step):
+    data = load_dataset("mnist", tiny_mnist)
+    configs = [replace(c, epochs=3) for c in THREE]
+    whole = train_stacked(configs, data, device="cpu")
+    stop = StopRequest()
+    with pytest.raises(Stopped) as info:
+        train_stacked(configs, data, device="cpu", observer=StopAt(stop, epoch, step), stop=stop)
+    states = info.value.states
+    assert sorted(states) == [0, 1, 2] and not info.value.failed
+    # through the files a stop writes: each member's state is a lone fit's resume file
+    for m, state in states.items():
+        save_state(tmp_path / str(m), state)
+    loaded = [load_state(tmp_path / str(m)) for m in range(3)]
+    assert all((s.epoch, s.step) == ((epoch, step) if step < 3 else (epoch + 1, 0)) for s in loaded)
+    resumed = train_stacked(configs, data, device="cpu", resume=loaded)
+    for a, b in zip(whole, resumed, strict=True):
+        assert same(a.model.state_dict(), b.model.state_dict())
+        assert [r.to_dict() | {"seconds": 0} for r in a.history] == [r.to_dict() | {"seconds": 0} for r in b.history]
+
+
+def test_a_stacked_members_state_continues_alone(tiny_mnist):
+    data = load_dataset("mnist", tiny_mnist)
+    configs = [replace(c, epochs=2) for c in THREE[:2]]
+    stop = StopRequest()
+    with pytest.raises(Stopped) as info:
+        train_stacked(configs, data, device="cpu", observer=StopAt(stop, 1, 2), stop=stop)
+    alone = train(configs[1], data, device="cpu")
+    continued = train(configs[1], data, device="cpu", resume=info.value.states[1])
+    # the stacked first steps round as a stack, the rest as a lone fit: close, not equal (Adam's first steps
+    # amplify rounding in near-zero gradients, so single weights can differ by a few steps' worth)
+    assert continued.final.test.neg_elbo == pytest.approx(alone.final.test.neg_elbo, rel=1e-3)
+    assert [r.epoch for r in continued.history] == [1, 2] and continued.config == configs[1]
+
+
+def test_every_members_state_is_handed_out_at_each_epoch_boundary(tiny_mnist):
+    data = load_dataset("mnist", tiny_mnist)
+    saved = []
+    train_stacked([replace(c, epochs=3) for c in THREE], data, device="cpu", save_state=lambda m, s: saved.append(
+        (m, s.epoch, s.step, s.config.lam)
+    ))  # fmt: skip
+    assert saved == [(m, e, 0, THREE[m].lam) for e in (2, 3) for m in range(3)]
+
+
+def test_resume_states_must_be_at_one_point(tiny_mnist):
+    data = load_dataset("mnist", tiny_mnist)
+    configs = [replace(c, epochs=3) for c in THREE[:2]]
+    states = {}
+    train_stacked(configs, data, device="cpu", save_state=lambda m, s: states.setdefault((m, s.epoch), s))
+    with pytest.raises(ConfigError, match="different points"):
+        train_stacked(configs, data, device="cpu", resume=[states[(0, 2)], states[(1, 3)]])

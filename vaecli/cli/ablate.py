@@ -97,7 +97,7 @@ def ablate(
     finally:
         display.close()
 
-    ablation = save_ablation(results, plan, data.test.images, folder)
+    ablation = save_ablation(results, plan, data.test.images, folder, iw_samples)
     console.print(_metrics_table(ablation.rows, iw_samples))
     reused = sum(m.reused for m in results)
     failed = [i for i, m in enumerate(results) if m.failed]
@@ -109,7 +109,8 @@ def ablate(
     )
     if failed:
         raise TrainingDiverged(
-            f"{len(failed)} of {len(results)} members failed (member {member_numbers(failed)}): "
+            f"{len(failed)} of {len(results)} members failed (member{'s' if len(failed) > 1 else ''} "
+            f"{member_numbers(failed)}): "
             f"{results[failed[0]].error}"
         )
 
@@ -132,6 +133,8 @@ def _metrics_table(rows: list[dict], iw_samples: int) -> Table:
         for column in columns:
             value = row[column]
             text = (f"{value:g}" if column == "lam" else f"{value:.2f}") if isinstance(value, float) else str(value)
+            if isinstance(value, float) and value != value:  # NaN: every seed of the setting failed
+                text = "-"
             std = row.get(f"{column}_std")
             if isinstance(std, float) and std == std:  # not NaN
                 text += f" ± {std:.2f}"

@@ -260,13 +260,14 @@ def first_seed(members: list[Member], sweep: Sweep) -> list[Member]:
     return shown
 
 
-def table_rows(members: list[Member], sweep: Sweep) -> list[dict[str, Any]]:
+def table_rows(members: list[Member], sweep: Sweep, iw_samples: int | None = None) -> list[dict[str, Any]]:
     """One row per setting: each metric's mean over seeds, and its standard deviation when seeds > 1.
 
     Failed members are left out of the means; a `failed` column counts them when any failed,
-    and a setting whose every seed failed has NaN metrics.
+    and a setting whose every seed failed has NaN metrics. `iw_samples` names the bound's column
+    (default: the members' own count).
     """
-    iw = next((m.metrics.iw_samples for m in members if m.metrics is not None), 0)
+    iw = iw_samples or next((m.metrics.iw_samples for m in members if m.metrics is not None), 0)
     any_failed = any(m.failed for m in members)
     rows = []
     for h, lam in sweep.settings:

@@ -41,9 +41,11 @@ def save_figures(members: list[Member], sweep: Sweep, rows: list[dict], images: 
     return [(title, name) for title, name, _ in drawn]
 
 
-def save_ablation(members: list[Member], sweep: Sweep, images: torch.Tensor, folder: Path) -> Ablation:
+def save_ablation(
+    members: list[Member], sweep: Sweep, images: torch.Tensor, folder: Path, iw_samples: int | None = None
+) -> Ablation:
     """Write the figures, metrics.csv, metrics.json and report.md of a scored sweep into `folder`."""
-    rows = table_rows(members, sweep)
+    rows = table_rows(members, sweep, iw_samples)
     made = save_figures(members, sweep, rows, images, folder)
     atomic.write_text(folder / "metrics.csv", to_csv(rows))
     atomic.write_json(
