@@ -35,3 +35,7 @@ class Interrupted(VaeError):
     """Training was stopped by Ctrl-C after a batch; its state was saved to resume from."""
 
     exit_code = 130  # the shell's code for a process ended by SIGINT
+
+
+class OutOfMemory(VaeError):
+    """A fit needs more memory than the device has: estimated before training, or the allocator failed."""

@@ -8,6 +8,7 @@ config from the run store.
 
 import functools
 import inspect
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -66,6 +67,29 @@ def number_lists(*names: str) -> type[TyperCommand]:
     return NumberListCommand
 
 
+def number_problem(value: float, minimum: float = -math.inf) -> str | None:
+    """What is wrong with `value` for a number option with this `minimum`, or None: one wording for all.
+
+    NaN passes a plain `value < minimum` check (and click's min=), so finiteness is checked first.
+    """
+    if math.isfinite(value) and value >= minimum:
+        return None
+    bound = f" ≥ {minimum:g}" if math.isfinite(minimum) else ""
+    return f"must be a finite number{bound}, got {value:g}"
+
+
+def at_least(minimum: float) -> Callable[[typer.CallbackParam, float], float]:
+    """A click callback refusing NaN, infinities and values below `minimum` with number_problem's line."""
+
+    def check(param: typer.CallbackParam, value: float) -> float:
+        problem = number_problem(value, minimum)
+        if problem:
+            raise typer.BadParameter(problem, param_hint=param.opts[0])
+        return value
+
+    return check
+
+
 def _parse_numbers(text: str, option: str, kind: type, minimum: float) -> tuple:
     try:
         values = tuple(kind(v) for v in text.split(",") if v.strip())
@@ -74,6 +98,10 @@ def _parse_numbers(text: str, option: str, kind: type, minimum: float) -> tuple:
         raise typer.BadParameter(f"expected {noun}, got {text!r}", param_hint=option) from None
     if not values:
         raise typer.BadParameter("give at least one number", param_hint=option)
+    problems = [number_problem(v, minimum) for v in values] if kind is float else []
+    problem = next(filter(None, problems), None)
+    if problem:
+        raise typer.BadParameter(problem, param_hint=option)
     if min(values) < minimum:
         raise typer.BadParameter(f"every value must be at least {minimum:g}, got {min(values):g}", param_hint=option)
     return values
@@ -97,7 +125,10 @@ Device = Enum("Device", {k: k for k in DEVICES}, type=str)
 HiddenOpt = Annotated[
     int, typer.Option("--hidden", "-H", min=1, help="Latent size H (mu and logvar each have H units).")
 ]
-LamOpt = Annotated[float, typer.Option("--lam", min=0.0, help="Weight of the KL term: loss = recon + lam * KL.")]
+LamOpt = Annotated[
+    float,
+    typer.Option("--lam", callback=at_least(0.0), help="Weight of the KL term (≥ 0): loss = recon + lam * KL."),
+]
 EpochsOpt = Annotated[int, typer.Option(min=1, help="Passes over the training set.")]
 LayersOpt = Annotated[
     str,

@@ -28,6 +28,7 @@ import torch
 
 from vaecli.config import TrainConfig
 from vaecli.core.data import Dataset, load_dataset
+from vaecli.engine import memory
 from vaecli.engine.device import resolve_device, resolve_precision
 from vaecli.engine.interrupt import StopRequest
 from vaecli.engine.observer import Observer
@@ -80,6 +81,7 @@ class _Member:
     failed: TrainingDiverged | None = None
 
 
+@memory.one_line_oom()  # around the whole fit: an allocation failure anywhere in it becomes one line
 def fit(
     configs: Sequence[TrainConfig],
     data: Dataset,
@@ -108,6 +110,7 @@ def fit(
     for config in configs:
         check_data(config, data)
         _check_options(config, dev)
+    memory.check_fits(configs, dev, len(data.train.images) + len(data.test.images), data.train.images.shape[1])
     first = configs[0]
     precision = resolve_precision(first.precision, dev)
     data = data.to(dev)
