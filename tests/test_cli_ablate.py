@@ -136,8 +136,11 @@ def test_a_stacked_member_that_diverges_is_reported_and_the_rest_are_saved(tiny_
     assert "## Failed members" in (out / "report.md").read_text()
 
 
-def test_a_huge_learning_rate_fails_every_stacked_member_and_saves_none(tiny_mnist, tmp_path):
-    result = invoke("ablate", "--lam", "1", "5", *TINY, *STACKED, "--lr", "1e8", "--data-dir", tiny_mnist)
+@pytest.mark.parametrize("way", [["--stack", "on"], ["--stack", "off", "--jobs", "1"], ["--stack", "off", "--jobs", "2"]])
+def test_a_huge_learning_rate_fails_every_member_and_saves_none(tiny_mnist, tmp_path, way):
+    """Stacked, one by one or side by side: every member is tried, none is saved, and the sweep exits 1."""
+    args = ["--lam", "1", "5", *TINY, *STACKED, *way, "--lr", "1e8", "--data-dir", tiny_mnist]
+    result = invoke("ablate", *args)
     line = one_line_error(result, code=1)
     assert line.startswith("error: 2 of 2 members failed (members 1-2): training diverged")
     assert not list((tmp_path / "store").glob("*/model.safetensors"))

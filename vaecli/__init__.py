@@ -47,12 +47,37 @@ _EXPORTS = {
     "Stacked": "vaecli.studies.executors",
 }
 
-__all__ = ["__version__", *_EXPORTS]
+# short names of the library's modules, so that `from vaecli import figures` works as it always has
+_MODULES = {
+    "atomic": "vaecli.atomic",
+    "config": "vaecli.config",
+    "errors": "vaecli.errors",
+    "model": "vaecli.core.model",
+    "loss": "vaecli.core.loss",
+    "data": "vaecli.core.data",
+    "latent": "vaecli.core.latent",
+    "checkpoint": "vaecli.store.checkpoint",
+    "runs": "vaecli.store.runs",
+    "sweep": "vaecli.studies.sweep",
+    "executors": "vaecli.studies.executors",
+    "scores": "vaecli.studies.scores",
+    "derive": "vaecli.studies.derive",
+    "checks": "vaecli.studies.checks",
+    "quadrature": "vaecli.studies.quadrature",
+    "figures": "vaecli.views.figures",
+    "ablation": "vaecli.views.ablation",
+    "explore": "vaecli.views.explore",
+    "export": "vaecli.views.export",
+}
+
+__all__ = ["__version__", *_EXPORTS, *_MODULES]
 
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
+    if name in _MODULES:
+        return importlib.import_module(_MODULES[name])
     raise AttributeError(f"module 'vaecli' has no attribute {name!r}")
 
 

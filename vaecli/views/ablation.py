@@ -42,9 +42,10 @@ def save_figures(members: list[Member], sweep: Sweep, rows: list[dict], images: 
 
 
 def save_ablation(
-    members: list[Member], sweep: Sweep, images: torch.Tensor, folder: Path, iw_samples: int | None = None
+    members: list[Member], sweep: Sweep, images: torch.Tensor, folder: Path | str, iw_samples: int | None = None
 ) -> Ablation:
     """Write the figures, metrics.csv, metrics.json and report.md of a scored sweep into `folder`."""
+    folder = Path(folder)
     rows = table_rows(members, sweep, iw_samples)
     made = save_figures(members, sweep, rows, images, folder)
     atomic.write_text(folder / "metrics.csv", to_csv(rows))
