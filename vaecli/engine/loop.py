@@ -70,7 +70,7 @@ def diverged(config: TrainConfig, what: str) -> TrainingDiverged:
 
 @dataclass
 class _Member:
-    """One member's own part of a fit: its config, generators, shuffle, sums and history."""
+    """One member's own part of a fit: its config, generators, shuffle and history."""
 
     config: TrainConfig
     shuffle: torch.Generator
@@ -79,6 +79,160 @@ class _Member:
     history: list[EpochRecord]
     order: torch.Tensor
     failed: TrainingDiverged | None = None
+
+
+class _Fit:
+    """One fit in progress: the model(s), each member's part, and where the loop is (epoch, step)."""
+
+    def __init__(
+        self, configs: Sequence[TrainConfig], data: Dataset, dev: torch.device, stacked: bool, observer: Observer
+    ) -> None:
+        first = configs[0]
+        self.dev, self.stacked, self.observer, self.epochs = dev, stacked, observer, first.epochs
+        self.precision = resolve_precision(first.precision, dev)
+        self.data = data.to(dev)
+        self.net = StackedModels(configs, dev, self.precision) if stacked else OneModel(first, dev, self.precision)
+        self.n, self.batch_size = len(self.data.train.images), first.batch_size
+        self.steps = math.ceil(self.n / self.batch_size)
+        self.members = []
+        for config in configs:
+            shuffle, noise = generators(config, dev)
+            test_images = scored_test_images(self.data.test.images, config)
+            self.members.append(_Member(config, shuffle, noise, test_images, [], torch.empty(0)))
+        self.count = len(self.members)
+        self.epoch, self.step = 1, 0
+        self.sums = torch.empty(0)  # (M, 2) float64: recon and KL summed over the epoch's images so far
+        self.started = self.epoch_start = time.perf_counter()
+
+    def resume(self, states: Sequence[TrainState]) -> None:
+        """Continue from `states`, one per member, all at the same point."""
+        if len(states) != self.count:
+            raise ConfigError(f"{len(states)} saved states for {self.count} members")
+        for state, member in zip(states, self.members, strict=True):
+            _check_resumable(state, member.config, self.dev, self.n, self.steps)
+        if len({(s.epoch, s.step) for s in states}) > 1:
+            raise ConfigError("the members' saved states are at different points; continue them apart")
+        self.net.load_members([(s.model, s.optimizer) for s in states])
+        for member, state in zip(self.members, states, strict=True):
+            member.shuffle.set_state(state.shuffle_rng)
+            member.noise.set_state(state.noise_rng)
+            member.history = list(state.history)
+            member.order = state.order.to(self.dev)
+        self.epoch, self.step = states[0].epoch, states[0].step
+        self.sums = torch.stack([s.sums for s in states]).to(self.dev)
+        now = time.perf_counter()
+        self.started = now - sum(s.seconds for s in states)
+        self.epoch_start = now - states[0].epoch_seconds * self.count
+
+    def live(self) -> list[int]:
+        return [m for m, member in enumerate(self.members) if member.failed is None]
+
+    def run(self, stop: StopRequest | None, save_state: SaveState | None) -> list[TrainResult | TrainingDiverged]:
+        while self.epoch <= self.epochs and self.live():
+            self._train_epoch(stop)
+            self._score_epoch()
+            self.epoch, self.step = self.epoch + 1, 0
+            if self.epoch <= self.epochs and self.live():
+                if stop is not None and stop.requested:
+                    raise self._stopped()
+                if save_state is not None:
+                    for m in self.live():
+                        save_state(m, self.snapshot(m))
+        self.net.finish()
+        seconds = (time.perf_counter() - self.started) / self.count
+        source = str(self.data.source)
+        return [
+            member.failed
+            if member.failed is not None
+            else TrainResult(
+                member.config, self.net.member(m).cpu(), member.history, str(self.dev), seconds, source, self.precision
+            )
+            for m, member in enumerate(self.members)
+        ]
+
+    def _train_epoch(self, stop: StopRequest | None) -> None:
+        """The epoch's batches from self.step on; Stopped after a batch when `stop` is set."""
+        self.net.model.train()
+        if self.step == 0:
+            self.epoch_start = time.perf_counter()
+            for member in self.members:
+                member.order = torch.randperm(self.n, generator=member.shuffle).to(self.dev)
+            self.sums = torch.zeros(self.count, 2, dtype=torch.float64, device=self.dev)
+        first_step, batch_size, images = self.step, self.batch_size, self.data.train.images
+        losses = torch.zeros(self.steps, self.count, device=self.dev)  # read once per epoch: no sync per step
+        while self.step < self.steps:
+            xs, eps = [], []
+            for member in self.members:
+                index = member.order[self.step * batch_size : (self.step + 1) * batch_size]
+                x, e = step_noise(images.index_select(0, index), member.config, member.noise)
+                xs.append(x)  # (B, D)
+                eps.append(e)  # (B, H)
+            loss, means = self.net.step(xs, eps)
+            self.sums.add_(means, alpha=len(xs[0]))
+            losses[self.step] = loss
+            self.step += 1
+            self.observer.on_batch(self.epoch, self.step)
+            if stop is not None and stop.requested and self.step < self.steps:
+                self._check_finite(losses, first_step, self.step)  # never save a diverged state
+                raise self._stopped()
+        self._check_finite(losses, first_step, self.steps)
+
+    def _score_epoch(self) -> None:
+        """Each live member's EpochRecord: its training sums and its test terms."""
+        seconds = (time.perf_counter() - self.epoch_start) / self.count
+        totals = self.sums.tolist()
+        for m in self.live():
+            member = self.members[m]
+            recon_sum, kl_sum = totals[m]
+            test = evaluate(self.net.member(m), member.test_images, eval_generator(member.config, self.dev))
+            if not math.isfinite(test.neg_elbo):
+                self._fail(m, diverged(member.config, f"the test loss was {test.neg_elbo:g} after epoch {self.epoch}"))
+                continue
+            train_terms = Terms(recon_sum / self.n, kl_sum / self.n)
+            record = EpochRecord(self.epoch, member.config.lam, train_terms, test, seconds)
+            member.history.append(record)
+            self.observer.on_member_epoch(m, record)
+
+    def _check_finite(self, losses: torch.Tensor, first: int, last: int) -> None:
+        """Fail each member whose loss in steps [first, last) was NaN or infinite: one host read for all."""
+        bad = ~torch.isfinite(losses[first:last])  # (steps, M)
+        if not bool(bad.any()):
+            return
+        for m in bad.any(0).nonzero()[:, 0].tolist():
+            if self.members[m].failed is None:
+                index = first + int(bad[:, m].nonzero()[0, 0])
+                what = f"the loss was {float(losses[index, m]):g} at epoch {self.epoch}, step {index + 1}"
+                self._fail(m, diverged(self.members[m].config, what))
+
+    def _fail(self, m: int, error: TrainingDiverged) -> None:
+        self.members[m].failed = error
+        if not self.stacked:
+            raise error
+        self.observer.on_member_failed(m, error)
+
+    def snapshot(self, m: int) -> TrainState:
+        """Member m's state now, as CPU copies."""
+        member, step, now = self.members[m], self.step, time.perf_counter()
+        weights, adam = self.net.member_tensors(m)
+        return TrainState(
+            config=member.config,
+            epoch=self.epoch,
+            step=step,
+            history=list(member.history),
+            model=weights,
+            optimizer=adam,
+            order=member.order.cpu().clone() if step else torch.empty(0, dtype=torch.int64),
+            sums=self.sums[m].cpu().clone() if step else torch.zeros(2, dtype=torch.float64),
+            shuffle_rng=member.shuffle.get_state(),
+            noise_rng=member.noise.get_state(),
+            seconds=(now - self.started) / self.count,  # a stacked member's share
+            epoch_seconds=(now - self.epoch_start) / self.count if step else 0.0,
+            device=self.dev.type,
+        )
+
+    def _stopped(self) -> Stopped:
+        failed = {m: member.failed for m, member in enumerate(self.members) if member.failed is not None}
+        return Stopped({m: self.snapshot(m) for m in self.live()}, failed)
 
 
 @memory.one_line_oom()  # around the whole fit: an allocation failure anywhere in it becomes one line
@@ -105,149 +259,19 @@ def fit(
         stacked = len(configs) > 1
     if not stacked and len(configs) > 1:
         raise ConfigError("several members train stacked only")
-    observer = observer or Observer()
     dev = resolve_device(device)
     for config in configs:
         check_data(config, data)
         _check_options(config, dev)
     memory.check_fits(configs, dev, len(data.train.images) + len(data.test.images), data.train.images.shape[1])
-    first = configs[0]
-    precision = resolve_precision(first.precision, dev)
-    data = data.to(dev)
-    net = StackedModels(configs, dev, precision) if stacked else OneModel(first, dev, precision)
-    train_images = data.train.images
-    n, batch_size = len(train_images), first.batch_size
-    steps = math.ceil(n / batch_size)
-    members = []
-    for config in configs:
-        shuffle, noise = generators(config, dev)
-        test_images = scored_test_images(data.test.images, config)
-        members.append(_Member(config, shuffle, noise, test_images, [], torch.empty(0)))
-    count = len(members)
-
-    epoch, step, carried, elapsed = 1, 0, 0.0, 0.0
-    sums = torch.empty(0)
+    observer = observer or Observer()
+    run = _Fit(configs, data, dev, stacked, observer)
     if resume is not None:
-        if len(resume) != count:
-            raise ConfigError(f"{len(resume)} saved states for {count} members")
-        for state, config in zip(resume, configs, strict=True):
-            _check_resumable(state, config, dev, n, steps)
-        if len({(s.epoch, s.step) for s in resume}) > 1:
-            raise ConfigError("the members' saved states are at different points; continue them apart")
-        net.load_members([(s.model, s.optimizer) for s in resume])
-        for member, state in zip(members, resume, strict=True):
-            member.shuffle.set_state(state.shuffle_rng)
-            member.noise.set_state(state.noise_rng)
-            member.history = list(state.history)
-            member.order = state.order.to(dev)
-        epoch, step = resume[0].epoch, resume[0].step
-        carried, elapsed = resume[0].epoch_seconds * count, sum(s.seconds for s in resume)
-        sums = torch.stack([s.sums for s in resume]).to(dev)
-    observer.on_start(first, steps, dev)
+        run.resume(resume)
+    observer.on_start(configs[0], run.steps, dev)
     if resume is not None:
         observer.on_resume(resume[0])
-
-    started = time.perf_counter() - elapsed
-    epoch_start = time.perf_counter() - carried
-
-    def snapshot(m: int) -> TrainState:
-        member = members[m]
-        weights, adam = net.member_tensors(m)
-        return TrainState(
-            config=member.config,
-            epoch=epoch,
-            step=step,
-            history=list(member.history),
-            model=weights,
-            optimizer=adam,
-            order=member.order.cpu().clone() if step else torch.empty(0, dtype=torch.int64),
-            sums=sums[m].cpu().clone() if step else torch.zeros(2, dtype=torch.float64),
-            shuffle_rng=member.shuffle.get_state(),
-            noise_rng=member.noise.get_state(),
-            seconds=(time.perf_counter() - started) / count,  # a stacked member's share
-            epoch_seconds=(time.perf_counter() - epoch_start) / count if step else 0.0,
-            device=dev.type,
-        )
-
-    def fail(m: int, error: TrainingDiverged) -> None:
-        members[m].failed = error
-        if not stacked:
-            raise error
-        observer.on_member_failed(m, error)
-
-    def check_finite(losses: torch.Tensor, first_step: int, last: int) -> None:
-        """Fail each member whose loss in steps [first_step, last) was NaN or infinite: one host read for all."""
-        bad = ~torch.isfinite(losses[first_step:last])  # (steps, M)
-        if not bool(bad.any()):
-            return
-        for m in bad.any(0).nonzero()[:, 0].tolist():
-            if members[m].failed is None:
-                index = first_step + int(bad[:, m].nonzero()[0, 0])
-                what = f"the loss was {float(losses[index, m]):g} at epoch {epoch}, step {index + 1}"
-                fail(m, diverged(members[m].config, what))
-
-    def live() -> list[int]:
-        return [m for m in range(count) if members[m].failed is None]
-
-    while epoch <= first.epochs and live():
-        net.model.train()
-        if step == 0:
-            epoch_start = time.perf_counter()
-            for member in members:
-                member.order = torch.randperm(n, generator=member.shuffle).to(dev)
-            sums = torch.zeros(count, 2, dtype=torch.float64, device=dev)  # recon, KL summed over images
-        first_step = step
-        losses = torch.zeros(steps, count, device=dev)  # read once per epoch: the NaN guard costs no sync
-        while step < steps:
-            xs, eps = [], []
-            for member in members:
-                index = member.order[step * batch_size : (step + 1) * batch_size]
-                x, e = step_noise(train_images.index_select(0, index), member.config, member.noise)
-                xs.append(x)  # (B, D)
-                eps.append(e)  # (B, H)
-            loss, means = net.step(xs, eps)
-            sums.add_(means, alpha=len(xs[0]))
-            losses[step] = loss
-            step += 1
-            observer.on_batch(epoch, step)
-            if stop is not None and stop.requested and step < steps:
-                check_finite(losses, first_step, step)  # never save a diverged state
-                raise _stopped(members, snapshot)
-        check_finite(losses, first_step, steps)
-        seconds = (time.perf_counter() - epoch_start) / count
-        totals = sums.tolist()
-        for m in live():
-            member = members[m]
-            recon_sum, kl_sum = totals[m]
-            test_terms = evaluate(net.member(m), member.test_images, eval_generator(member.config, dev))
-            if not math.isfinite(test_terms.neg_elbo):
-                fail(m, diverged(member.config, f"the test loss was {test_terms.neg_elbo:g} after epoch {epoch}"))
-                continue
-            record = EpochRecord(epoch, member.config.lam, Terms(recon_sum / n, kl_sum / n), test_terms, seconds)
-            member.history.append(record)
-            observer.on_member_epoch(m, record)
-        epoch, step = epoch + 1, 0
-        if epoch <= first.epochs and live():
-            if stop is not None and stop.requested:
-                raise _stopped(members, snapshot)
-            if save_state is not None:
-                for m in live():
-                    save_state(m, snapshot(m))
-
-    net.finish()
-    total = (time.perf_counter() - started) / count
-    source = str(data.source)
-    return [
-        member.failed
-        if member.failed is not None
-        else TrainResult(member.config, net.member(m).cpu(), member.history, str(dev), total, source, precision)
-        for m, member in enumerate(members)
-    ]
-
-
-def _stopped(members: list[_Member], snapshot: Callable[[int], TrainState]) -> Stopped:
-    states = {m: snapshot(m) for m, member in enumerate(members) if member.failed is None}
-    return Stopped(states, {m: member.failed for m, member in enumerate(members) if member.failed is not None})
+    return run.run(stop, save_state)
 
 
 def train(
