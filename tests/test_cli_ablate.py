@@ -136,7 +136,9 @@ def test_a_stacked_member_that_diverges_is_reported_and_the_rest_are_saved(tiny_
     assert "## Failed members" in (out / "report.md").read_text()
 
 
-@pytest.mark.parametrize("way", [["--stack", "on"], ["--stack", "off", "--jobs", "1"], ["--stack", "off", "--jobs", "2"]])
+@pytest.mark.parametrize(
+    "way", [["--stack", "on"], ["--stack", "off", "--jobs", "1"], ["--stack", "off", "--jobs", "2"]]
+)
 def test_a_huge_learning_rate_fails_every_member_and_saves_none(tiny_mnist, tmp_path, way):
     """Stacked, one by one or side by side: every member is tried, none is saved, and the sweep exits 1."""
     args = ["--lam", "1", "5", *TINY, *STACKED, *way, "--lr", "1e8", "--data-dir", tiny_mnist]

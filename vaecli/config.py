@@ -8,17 +8,53 @@ import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, field, fields
+from enum import Enum
 from typing import Any
 
 from vaecli.errors import ConfigError
 
-# the choices and limits of the options, defined once here (free of torch, so --help can show them fast)
-RECON_KINDS = ("bernoulli", "gaussian")
-DATASET_TITLES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}
-DATASETS = tuple(DATASET_TITLES)
-PRECISIONS = ("auto", "fp32", "bf16")
-DEVICES = ("auto", "cpu", "cuda", "mps")
-STACK_MODES = ("auto", "on", "off")  # how a sweep trains its members: see studies/sweep.choose_executor
+
+# the choices and limits of the options, defined once here (free of torch, so --help can show them fast);
+# the CLI takes the Enums, configs hold their values: plain strings
+class Recon(str, Enum):
+    """The likelihood p(x|z)."""
+
+    bernoulli = "bernoulli"
+    gaussian = "gaussian"
+
+
+class DatasetName(str, Enum):
+    mnist = "mnist"
+    fashion_mnist = "fashion-mnist"
+
+
+class Precision(str, Enum):
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+    mps = "mps"
+
+
+class StackMode(str, Enum):
+    """How a sweep trains its members: see studies/sweep.choose_executor."""
+
+    auto = "auto"
+    on = "on"
+    off = "off"
+
+
+RECON_KINDS = tuple(k.value for k in Recon)
+DATASET_TITLES = {DatasetName.mnist.value: "MNIST", DatasetName.fashion_mnist.value: "Fashion-MNIST"}
+DATASETS = tuple(k.value for k in DatasetName)
+PRECISIONS = tuple(k.value for k in Precision)
+DEVICES = tuple(k.value for k in Device)
+STACK_MODES = tuple(k.value for k in StackMode)
 MAX_N = 100  # the largest --n of a figure: 100 x 100 tiles is already 2800 x 2800 pixels
 MAX_MEMBERS = 64  # beyond this a sweep needs an explicit yes
 MAX_STACK = 16  # members per stacked group: bounds memory (weights, gradients and Adam state M times over)

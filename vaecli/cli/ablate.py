@@ -1,6 +1,5 @@
 """`vaecli ablate`: the homework's ablations in one command, with figures, metrics and a report."""
 
-from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -11,10 +10,8 @@ from rich.table import Table
 from vaecli.cli.app import app
 from vaecli.cli.display import member_numbers
 from vaecli.cli.options import QuietOpt, TrainingOptions, number_lists, parse_floats, parse_ints, training_options
-from vaecli.config import MAX_MEMBERS, STACK_MODES
+from vaecli.config import MAX_MEMBERS, StackMode
 from vaecli.errors import ConfigError, TrainingDiverged
-
-Stack = Enum("Stack", {k: k for k in STACK_MODES}, type=str)
 
 
 @app.command(cls=number_lists("--hidden", "-H", "--lam", "--seeds", "--layers"))
@@ -36,12 +33,12 @@ def ablate(
         Path | None, typer.Option(help="Folder for figures, tables and report.", show_default="<runs-dir>/<sweep name>")
     ] = None,
     stack: Annotated[
-        Stack,
+        StackMode,
         typer.Option(
             help="Train members of one architecture together as one stacked model: "
             "auto does where it is faster (on a GPU), on always, off never."
         ),
-    ] = Stack.auto,
+    ] = StackMode.auto,
     jobs: Annotated[
         int | None,
         typer.Option(

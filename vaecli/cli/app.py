@@ -1,6 +1,7 @@
 """The Typer app, its one error path, and the root options (--version)."""
 
 import sys
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 import typer
@@ -11,8 +12,10 @@ from typer.core import TyperGroup
 from vaecli import __version__
 from vaecli.errors import Interrupted, VaeError
 
-# click's own error base (typer vendors click and exports only BadParameter)
-ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+# click's own error base (typer vendors click and exports only BadParameter and TyperException above it)
+ClickException: type[typer.TyperException] = next(
+    c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"
+)
 
 stderr = Console(stderr=True, soft_wrap=True)
 
@@ -34,19 +37,23 @@ class Group(TyperGroup):
 
     def main(
         self,
-        args: Any = None,
-        prog_name: Any = None,
-        complete_var: Any = None,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
         standalone_mode: bool = True,
+        windows_expand_args: bool = True,
         **extra: Any,
     ) -> Any:
         try:
-            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            rv = super().main(
+                args, prog_name, complete_var, standalone_mode=False, windows_expand_args=windows_expand_args, **extra
+            )
         except VaeError as e:
             fail(str(e), e.exit_code)
         except ClickException as e:
             # the program is always vaecli here, also under a test runner that names it otherwise
-            command = " ".join(["vaecli", *e.ctx.command_path.split()[1:]]) if getattr(e, "ctx", None) else ""
+            ctx = getattr(e, "ctx", None)
+            command = " ".join(["vaecli", *ctx.command_path.split()[1:]]) if ctx else ""
             hint = f" (see '{command} --help')" if command else ""
             fail(e.format_message() + hint, e.exit_code)
         code = rv if isinstance(rv, int) else 0

@@ -13,7 +13,6 @@ from rich.text import Text
 from vaecli.cli.app import app
 from vaecli.cli.options import (
     DataDirOpt,
-    Device,
     DeviceOpt,
     DownloadOpt,
     EpochsOpt,
@@ -25,12 +24,19 @@ from vaecli.cli.options import (
     parse_floats,
     parse_ints,
 )
+from vaecli.config import Device
 from vaecli.studies.observer import SweepObserver
 
 if TYPE_CHECKING:
     from vaecli.studies.derive import Findings, Part
 
-Format = Enum("Format", {k: k for k in ("terminal", "markdown", "latex")}, type=str)
+
+class Format(str, Enum):
+    terminal = "terminal"
+    markdown = "markdown"
+    latex = "latex"
+
+
 SUFFIXES = {".md": "markdown", ".markdown": "markdown", ".tex": "latex"}
 MATH_STYLE = "cyan"
 WIDE = 110  # from this console width on, each step's reason stands beside its formula
@@ -100,8 +106,9 @@ def show_findings(console: Console, findings: "Findings", number: int, seconds: 
         _note(console, line)
     if checks and console.width >= WIDE:
         table = Table(box=None, header_style="bold", padding=(0, 1), pad_edge=False)
-        for name, justify in (("check", "left"), ("left", "right"), ("right", "right")):
-            table.add_column(name, justify=justify)
+        table.add_column("check")
+        for name in ("left", "right"):
+            table.add_column(name, justify="right")
         table.add_column("left − right", justify="right", no_wrap=True)
         table.add_column("needs", no_wrap=True)
         table.add_column("", no_wrap=True)
@@ -243,7 +250,7 @@ def derive(
                 progress.close()
             if target == "terminal":
                 show_findings(console, findings, number, time.perf_counter() - started)
-    if target != "terminal":
+    if out is not None:  # then target is a file format: _output_format saw to it
         render = export.markdown if target == "markdown" else export.latex
         path = atomic.write_text(out, render(parts, findings if checks else None))
         console.print(f"wrote {path}")

@@ -9,7 +9,8 @@ from rich.console import Console
 from rich.table import Table
 
 from vaecli.cli.app import app
-from vaecli.cli.options import DataDirOpt, Device, DeviceOpt, DownloadOpt
+from vaecli.cli.options import DataDirOpt, DeviceOpt, DownloadOpt
+from vaecli.config import Device
 
 
 @app.command("eval")

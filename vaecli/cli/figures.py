@@ -32,20 +32,18 @@ if TYPE_CHECKING:
 PANEL = "Figures of a trained model"
 
 
-def _out_option(name: str) -> Any:
-    return Annotated[
-        Path | None,
-        typer.Option(
-            "--out",
-            "-o",
-            help="Figure file; its extension (.png, .pdf, .svg) picks the format.",
-            show_default=f"<run folder>/{name}.png",
-        ),
-    ]
+# --out and --n of the figure commands, as Annotated metadata: `n: Annotated[int, _count("Images to decode.")]`
+def _out(name: str) -> Any:
+    return typer.Option(
+        "--out",
+        "-o",
+        help="Figure file; its extension (.png, .pdf, .svg) picks the format.",
+        show_default=f"<run folder>/{name}.png",
+    )
 
 
-def _count_option(help: str) -> Any:
-    return Annotated[int, typer.Option("--n", min=1, max=MAX_N, help=help)]
+def _count(help: str) -> Any:
+    return typer.Option("--n", min=1, max=MAX_N, help=help)
 
 
 def _check_format(out: Path | None) -> None:
@@ -99,11 +97,11 @@ def _write(fig: "Figure", run: "Run", out: Path | None, name: str, console: Cons
 def sample(
     options: TrainingOptions,
     model: ModelOpt = None,
-    n: _count_option("Images to decode.") = 64,
+    n: Annotated[int, _count("Images to decode.")] = 64,
     nrow: Annotated[
         int | None, typer.Option(min=1, max=MAX_N, help="Images per row.", show_default="square-ish")
     ] = None,
-    out: _out_option("sample") = None,
+    out: Annotated[Path | None, _out("sample")] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Decode random z ~ N(0, I) into an image grid (the homework's Figure 2).
@@ -147,7 +145,7 @@ def _parse_dims(text: str, latent_dim: int) -> tuple[int, int]:
 def grid(
     options: TrainingOptions,
     model: ModelOpt = None,
-    n: _count_option("Tiles per side: an n x n grid.") = 20,
+    n: Annotated[int, _count("Tiles per side: an n x n grid.")] = 20,
     value_range: Annotated[
         str | None,
         typer.Option(
@@ -162,7 +160,7 @@ def grid(
             metavar="I J", help="The two latent dimensions that vary (H > 2); the others stay at 0.", show_default="0 1"
         ),
     ] = "0,1",
-    out: _out_option("grid") = None,
+    out: Annotated[Path | None, _out("grid")] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Decode a regular n x n grid of z, each image at its z (the homework's Figure 3).
@@ -184,9 +182,9 @@ def grid(
 def recon(
     options: TrainingOptions,
     model: ModelOpt = None,
-    n: _count_option("Test images to show.") = 32,
+    n: Annotated[int, _count("Test images to show.")] = 32,
     nrow: Annotated[int, typer.Option(min=1, max=MAX_N, help="Images per row.")] = 8,
-    out: _out_option("recon") = None,
+    out: Annotated[Path | None, _out("recon")] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Test images, each row of them above its reconstructions (mean decoding of mu).
@@ -206,13 +204,13 @@ def recon(
 def traverse(
     options: TrainingOptions,
     model: ModelOpt = None,
-    n: _count_option("Values per row, evenly spaced from -3 to 3.") = 11,
+    n: Annotated[int, _count("Values per row, evenly spaced from -3 to 3.")] = 11,
     top: Annotated[
         int | None,
         typer.Option(min=1, help="Only the K dimensions with the largest average KL.", show_default="all"),
     ] = None,
     image: Annotated[int, typer.Option(min=0, help="Index of the test image whose mean code the rows start from.")] = 0,
-    out: _out_option("traverse") = None,
+    out: Annotated[Path | None, _out("traverse")] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Sweep each latent dimension from -3 to 3, the others at a test image's mean code.
@@ -238,7 +236,7 @@ def traverse(
 def latent(
     options: TrainingOptions,
     model: ModelOpt = None,
-    out: _out_option("latent") = None,
+    out: Annotated[Path | None, _out("latent")] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Scatter the test set's mean codes coloured by digit; for H > 2 their first two principal components."""

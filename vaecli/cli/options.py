@@ -11,7 +11,6 @@ import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -19,7 +18,7 @@ import typer
 from rich.console import Console
 from typer.core import TyperCommand
 
-from vaecli.config import DATASETS, DEVICES, PRECISIONS, RECON_KINDS, ModelConfig, TrainConfig
+from vaecli.config import DatasetName, Device, ModelConfig, Precision, Recon, TrainConfig
 
 if TYPE_CHECKING:
     from vaecli.cli.display import TrainingDisplay
@@ -116,11 +115,6 @@ def parse_floats(text: str, option: str, minimum: float = float("-inf")) -> tupl
     """'1,5,10' -> (1.0, 5.0, 10.0), each at least `minimum`."""
     return _parse_numbers(text, option, float, minimum)
 
-
-Recon = Enum("Recon", {k: k for k in RECON_KINDS}, type=str)
-DatasetName = Enum("DatasetName", {k: k for k in DATASETS}, type=str)
-Precision = Enum("Precision", {k: k for k in PRECISIONS}, type=str)
-Device = Enum("Device", {k: k for k in DEVICES}, type=str)
 
 HiddenOpt = Annotated[
     int, typer.Option("--hidden", "-H", min=1, help="Latent size H (mu and logvar each have H units).")

@@ -97,7 +97,7 @@ def runs(runs_dir: RunsDirOpt = None, as_json: JsonOpt = False) -> None:
     for e in entries:
         date = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.modified))
         if e.config is None:
-            table.add_row(e.path.name, "", "", "", Text(e.problem, style="red"), date)
+            table.add_row(e.path.name, "", "", "", Text(e.problem or "?", style="red"), date)
             continue
         score = f"{e.final['test_neg_elbo']:.2f}" if e.final else Text(e.problem or "?", style="yellow")
         table.add_row(

@@ -58,6 +58,12 @@ def train(
     console.print(summary(outcome))
 
 
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether the parameter `name` was set, not left at its default."""
+    source = ctx.get_parameter_source(name)  # None for a name the command does not have
+    return source is not None and source.name != "DEFAULT"
+
+
 def _resume_options(
     ctx: typer.Context, options: TrainingOptions, resume: Path, out: Path | None
 ) -> tuple[TrainingOptions, Path]:
@@ -66,11 +72,7 @@ def _resume_options(
 
     from vaecli.store.runs import resume_config
 
-    given = [
-        name
-        for name in [*TRAINING_OPTIONS, "out"]
-        if name not in RESUME_ALLOWS and ctx.get_parameter_source(name).name != "DEFAULT"
-    ]
+    given = [name for name in [*TRAINING_OPTIONS, "out"] if name not in RESUME_ALLOWS and _given(ctx, name)]
     if given:
         flags = ", ".join("--" + name.replace("_", "-") for name in given)
         raise typer.BadParameter(f"the run keeps its own config and folder; drop {flags}", param_hint="--resume")

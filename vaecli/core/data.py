@@ -64,6 +64,13 @@ def _file_in(folder: Path, name: str) -> Path | None:
     return None
 
 
+def _existing_file(folder: Path, name: str) -> Path:
+    path = _file_in(folder, name)
+    if path is None:  # find_raw_dir saw it, so it went missing since
+        raise DataError(f"{folder / name}: not found (nor {name}.gz)")
+    return path
+
+
 def _has_all_files(folder: Path) -> bool:
     names = [n for pair in SPLIT_FILES.values() for n in pair]
     return all(_file_in(folder, n) for n in names)
@@ -116,7 +123,7 @@ def read_idx(path: Path, ndim: int) -> torch.Tensor:
 
 def _read_split(folder: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     image_name, label_name = SPLIT_FILES[split]
-    image_path, label_path = _file_in(folder, image_name), _file_in(folder, label_name)
+    image_path, label_path = _existing_file(folder, image_name), _existing_file(folder, label_name)
     images, labels = read_idx(image_path, 3), read_idx(label_path, 1)
     if len(images) != len(labels):
         raise DataError(f"{image_path}: {len(images)} images but {label_path.name} has {len(labels)} labels")

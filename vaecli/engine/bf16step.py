@@ -24,24 +24,28 @@ class _Layer:
     """A linear layer's bfloat16 working weights and the float32 gradients its backward writes."""
 
     def __init__(self, n_out: int, n_in: int, device: torch.device) -> None:
-        bf16 = {"dtype": torch.bfloat16, "device": device}
-        self.weight, self.bias = torch.empty(n_out, n_in, **bf16), torch.empty(n_out, **bf16)
+        def bf16(*size: int) -> torch.Tensor:
+            return torch.empty(*size, dtype=torch.bfloat16, device=device)
+
+        self.weight, self.bias = bf16(n_out, n_in), bf16(n_out)
         # the backward's gradients, copied to the float32 ones that Adam reads
-        self.weight_grad16, self.bias_grad16 = torch.empty(n_out, n_in, **bf16), torch.empty(n_out, **bf16)
+        self.weight_grad16, self.bias_grad16 = bf16(n_out, n_in), bf16(n_out)
         self.weight_grad, self.bias_grad = torch.empty(n_out, n_in, device=device), torch.empty(n_out, device=device)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return torch.addmm(self.bias, h, self.weight.t())
 
-    def backward(self, grad: torch.Tensor, h: torch.Tensor, relu_input: bool, input_grad: bool) -> torch.Tensor | None:
+    def backward(self, grad: torch.Tensor, h: torch.Tensor, relu_input: bool) -> torch.Tensor:
         """grad (B, out) at the output and h (B, in) the input -> the gradient at h (at the ReLU's input if h is
-        a ReLU's output), or None when `input_grad` is false."""
-        torch.mm(grad.t(), h, out=self.weight_grad16)
-        torch.sum(grad, 0, out=self.bias_grad16)  # as autograd's; a float32 result (dtype=) takes 5x as long
-        if not input_grad:
-            return None
+        a ReLU's output), with the weights' gradients written as by weight_backward."""
+        self.weight_backward(grad, h)
         grad = torch.mm(grad, self.weight)
         return _relu_backward(grad, h, 0) if relu_input else grad
+
+    def weight_backward(self, grad: torch.Tensor, h: torch.Tensor) -> None:
+        """Write the weight's and bias's gradients only: for a layer whose input needs none."""
+        torch.mm(grad.t(), h, out=self.weight_grad16)
+        torch.sum(grad, 0, out=self.bias_grad16)  # as autograd's; a float32 result (dtype=) takes 5x as long
 
 
 class Bf16Step:
@@ -63,14 +67,14 @@ class Bf16Step:
     ) -> None:
         self.optimizer, self.lam, self.recon, self.loss = optimizer, lam, recon, loss
         self.latent_dim = model.config.latent_dim
-        self.params = list(model.parameters())
+        self.params: list[torch.Tensor] = list(model.parameters())
         linears, depth = model.linears(), len(model.config.hidden_layers)
         encoder, decoder = linears[:depth], linears[depth + 2 :]  # between them: mu, logvar
         if self.params != [p for m in (*encoder, model.mu, model.logvar, *decoder) for p in (m.weight, m.bias)]:
             raise ValueError("the model's parameters are not its layers' weights and biases in order")
         device = self.params[0].device
-        self.encoder = [_Layer(*m.weight.shape, device) for m in encoder]
-        self.decoder = [_Layer(*m.weight.shape, device) for m in decoder]
+        self.encoder = [_Layer(m.out_features, m.in_features, device) for m in encoder]
+        self.decoder = [_Layer(m.out_features, m.in_features, device) for m in decoder]
         h = self.latent_dim
         self.head = _Layer(2 * h, model.mu.in_features, device)  # mu and logvar stacked: (2H, hidden)
         mu_rows, logvar_rows = slice(0, h), slice(h, 2 * h)
@@ -79,7 +83,7 @@ class Bf16Step:
             m.weight.grad, m.bias.grad = a.weight_grad, a.bias_grad
         for m, rows in ((model.mu, mu_rows), (model.logvar, logvar_rows)):
             m.weight.grad, m.bias.grad = self.head.weight_grad[rows], self.head.bias_grad[rows]
-        self.grads = [p.grad for p in self.params]
+        self.grads = [g for p in self.params if (g := p.grad) is not None]  # every one, all set just above
         # the bfloat16 working copies, in the parameters' order
         self.working = [t for a in self.encoder for t in (a.weight, a.bias)]
         self.working += [self.head.weight[mu_rows], self.head.bias[mu_rows]]
@@ -114,7 +118,7 @@ class Bf16Step:
         scale = 1.0 / len(x)
         grad = reconstruction_nll_grad(out.logits, x, self.recon, scale)  # (B, D) float32
         for i in reversed(range(len(self.decoder))):
-            grad = self.decoder[i].backward(grad.to(torch.bfloat16), dec_inputs[i], relu_input=i > 0, input_grad=True)
+            grad = self.decoder[i].backward(grad.to(torch.bfloat16), dec_inputs[i], relu_input=i > 0)
         dz = grad.float()  # (B, H)
         d_mu, d_logvar = kl_divergence_grad(out.mu, out.logvar, self.lam * scale)
         bf16 = torch.bfloat16
@@ -123,14 +127,15 @@ class Bf16Step:
         d_mu16 = dz.to(bf16).add_(d_mu.to(bf16))
         d_logvar16 = (dz * eps).to(bf16).mul_(torch.exp(0.5 * logvar16)).mul_(0.5)
         d_logvar16.add_(d_logvar.to(bf16))
-        self.head.backward(torch.cat((d_mu16, d_logvar16), dim=1), enc_inputs[-1], relu_input=False, input_grad=False)
+        self.head.weight_backward(torch.cat((d_mu16, d_logvar16), dim=1), enc_inputs[-1])
         if self.encoder:
             # the heads' input gradients apart, summed in bfloat16: autograd's rounding
             w_mu, w_logvar = self.head.weight[: self.latent_dim], self.head.weight[self.latent_dim :]
             grad = torch.mm(d_mu16, w_mu).add_(torch.mm(d_logvar16, w_logvar))
             grad = _relu_backward(grad, enc_inputs[-1], 0)
-            for i in reversed(range(len(self.encoder))):
-                grad = self.encoder[i].backward(grad, enc_inputs[i], relu_input=i > 0, input_grad=i > 0)
+            for i in reversed(range(1, len(self.encoder))):
+                grad = self.encoder[i].backward(grad, enc_inputs[i], relu_input=True)
+            self.encoder[0].weight_backward(grad, enc_inputs[0])  # the images need no gradient
         torch._foreach_copy_(self.grads32, self.grads16)
         self._adam()
         return terms.total, torch.stack((terms.recon, terms.kl))

@@ -191,7 +191,6 @@ def save_run(folder: Path, result: TrainResult) -> Run:
     return Run(folder, result.config, result.model, list(result.history), info)
 
 
-
 def _interrupted_state(folder: Path, config: TrainConfig) -> TrainState | None:
     """The saved state of an interrupted fit of `config` in `folder`, None when there is none."""
     if not (folder / RESUME_FILE).is_file():

@@ -240,4 +240,3 @@ def check_parts(
     for number in parts:
         checks.check(number, findings)
     return findings
-

@@ -166,9 +166,7 @@ def run_sweep(
     observer = observer or SweepObserver()
     dev = resolve_device(options.device)
     configs = sweep.members()
-    waiting = {
-        i: c for i, c in enumerate(configs) if not is_finished(c, run_folder(c, options.store), options.force)
-    }
+    waiting = {i: c for i, c in enumerate(configs) if not is_finished(c, run_folder(c, options.store), options.force)}
     if executor is None:
         executor = choose_executor(options, dev, configs[0], len(waiting))
     context = FitContext(data, store=options.store, force=options.force, device=options.device, observer=observer)

@@ -23,6 +23,7 @@ from torch import nn
 from vaecli import __version__, atomic
 from vaecli.config import DATASET_TITLES, TrainConfig
 from vaecli.core.data import Dataset
+from vaecli.core.model import VAE
 from vaecli.engine.records import EpochRecord
 from vaecli.errors import CheckpointError, ConfigError
 from vaecli.store.checkpoint import Run, load_run, read_metadata
@@ -95,17 +96,17 @@ def _fmt_value(value: Any) -> str:
     return "x".join(map(str, value)) if isinstance(value, tuple) else f"H={value}"
 
 
-def decoder_layers(model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def decoder_layers(model: VAE) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The decoder as (weight (out, in), bias) per Linear layer: Linear (ReLU Linear)*, then sigmoid.
 
     Refuses any other architecture, since the page's forward pass knows only this one.
     """
     leaves = [m for m in model.decoder.modules() if not list(m.children())]
-    linears = leaves[0::2]
+    linears = [m for m in leaves[0::2] if isinstance(m, nn.Linear)]
     relus = leaves[1::2]
     ok = (
         len(leaves) % 2 == 1
-        and all(isinstance(m, nn.Linear) for m in linears)
+        and len(linears) == len(leaves[0::2])  # every other leaf a Linear
         and all(isinstance(m, nn.ReLU) for m in relus)
     )
     if not ok:

@@ -49,7 +49,7 @@ def run_label(run: "Run") -> str:
     return label
 
 
-def _number(value: float) -> str:
+def _number(value: float | torch.Tensor) -> str:
     """2.5 -> '2.50', -1.2 -> '\N{MINUS SIGN}1.20', as matplotlib writes numbers; never '\N{MINUS SIGN}0.00'."""
     text = f"{float(value):.2f}"
     return "0.00" if text == "-0.00" else text.replace("-", MINUS)
@@ -305,14 +305,22 @@ def latent_scatter(run: "Run", images: torch.Tensor, labels: torch.Tensor) -> Fi
 
 
 def _panel_title(member: "Member", varies: list[str]) -> str:
+    if member.metrics is None:
+        raise ConfigError(f"{member.path}: not scored; the comparison figures need every member's test metrics")
     return f"{member.label(varies)}\ntest {MINUS}ELBO {member.metrics.neg_elbo:.1f}"
+
+
+def _model(member: "Member") -> VAE:
+    if member.model is None:
+        raise ConfigError(f"{member.path}: no trained model to draw (a failed member has none)")
+    return member.model
 
 
 def compare_samples(members: list["Member"], varies: list[str], n: int = 64, seed: int = 0) -> Figure:
     """Problem 2: random samples of every member side by side, the same z draws where H agrees."""
     fig, axes = plt.subplots(1, len(members), figsize=(3.1 * len(members) + 0.4, 3.9), layout="constrained")
     for ax, member in zip(np.atleast_1d(axes), members, strict=True):
-        draw_samples(ax, member.model, n, seed=seed)
+        draw_samples(ax, _model(member), n, seed=seed)
         ax.set_title(_panel_title(member, varies), fontsize=9.5)
     fig.suptitle(f"Images decoded from z ~ N(0, I), seed {seed}: one panel per member", fontsize=11)
     return fig
@@ -322,7 +330,7 @@ def compare_manifolds(members: list["Member"], varies: list[str], n: int = 15) -
     """Problem 3: the 2-D manifold of every H = 2 member, all on the same inverse-CDF grid."""
     fig, axes = plt.subplots(1, len(members), figsize=(3.6 * len(members) + 0.4, 4.4), layout="constrained")
     for k, (ax, member) in enumerate(zip(np.atleast_1d(axes), members, strict=True)):
-        draw_manifold(ax, member.model, n, max_ticks=7, fontsize=6)
+        draw_manifold(ax, _model(member), n, max_ticks=7, fontsize=6)
         ax.set_title(_panel_title(member, varies), fontsize=9.5)
         ax.set_xlabel(ax.get_xlabel(), fontsize=9)
         # one grid for all: the first panel names the vertical axis, the rest keep only its values
@@ -335,7 +343,7 @@ def compare_reconstructions(members: list["Member"], varies: list[str], images: 
     """The same n test images (top row) and each member's reconstruction of them, one row per member."""
     chosen = images[latent.pick(len(images), n, seed=0)]
     rows = [("test images", chosen)] + [
-        (member.label(varies), latent.reconstruct(member.model, chosen)) for member in members
+        (member.label(varies), latent.reconstruct(_model(member), chosen)) for member in members
     ]
     fig, axes = plt.subplots(len(rows), 1, figsize=(0.8 * n + 1.6, 0.85 * len(rows) + 0.6), layout="constrained")
     side = int(math.isqrt(chosen.shape[1]))
