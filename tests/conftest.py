@@ -17,9 +17,12 @@ import pytest
 import torch
 from typer.testing import CliRunner, Result
 
-# vaecli is imported inside the helpers: a broken vaecli module then fails the tests that use it,
+from vaecli.engine.observer import Observer  # torch-free: an Observer base for the helpers below
+
+# the rest of vaecli is imported inside the helpers: a broken vaecli module then fails the tests that use it,
 # not the collection of every test
 if TYPE_CHECKING:
+    from vaecli.engine.interrupt import StopRequest
     from vaecli.store.checkpoint import Run
 
 runner = CliRunner()
@@ -169,3 +172,14 @@ def mnist_dir() -> Path:
     if not value:
         pytest.skip("real MNIST not available: set VAECLI_DATA_DIR to a folder holding MNIST/raw")
     return Path(value)
+
+
+class StopAt(Observer):
+    """Requests a stop after batch `step` of `epoch`, as Ctrl-C would."""
+
+    def __init__(self, stop: StopRequest, epoch: int, step: int) -> None:
+        self.stop, self.at = stop, (epoch, step)
+
+    def on_batch(self, epoch: int, step: int) -> None:
+        if (epoch, step) == self.at:
+            self.stop.request()

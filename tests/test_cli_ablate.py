@@ -1,6 +1,7 @@
 """`vaecli ablate` through CliRunner on tiny synthetic data."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -161,6 +162,11 @@ def test_ctrl_c_stops_a_stacked_sweep_and_the_same_command_continues_bit_for_bit
     folders = sorted(store.iterdir())
     assert len(folders) == 2 and all((f / "resume.safetensors").is_file() for f in folders)
     assert not any((f / "model.safetensors").exists() for f in folders)
+
+    alone = tmp_path / "alone"  # a member's state is a lone run's: `vaecli train --resume` continues it by itself
+    shutil.copytree(store, alone)
+    resumed = run_vaecli("train", "--resume", alone / folders[0].name, "--data-dir", tiny_mnist)
+    assert resumed.returncode == 0 and "Resuming at epoch 2, step 2" in resumed.stdout, resumed.stderr
 
     again = run_vaecli(*args, "--runs-dir", store, "--out", tmp_path / "c")
     assert again.returncode == 0, again.stderr

@@ -11,7 +11,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from tests.conftest import ROOT, invoke, one_line_error, run_vaecli
+from tests.conftest import ROOT, StopAt, invoke, one_line_error, run_vaecli
 from vaecli.config import ModelConfig, TrainConfig
 from vaecli.core import loss
 from vaecli.core.data import Split, load_dataset
@@ -27,17 +27,6 @@ from vaecli.store.runs import RunRequest
 # 64 training images in batches of 16: 4 steps per epoch
 CFG = TrainConfig(model=ModelConfig(latent_dim=2, hidden_layers=(16,)), epochs=3, batch_size=16)
 TINY = ["--layers", "16", "--epochs", "3", "--batch-size", "16", "--device", "cpu"]
-
-
-class StopAt(Observer):
-    """Requests a stop after batch `step` of `epoch`, as Ctrl-C would."""
-
-    def __init__(self, stop: StopRequest, epoch: int, step: int) -> None:
-        self.stop, self.at = stop, (epoch, step)
-
-    def on_batch(self, epoch: int, step: int) -> None:
-        if (epoch, step) == self.at:
-            self.stop.request()
 
 
 def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:

@@ -5,6 +5,7 @@ from dataclasses import replace
 import pytest
 import torch
 
+from tests.conftest import StopAt
 from vaecli.config import ModelConfig, TrainConfig
 from vaecli.core.data import load_dataset
 from vaecli.core.stacked import StackedVAE, member_terms
@@ -113,17 +114,6 @@ def test_members_that_cannot_stack_are_refused(configs, message, tiny_mnist):
 # --- the engine's guarantees hold for a stack: NaN guard, stop, resume, per-epoch states ----------
 
 THREE = [member(2, 1.0, 0), member(3, 5.0, 1), member(2, 40.0, 2)]
-
-
-class StopAt(Observer):
-    """Requests a stop after batch `step` of `epoch`, as Ctrl-C would."""
-
-    def __init__(self, stop: StopRequest, epoch: int, step: int) -> None:
-        self.stop, self.at = stop, (epoch, step)
-
-    def on_batch(self, epoch: int, step: int) -> None:
-        if (epoch, step) == self.at:
-            self.stop.request()
 
 
 def same(a: dict, b: dict) -> bool:

@@ -215,7 +215,8 @@ class Stacked:
             first = next(iter(e.states.values()))
             raise Interrupted(
                 f"interrupted at epoch {first.epoch}, step {first.step}; each of the {len(e.states)} stacked members "
-                "saved its state in its run folder; run the same command again to continue"
+                "saved its state in its run folder; run the same command again to continue them stacked "
+                "(or one alone: vaecli train --resume FOLDER)"
             ) from None
         except BaseException:  # a second Ctrl-C, say: the last finished epoch's states still land first
             for writer in writers:
