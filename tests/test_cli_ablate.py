@@ -106,11 +106,11 @@ STACKED = ["--stack", "on", "--precision", "fp32", "--epochs", "3", "--batch-siz
 
 def test_a_stacked_member_that_diverges_is_reported_and_the_rest_are_saved(tiny_mnist, tmp_path, monkeypatch):
     from vaecli.config import ModelConfig, TrainConfig
-    from vaecli.engine import steps
+    from vaecli.core import stacked
     from vaecli.store.runs import run_folder
     from vaecli.studies.sweep import Sweep
 
-    real = steps.member_terms
+    real = stacked.member_terms
 
     def poisoned(out, x, kind):  # member 2 (lam = 5) diverges in its second epoch
         recon, kl = real(out, x, kind)
@@ -121,7 +121,7 @@ def test_a_stacked_member_that_diverges_is_reported_and_the_rest_are_saved(tiny_
         return recon, kl
 
     poisoned.calls = 0
-    monkeypatch.setattr(steps, "member_terms", poisoned)
+    monkeypatch.setattr(stacked, "member_terms", poisoned)
     out = tmp_path / "sweep"
     result = invoke("ablate", "--lam", "1", "5", "10", *TINY, *STACKED, "--data-dir", tiny_mnist, "--out", out)
     line = one_line_error(result, "epoch 2", code=1)

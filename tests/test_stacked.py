@@ -9,7 +9,7 @@ from tests.conftest import StopAt
 from vaecli.config import ModelConfig, TrainConfig
 from vaecli.core.data import load_dataset
 from vaecli.core.stacked import StackedVAE, member_terms
-from vaecli.engine import steps
+from vaecli.core import stacked
 from vaecli.engine.interrupt import StopRequest
 from vaecli.engine.loop import train, train_stacked
 from vaecli.engine.observer import Observer
@@ -122,7 +122,7 @@ def same(a: dict, b: dict) -> bool:
 
 def poison_member(monkeypatch, member: int, from_call: int) -> None:
     """Member `member`'s recon becomes NaN from the `from_call`-th stacked step on."""
-    real, calls = steps.member_terms, []
+    real, calls = stacked.member_terms, []
 
     def poisoned(out, x, kind):
         calls.append(1)
@@ -132,7 +132,7 @@ def poison_member(monkeypatch, member: int, from_call: int) -> None:
             recon[member] = torch.nan
         return recon, kl
 
-    monkeypatch.setattr(steps, "member_terms", poisoned)
+    monkeypatch.setattr(stacked, "member_terms", poisoned)
 
 
 def test_a_diverged_member_is_named_and_the_others_end_as_if_it_had_not(tiny_mnist, monkeypatch):

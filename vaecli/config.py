@@ -41,6 +41,13 @@ class Device(str, Enum):
     mps = "mps"
 
 
+class ObjectiveName(str, Enum):
+    """What training maximizes: the ELBO (with lam and its variants) or the importance-weighted bound."""
+
+    elbo = "elbo"
+    iwae = "iwae"
+
+
 class StackMode(str, Enum):
     """How a sweep trains its members: see studies/sweep.choose_executor."""
 
@@ -55,6 +62,8 @@ DATASETS = tuple(k.value for k in DatasetName)
 PRECISIONS = tuple(k.value for k in Precision)
 DEVICES = tuple(k.value for k in Device)
 STACK_MODES = tuple(k.value for k in StackMode)
+OBJECTIVES = tuple(k.value for k in ObjectiveName)
+MAX_K = 5000  # importance samples per training image: K decodes of every image at every step
 MAX_N = 100  # the largest --n of a figure: 100 x 100 tiles is already 2800 x 2800 pixels
 MAX_MEMBERS = 64  # beyond this a sweep needs an explicit yes
 MAX_STACK = 16  # members per stacked group: bounds memory (weights, gradients and Adam state M times over)
@@ -143,6 +152,14 @@ class TrainConfig:
     # device multiplies bfloat16 natively (AVX512-BF16 or AMX CPUs, CUDA compute capability 8+), else fp32
     precision: str = "auto"
     compile: bool = False  # torch.compile the training step
+    # the objective (core/loss.py); fields added after the first release are left out of the JSON at their
+    # defaults (ADDED_LATER), so that runs trained before them keep their names
+    objective: str = "elbo"  # "elbo": recon + lam * KL and its variants below; "iwae": the IW-k bound
+    k: int = 1  # importance samples per image, for "iwae" (k = 1 is the ELBO)
+    kl_warmup: int = 0  # epochs over which the KL weight rises linearly from 0 to lam, step by step
+    free_bits: float = 0.0  # nats: each latent dimension's batch-mean KL counts as at least this much
+    capacity: float = 0.0  # nats: the KL term becomes lam * |KL - C(t)|, C(t) rising to this (0: off)
+    capacity_epochs: int = 0  # epochs over which C(t) rises linearly from 0 to capacity (0: C from the start)
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, ModelConfig):
@@ -158,14 +175,71 @@ class TrainConfig:
         _check_choice("precision", self.precision, PRECISIONS)
         if not isinstance(self.compile, bool):
             raise ConfigError(f"compile must be true or false, got {self.compile!r}")
+        self._check_objective()
         # 1 and 1.0 are the same lam: keep one spelling so the JSON (and hash) agree
-        object.__setattr__(self, "lam", float(self.lam))
-        object.__setattr__(self, "lr", float(self.lr))
+        for name in ("lam", "lr", "free_bits", "capacity"):
+            object.__setattr__(self, name, float(getattr(self, name)))
+
+    def _check_objective(self) -> None:
+        _check_choice("objective", self.objective, OBJECTIVES)
+        _check_int("k", self.k, 1)
+        if self.k > MAX_K:
+            raise ConfigError(f"k must be at most {MAX_K}, got {self.k}")
+        _check_int("kl_warmup", self.kl_warmup, 0)
+        _check_float("free_bits", self.free_bits, 0.0)
+        _check_float("capacity", self.capacity, 0.0)
+        _check_int("capacity_epochs", self.capacity_epochs, 0)
+        if self.kl_warmup > self.epochs:
+            raise ConfigError(f"--kl-warmup ({self.kl_warmup} epochs) must be at most --epochs ({self.epochs})")
+        if self.capacity_epochs > self.epochs:
+            raise ConfigError(
+                f"--capacity-epochs ({self.capacity_epochs}) must be at most --epochs ({self.epochs})"
+            )
+        if self.capacity_epochs and not self.capacity:
+            raise ConfigError("--capacity-epochs ramps a capacity: give --capacity C too")
+        if self.capacity and self.free_bits:
+            raise ConfigError("--free-bits and --capacity both hold the KL up; use one of them")
+        if self.capacity and self.kl_warmup:
+            raise ConfigError("--capacity already ramps what the KL may hold (--capacity-epochs); drop --kl-warmup")
+        if self.objective == "elbo" and self.k != 1:
+            raise ConfigError(f"--k {self.k} is the importance-weighted bound's: add --objective iwae")
+        if self.objective == "iwae":
+            refused = [
+                ("--lam", self.lam != 1.0, "the bound has no KL weight: it is log p(x) as k grows"),
+                ("--kl-warmup", self.kl_warmup > 0, "the bound has no KL term to warm up"),
+                ("--free-bits", self.free_bits > 0, "the bound has no KL term to hold up"),
+                ("--capacity", self.capacity > 0, "the bound has no KL term to hold"),
+            ]
+            for flag, given, why in refused:
+                if given:
+                    raise ConfigError(f"--objective iwae cannot take {flag}: {why}")
+
+    @property
+    def plain_elbo(self) -> bool:
+        """Whether the objective is recon + lam * KL, as before any of its variants existed."""
+        return self.objective == "elbo" and not (self.kl_warmup or self.free_bits or self.capacity)
+
+    def describe_objective(self) -> str:
+        """'elbo', 'iwae k=50', 'elbo, free bits 1', ...: what a report says was optimised."""
+        if self.objective == "iwae":
+            return f"iwae k={self.k}"
+        parts = ["elbo"]
+        if self.kl_warmup:
+            parts.append(f"KL warm-up {self.kl_warmup} epochs")
+        if self.free_bits:
+            parts.append(f"free bits {self.free_bits:g}")
+        if self.capacity:
+            ramp = f" over {self.capacity_epochs} epochs" if self.capacity_epochs else ""
+            parts.append(f"capacity {self.capacity:g} nats{ramp}")
+        return ", ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["model"]["hidden_layers"] = list(self.model.hidden_layers)
         data["model"]["image_shape"] = list(self.model.image_shape)
+        for name, default in ADDED_LATER.items():
+            if data[name] == default:
+                del data[name]
         return data
 
     def to_json(self) -> str:
@@ -191,3 +265,15 @@ class TrainConfig:
         except json.JSONDecodeError as e:
             raise ConfigError(f"config is not valid JSON ({e})") from e
         return cls.from_dict(data)
+
+
+# fields added to TrainConfig after the first release, and their defaults: left out of the JSON (and so of
+# the hash in the run name) at their defaults, so that a run trained before them keeps its name
+ADDED_LATER: dict[str, Any] = {
+    "objective": "elbo",
+    "k": 1,
+    "kl_warmup": 0,
+    "free_bits": 0.0,
+    "capacity": 0.0,
+    "capacity_epochs": 0,
+}

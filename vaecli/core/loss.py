@@ -1,20 +1,31 @@
-"""The loss, with its terms apart: total = recon + lam * KL, in nats per image."""
+"""The loss, with its terms apart: total = recon + lam * KL, in nats per image; and the objectives beyond it.
 
-from typing import NamedTuple
+Objectives (objective_terms): the ELBO with a KL weight lam (the homework's), with
+free bits or a capacity, and the importance-weighted bound of Burda et al. 2016.
+Each returns what is minimized beside the terms that compare across runs.
+"""
+
+import math
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 import torch.nn.functional as F
 
 from vaecli.core.model import VAEOutput
 
+if TYPE_CHECKING:
+    from vaecli.config import TrainConfig
+
+LOG_2PI = math.log(2 * math.pi)
+
 
 def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """KL(N(mu, diag exp(logvar)) || N(0, I)) per image, summed over latents: (B,).
+    """KL(N(mu, diag exp(logvar)) || N(0, I)) per image, summed over latents (the last axis): (B,).
 
     Closed form from Kingma & Welling 2014, Appendix B:
     -1/2 * sum(1 + log sigma^2 - mu^2 - sigma^2).
     """
-    return -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp(), dim=1)
+    return -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp(), dim=-1)
 
 
 def _bernoulli_nll_values(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -51,16 +62,16 @@ def bernoulli_nll(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 def reconstruction_nll(logits: torch.Tensor, x: torch.Tensor, kind: str) -> torch.Tensor:
-    """-log p(x|z) per image, summed over pixels: (B,).
+    """-log p(x|z) per image, summed over pixels: (B,) (or (k, B) for (k, B, D) logits of k samples).
 
     bernoulli: binary cross-entropy from logits (stable, no sigmoid round trip).
     gaussian: summed squared error of the pixel means, i.e. the NLL of a Gaussian
     with variance 1/2 without its constant D/2 * log(pi).
     """
     if kind == "bernoulli":
-        return bernoulli_nll(logits, x).sum(dim=1)
+        return bernoulli_nll(logits, x).sum(dim=-1)
     if kind == "gaussian":
-        return (torch.sigmoid(logits) - x).pow(2).sum(dim=1)
+        return (torch.sigmoid(logits) - x).pow(2).sum(dim=-1)
     raise ValueError(f"unknown reconstruction kind {kind!r}")
 
 
@@ -116,3 +127,76 @@ def vae_loss(out: VAEOutput, x: torch.Tensor, lam: float, kind: str) -> LossTerm
     recon = reconstruction_nll_sum(out.logits, x, kind) / len(x)
     kl = kl_divergence(out.mu, out.logvar).mean()
     return LossTerms(recon, kl, lam)
+
+
+# --------------------------------------------------------------------------- objectives beyond the ELBO
+
+
+def kl_per_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(q(z_d | x) || N(0, 1)) of each image and latent dimension: (..., H), kl_divergence before its sum."""
+    return -0.5 * (1 + logvar - mu.pow(2) - logvar.exp())
+
+
+def log_prior(z: torch.Tensor) -> torch.Tensor:
+    """log N(z; 0, I), summed over the last axis."""
+    return -0.5 * (z.pow(2) + LOG_2PI).sum(-1)
+
+
+def log_posterior(eps: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """log q(z | x) at z = mu + sigma * eps, summed over the last axis: -1/2 (eps^2 + log 2 pi + log sigma^2)."""
+    return -0.5 * (eps.pow(2) + LOG_2PI + logvar).sum(-1)
+
+
+class ObjectiveTerms(NamedTuple):
+    loss: torch.Tensor  # scalar: what training minimizes
+    recon: torch.Tensor  # scalar, mean over the batch (and the k samples)
+    kl: torch.Tensor  # scalar, closed form, mean over the batch
+
+
+def elbo_objective(
+    out: VAEOutput, x: torch.Tensor, lam: float, kind: str, free_bits: float = 0.0, capacity: float | None = None
+) -> ObjectiveTerms:
+    """recon + lam * KL, and its two variants that keep the KL from collapsing to 0.
+
+    free_bits F (Kingma et al. 2016, "Improved variational inference with inverse
+    autoregressive flow", eq. 15): each latent dimension's KL, averaged over the
+    batch, counts as at least F nats, so below F it is not pushed further to the prior.
+    capacity C (Burgess et al. 2018, "Understanding disentangling in beta-VAE", eq. 8):
+    recon + lam * |KL - C|, so lam holds the code's information near C nats.
+    Neither given: vae_loss's own arithmetic, to the last bit.
+    """
+    if not free_bits and capacity is None:
+        terms = vae_loss(out, x, lam, kind)
+        return ObjectiveTerms(terms.total, terms.recon, terms.kl)
+    recon = reconstruction_nll_sum(out.logits, x, kind) / len(x)
+    kl = kl_divergence(out.mu, out.logvar).mean()
+    if free_bits:
+        held = kl_per_dim(out.mu, out.logvar).mean(0).clamp_min(free_bits).sum()  # (H,) batch means, then summed
+    else:
+        held = (kl - capacity).abs()
+    return ObjectiveTerms(recon + lam * held, recon, kl)
+
+
+def iwae_objective(out: VAEOutput, x: torch.Tensor, eps: torch.Tensor, kind: str) -> ObjectiveTerms:
+    """The negative importance-weighted bound with k samples (Burda, Grosse & Salakhutdinov 2016, eq. 8).
+
+    out: the decoding of z = mu + sigma * eps for eps (k, B, H): logits (k, B, D), z (k, B, H),
+    mu and logvar (B, H). -log (1/k) sum_i p(x, z_i) / q(z_i | x), averaged over the batch;
+    k = 1 is a one-sample estimate of the negative ELBO.
+    """
+    k = eps.shape[0]
+    log_px_z = -reconstruction_nll(out.logits, x, kind)  # (k, B)
+    log_w = log_px_z + log_prior(out.z) - log_posterior(eps, out.logvar)  # (k, B)
+    bound = torch.logsumexp(log_w, dim=0) - math.log(k)  # (B,)
+    return ObjectiveTerms(-bound.mean(), -log_px_z.mean(), kl_divergence(out.mu, out.logvar).mean())
+
+
+def objective_terms(
+    config: "TrainConfig", out: VAEOutput, x: torch.Tensor, eps: torch.Tensor, lam: float, capacity: float
+) -> ObjectiveTerms:
+    """The objective `config` names, at the KL weight `lam` and capacity `capacity` of this step."""
+    if config.objective == "iwae":
+        return iwae_objective(out, x, eps, config.model.recon)
+    return elbo_objective(
+        out, x, lam, config.model.recon, config.free_bits, capacity if config.capacity > 0 else None
+    )

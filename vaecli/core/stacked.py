@@ -11,13 +11,18 @@ Members may differ in lam, seed and latent size; a smaller latent size is
 zero-padded to the largest (see StackedVAE), everything else must be equal.
 """
 
+import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from vaecli.core.loss import kl_divergence, reconstruction_nll
+from vaecli.core.loss import kl_divergence, kl_per_dim, log_posterior, log_prior, reconstruction_nll
 from vaecli.core.model import VAE, VAEOutput
+
+if TYPE_CHECKING:
+    from vaecli.config import TrainConfig
 
 
 class StackedLinear(nn.Module):
@@ -67,16 +72,23 @@ class StackedVAE(nn.Module):
         return len(self.configs)
 
     def forward(self, x: torch.Tensor, eps: torch.Tensor) -> VAEOutput:
-        """(M, B, D) images and (M, B, H) noise -> VAEOutput with a leading member axis."""
+        """(M, B, D) images and (M, B, H) noise -> VAEOutput with a leading member axis.
+
+        (M, k, B, H) noise: k samples of every image, decoded as one batch of k * B; logits (M, k, B, D).
+        """
         h = x
         for layer in self.encoder:
             h = torch.relu_(layer(h))  # in place, as model.py: baddbmm's backward needs its input, not its output
         mu, logvar = self.mu(h), self.logvar(h)
-        z = VAE.reparameterize(mu, logvar, eps=eps)
-        h = z
+        samples = eps.dim() == 4
+        z = VAE.reparameterize(mu.unsqueeze(1), logvar.unsqueeze(1), eps=eps) if samples else (
+            VAE.reparameterize(mu, logvar, eps=eps)
+        )
+        h = z.flatten(1, 2) if samples else z  # (M, k * B, H)
         for layer in self.decoder[:-1]:
             h = torch.relu_(layer(h))
-        return VAEOutput(self.decoder[-1](h), mu, logvar, z)
+        logits = self.decoder[-1](h)
+        return VAEOutput(logits.view(*eps.shape[:3], -1) if samples else logits, mu, logvar, z)
 
     def member(self, m: int) -> VAE:
         """Member m as a plain VAE of its own latent size, on the stack's device (a copy)."""
@@ -107,3 +119,30 @@ def member_terms(out: VAEOutput, x: torch.Tensor, kind: str) -> tuple[torch.Tens
     recon = reconstruction_nll(out.logits.flatten(0, 1), x.flatten(0, 1), kind)
     kl = kl_divergence(out.mu.flatten(0, 1), out.logvar.flatten(0, 1))
     return recon.view(members, batch).mean(1), kl.view(members, batch).mean(1)
+
+
+def member_objectives(
+    out: VAEOutput, x: torch.Tensor, eps: torch.Tensor, config: "TrainConfig", lam: torch.Tensor, capacity: float,
+    latent_dims: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Each member's objective, recon and KL, as loss.objective_terms gives them for the member alone: (M,) each.
+
+    `config`: what the members share (the objective); `lam` (M,): each member's KL weight at this
+    step; `latent_dims` (M,): each member's own latent size, so that free bits skip the padding.
+    """
+    kind = config.model.recon
+    if config.objective == "iwae":  # eps (M, k, B, H); the padding's log prior and posterior cancel
+        log_px_z = -reconstruction_nll(out.logits, x.unsqueeze(1), kind)  # (M, k, B)
+        log_w = log_px_z + log_prior(out.z) - log_posterior(eps, out.logvar.unsqueeze(1))
+        bound = torch.logsumexp(log_w, dim=1) - math.log(eps.shape[1])  # (M, B)
+        return -bound.mean(1), -log_px_z.mean((1, 2)), kl_divergence(out.mu, out.logvar).mean(1)
+    recon, kl = member_terms(out, x, kind)
+    if config.free_bits:
+        per_dim = kl_per_dim(out.mu, out.logvar).mean(1)  # (M, H): batch means
+        own = torch.arange(per_dim.shape[1], device=per_dim.device) < latent_dims.unsqueeze(1)
+        held = torch.where(own, per_dim.clamp_min(config.free_bits), 0.0).sum(1)
+    elif config.capacity:
+        held = (kl - capacity).abs()
+    else:
+        held = kl
+    return recon + lam * held, recon, kl

@@ -49,7 +49,9 @@ class _Layer:
 
 
 class Bf16Step:
-    """(x (B, D), eps (B, H)) -> (the loss, its (recon, KL) means), with the model's weights updated by `optimizer`.
+    """(x (B, D), eps (B, H), t) -> (the loss, its (recon, KL, loss) means), the model's weights updated by `optimizer`.
+
+    The plain ELBO only, so the step number t changes nothing.
 
     `loss` gives the loss's values (the trainer passes its own, which tests may poison).
     `optimizer` is the fused Adam over `model.parameters()`; its state may be replaced
@@ -94,7 +96,7 @@ class Bf16Step:
         self.grads32 = [t for a in layers for t in (a.weight_grad, a.bias_grad)]
 
     @torch.no_grad()
-    def __call__(self, x: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, x: torch.Tensor, eps: torch.Tensor, t: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         torch._foreach_copy_(self.working, self.params)  # float32 master weights -> bfloat16 working copies
         # forward: the inputs of every layer are kept for the backward
         h = x.to(torch.bfloat16)
@@ -138,7 +140,7 @@ class Bf16Step:
             self.encoder[0].weight_backward(grad, enc_inputs[0])  # the images need no gradient
         torch._foreach_copy_(self.grads32, self.grads16)
         self._adam()
-        return terms.total, torch.stack((terms.recon, terms.kl))
+        return terms.total, torch.stack((terms.recon, terms.kl, terms.total))  # the objective: the total
 
     def _adam(self) -> None:
         """optimizer.step(), the same arithmetic, without its Python around the fused kernel."""

@@ -32,9 +32,9 @@ from vaecli.engine import memory
 from vaecli.engine.device import resolve_device, resolve_precision
 from vaecli.engine.interrupt import StopRequest
 from vaecli.engine.observer import Observer
-from vaecli.engine.records import EpochRecord, Terms, evaluate, scored_test_images
+from vaecli.engine.records import EpochRecord, Terms, evaluate, scored_test_images, test_objective
 from vaecli.engine.state import Stopped, TrainResult, TrainState
-from vaecli.engine.steps import OneModel, StackedModels, eval_generator, generators, step_noise
+from vaecli.engine.steps import OneModel, StackedModels, eval_generator, generators, schedule, step_noise
 from vaecli.errors import ConfigError, TrainingDiverged
 
 SaveState = Callable[[int, TrainState], None]  # (member index, its state)
@@ -91,9 +91,12 @@ class _Fit:
         self.dev, self.stacked, self.observer, self.epochs = dev, stacked, observer, first.epochs
         self.precision = resolve_precision(first.precision, dev)
         self.data = data.to(dev)
-        self.net = StackedModels(configs, dev, self.precision) if stacked else OneModel(first, dev, self.precision)
         self.n, self.batch_size = len(self.data.train.images), first.batch_size
         self.steps = math.ceil(self.n / self.batch_size)
+        if stacked:
+            self.net: OneModel | StackedModels = StackedModels(configs, dev, self.precision, self.steps)
+        else:
+            self.net = OneModel(first, dev, self.precision, self.steps)
         self.members = []
         for config in configs:
             shuffle, noise = generators(config, dev)
@@ -101,7 +104,7 @@ class _Fit:
             self.members.append(_Member(config, shuffle, noise, test_images, [], torch.empty(0)))
         self.count = len(self.members)
         self.epoch, self.step = 1, 0
-        self.sums = torch.empty(0)  # (M, 2) float64: recon and KL summed over the epoch's images so far
+        self.sums = torch.empty(0)  # (M, 3) float64: recon, KL and objective summed over the epoch's images
         self.started = self.epoch_start = time.perf_counter()
 
     def resume(self, states: Sequence[TrainState]) -> None:
@@ -157,7 +160,7 @@ class _Fit:
             self.epoch_start = time.perf_counter()
             for member in self.members:
                 member.order = torch.randperm(self.n, generator=member.shuffle).to(self.dev)
-            self.sums = torch.zeros(self.count, 2, dtype=torch.float64, device=self.dev)
+            self.sums = torch.zeros(self.count, 3, dtype=torch.float64, device=self.dev)
         first_step, batch_size, images = self.step, self.batch_size, self.data.train.images
         losses = torch.zeros(self.steps, self.count, device=self.dev)  # read once per epoch: no sync per step
         while self.step < self.steps:
@@ -167,7 +170,7 @@ class _Fit:
                 x, e = step_noise(images.index_select(0, index), member.config, member.noise)
                 xs.append(x)  # (B, D)
                 eps.append(e)  # (B, H)
-            loss, means = self.net.step(xs, eps)
+            loss, means = self.net.step(xs, eps, (self.epoch - 1) * self.steps + self.step)
             self.sums.add_(means, alpha=len(xs[0]))
             losses[self.step] = loss
             self.step += 1
@@ -181,17 +184,29 @@ class _Fit:
         """Each live member's EpochRecord: its training sums and its test terms."""
         seconds = (time.perf_counter() - self.epoch_start) / self.count
         totals = self.sums.tolist()
+        last_step = self.epoch * self.steps - 1  # the test objective takes the KL weight of the epoch's last step
         for m in self.live():
-            member = self.members[m]
-            recon_sum, kl_sum = totals[m]
-            test = evaluate(self.net.member(m), member.test_images, eval_generator(member.config, self.dev))
+            member, model, config = self.members[m], self.net.member(m), self.members[m].config
+            recon_sum, kl_sum, objective_sum = totals[m]
+            generator = eval_generator(config, self.dev)
+            test = evaluate(model, member.test_images, generator)
             if not math.isfinite(test.neg_elbo):
-                self._fail(m, diverged(member.config, f"the test loss was {test.neg_elbo:g} after epoch {self.epoch}"))
+                self._fail(m, diverged(config, f"the test loss was {test.neg_elbo:g} after epoch {self.epoch}"))
                 continue
+            objective = test.total(config.lam)
+            if not config.plain_elbo:
+                warm, capacity = schedule(config, last_step, self.steps)
+                lam = config.lam * warm
+                objective = test_objective(model, member.test_images, test, config, lam, capacity, generator)
             train_terms = Terms(recon_sum / self.n, kl_sum / self.n)
-            record = EpochRecord(self.epoch, member.config.lam, train_terms, test, seconds)
+            record = EpochRecord(
+                self.epoch, config.lam, train_terms, test, seconds, objective_sum / self.n, objective
+            )
             member.history.append(record)
             self.observer.on_member_epoch(m, record)
+            was_training = model.training
+            self.observer.on_member_model(m, record, model.eval())
+            model.train(was_training)
 
     def _check_finite(self, losses: torch.Tensor, first: int, last: int) -> None:
         """Fail each member whose loss in steps [first, last) was NaN or infinite: one host read for all."""
@@ -222,7 +237,7 @@ class _Fit:
             model=weights,
             optimizer=adam,
             order=member.order.cpu().clone() if step else torch.empty(0, dtype=torch.int64),
-            sums=self.sums[m].cpu().clone() if step else torch.zeros(2, dtype=torch.float64),
+            sums=self.sums[m].cpu().clone() if step else torch.zeros(3, dtype=torch.float64),
             shuffle_rng=member.shuffle.get_state(),
             noise_rng=member.noise.get_state(),
             seconds=(now - self.started) / self.count,  # a stacked member's share

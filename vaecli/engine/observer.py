@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from vaecli.config import TrainConfig
+    from vaecli.core.model import VAE
     from vaecli.engine.records import EpochRecord
     from vaecli.engine.state import TrainState
     from vaecli.errors import TrainingDiverged
@@ -35,6 +36,12 @@ class Observer:
     def on_member_epoch(self, member: int, record: "EpochRecord") -> None:
         """Member `member` (its index in the fit) finished an epoch; a lone fit's member is 0."""
         self.on_epoch(record)
+
+    def on_member_model(self, member: int, record: "EpochRecord", model: "VAE") -> None:
+        """After on_member_epoch: the member's model as it ends the epoch, in eval mode, to draw from.
+
+        Read it only (under torch.inference_mode): for a lone fit it is the model in training.
+        """
 
     def on_member_failed(self, member: int, error: "TrainingDiverged") -> None:
         """A stacked member diverged; the others go on."""

@@ -11,8 +11,8 @@ import torch
 
 from vaecli.config import TrainConfig
 from vaecli.core.data import binarize
-from vaecli.core.loss import kl_divergence, reconstruction_nll_sum
-from vaecli.core.model import VAE
+from vaecli.core.loss import iwae_objective, kl_divergence, kl_per_dim, reconstruction_nll_sum
+from vaecli.core.model import VAE, VAEOutput
 
 
 @dataclass(frozen=True)
@@ -37,26 +37,40 @@ class EpochRecord:
     train: Terms  # running mean over the epoch's batches, as the model changed
     test: Terms  # after the epoch, on the whole test split
     seconds: float  # the training pass alone, not the evaluation
+    # the objective training minimized (core/loss.objective_terms): the epoch's running mean, and on the
+    # test split after the epoch at the last step's KL weight; None in records from before it was kept
+    train_objective: float | None = None
+    test_objective: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         row: dict[str, Any] = {"epoch": self.epoch, "lam": self.lam}
-        for split, terms in (("train", self.train), ("test", self.test)):
+        for split, terms, objective in (
+            ("train", self.train, self.train_objective),
+            ("test", self.test, self.test_objective),
+        ):
             row[f"{split}_recon"] = terms.recon
             row[f"{split}_kl"] = terms.kl
             row[f"{split}_lam_kl"] = self.lam * terms.kl
             row[f"{split}_total"] = terms.total(self.lam)
             row[f"{split}_neg_elbo"] = terms.neg_elbo
+            if objective is not None:
+                row[f"{split}_objective"] = objective
         row["seconds"] = self.seconds
         return row
 
     @classmethod
     def from_dict(cls, row: dict[str, Any]) -> "EpochRecord":
+        def optional(key: str) -> float | None:
+            return float(row[key]) if row.get(key) is not None else None
+
         return cls(
             epoch=int(row["epoch"]),
             lam=float(row["lam"]),
             train=Terms(float(row["train_recon"]), float(row["train_kl"])),
             test=Terms(float(row["test_recon"]), float(row["test_kl"])),
             seconds=float(row["seconds"]),
+            train_objective=optional("train_objective"),
+            test_objective=optional("test_objective"),
         )
 
 
@@ -93,3 +107,48 @@ def scored_test_images(images: torch.Tensor, config: TrainConfig) -> torch.Tenso
         return images
     generator = torch.Generator(device=images.device).manual_seed(config.seed + 1)
     return binarize(images, generator)
+
+
+@torch.inference_mode()
+def test_objective(
+    model: VAE,
+    images: torch.Tensor,
+    terms: Terms,
+    config: TrainConfig,
+    lam: float,
+    capacity: float,
+    generator: torch.Generator | None = None,
+) -> float:
+    """The objective of `config` on `images` (N, D), in nats per image, at KL weight `lam` and `capacity`.
+
+    `terms`: evaluate()'s on the same images. The ELBO and KL warm-up need nothing more;
+    free bits hold each dimension's mean KL over the whole split up; the importance-weighted
+    bound draws its k samples of every image from `generator`.
+    """
+    if config.objective == "iwae":
+        # k samples of up to 4000 // k images at a time: (4000, 784) decodes, a few MB, stay in the caches
+        return _iw_bound(model, images, config.k, generator, max(1, 4000 // config.k))
+    if config.free_bits:
+        sums = torch.zeros(config.model.latent_dim, dtype=torch.float64, device=images.device)
+        for start in range(0, len(images), 2000):
+            mu, logvar = model.encode(images[start : start + 2000])
+            sums += kl_per_dim(mu, logvar).double().sum(0)
+        held = float((sums / len(images)).clamp_min(config.free_bits).sum())
+    elif config.capacity:
+        held = abs(terms.kl - capacity)
+    else:
+        held = terms.kl
+    return terms.recon + lam * held
+
+
+def _iw_bound(model: VAE, images: torch.Tensor, k: int, generator: torch.Generator | None, batch_size: int) -> float:
+    """-E_x[log (1/k) sum_i p(x, z_i) / q(z_i | x)] with k samples of every image: loss.iwae_objective's value."""
+    total = 0.0
+    for start in range(0, len(images), batch_size):
+        x = images[start : start + batch_size]
+        mu, logvar = model.encode(x)
+        eps = torch.randn((k, *mu.shape), generator=generator, device=mu.device, dtype=mu.dtype)
+        z = mu + torch.exp(0.5 * logvar) * eps
+        out = VAEOutput(model.decode(z), mu, logvar, z)
+        total += float(iwae_objective(out, x, eps, model.config.recon).loss) * len(x)
+    return total / len(images)

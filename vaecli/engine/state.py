@@ -27,7 +27,7 @@ class TrainState:
     model: dict[str, torch.Tensor]  # the state_dict
     optimizer: dict[str, torch.Tensor]  # Adam's state per parameter: "<index>.step|exp_avg|exp_avg_sq"
     order: torch.Tensor  # (N,) int64: the epoch's shuffle of the training images, or (0,)
-    sums: torch.Tensor  # (2,) float64: recon and KL summed over the epoch's images so far
+    sums: torch.Tensor  # (3,) float64: recon, KL and the objective summed over the epoch's images so far
     shuffle_rng: torch.Tensor  # uint8 generator states
     noise_rng: torch.Tensor
     seconds: float  # wall time of the fit so far (a stacked member's: its share)

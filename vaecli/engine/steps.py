@@ -20,7 +20,7 @@ from vaecli.config import TrainConfig
 from vaecli.core import loss
 from vaecli.core.data import binarize
 from vaecli.core.model import VAE, VAEOutput
-from vaecli.core.stacked import StackedVAE, member_terms
+from vaecli.core.stacked import StackedVAE, member_objectives
 from vaecli.engine.bf16step import Bf16Step
 from vaecli.errors import ConfigError
 
@@ -42,7 +42,7 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.de
 
 def stack_key(config: TrainConfig) -> TrainConfig:
     """What members must share to train stacked: the config with lam, seed and latent size set aside."""
-    return replace(config, lam=0.0, seed=0, model=replace(config.model, latent_dim=1))
+    return replace(config, lam=1.0, seed=0, model=replace(config.model, latent_dim=1))
 
 
 def stackable(config: TrainConfig) -> bool:
@@ -56,10 +56,28 @@ def generators(config: TrainConfig, device: torch.device) -> tuple[torch.Generat
 
 
 def step_noise(x: torch.Tensor, config: TrainConfig, noise_gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x (B, D), eps (B, H)) of a step: x binarized first when the run binarizes, then eps, from one generator."""
+    """(x (B, D), eps) of a step: x binarized first when the run binarizes, then eps, from one generator.
+
+    eps is (B, H), or (k, B, H) for the importance-weighted objective: k samples of every image.
+    """
     if config.binarize:
         x = binarize(x, noise_gen)
-    return x, torch.randn((len(x), config.model.latent_dim), generator=noise_gen, device=x.device)
+    shape = (len(x), config.model.latent_dim)
+    if config.objective == "iwae":
+        shape = (config.k, *shape)
+    return x, torch.randn(shape, generator=noise_gen, device=x.device)
+
+
+def schedule(config: TrainConfig, t: int, steps_per_epoch: int) -> tuple[float, float]:
+    """(warm, capacity) at global step t (0-based): lam * warm is the step's KL weight.
+
+    warm rises linearly, step by step, from 0 to 1 over the first kl_warmup epochs (Bowman et al. 2016,
+    "Generating sentences from a continuous space", section 3.1); the capacity C(t) from 0 to `capacity`
+    over capacity_epochs (Burgess et al. 2018, section 5). Both are constant without them.
+    """
+    warm = min(1.0, t / (config.kl_warmup * steps_per_epoch)) if config.kl_warmup else 1.0
+    ramp = min(1.0, t / (config.capacity_epochs * steps_per_epoch)) if config.capacity_epochs else 1.0
+    return warm, config.capacity * ramp
 
 
 def eval_generator(config: TrainConfig, device: torch.device) -> torch.Generator:
@@ -89,17 +107,25 @@ def batch_loss_fn(model: VAE, config: TrainConfig, device: torch.device, precisi
     return batch_loss
 
 
-TrainStep = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+TrainStep = Callable[[torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]
 
 
 def train_step(
-    model: VAE, optimizer: torch.optim.Optimizer, config: TrainConfig, device: torch.device, precision: str
+    model: VAE,
+    optimizer: torch.optim.Optimizer,
+    config: TrainConfig,
+    device: torch.device,
+    precision: str,
+    steps_per_epoch: int = 1,
 ) -> TrainStep:
-    """(x (B, D), eps (B, H)) -> (the loss, its (recon, KL) means), the model updated once: a training step.
+    """(x (B, D), eps, global step t) -> (the loss, its (recon, KL, objective) means), the model updated once.
 
-    bf16 on the CPU: Bf16Step, autocast's arithmetic with the forward and backward written
-    out (a third faster there); otherwise autograd through batch_loss_fn, compiled on --compile.
+    The plain ELBO, bf16 on the CPU: Bf16Step, autocast's arithmetic with the forward and backward
+    written out (a third faster there). Otherwise autograd: through batch_loss_fn (compiled on
+    --compile) for the plain ELBO, through loss.objective_terms for the others.
     """
+    if not config.plain_elbo:
+        return _objective_step(model, optimizer, config, device, precision, steps_per_epoch)
     if precision == "bf16" and device.type == "cpu" and not config.compile:
         # the loss is looked up at each call, so that a test may poison it
         return Bf16Step(model, optimizer, config.lam, config.model.recon, lambda *a: loss.vae_loss(*a))
@@ -107,12 +133,49 @@ def train_step(
     # one shape, one compilation: a short last batch runs eagerly instead of recompiling
     full_batch_loss = torch.compile(batch_loss, dynamic=False) if config.compile else batch_loss
 
-    def step(x: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def step(x: torch.Tensor, eps: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
         loss_value, means = (full_batch_loss if len(x) == config.batch_size else batch_loss)(x, eps)
         optimizer.zero_grad(set_to_none=True)
         loss_value.backward()
         optimizer.step()
-        return loss_value, means
+        return _with_objective(loss_value, means)
+
+    return step
+
+
+def _with_objective(loss_value: torch.Tensor, means: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, (recon, KL)) -> (loss, (recon, KL, loss)): the objective's value beside the terms."""
+    loss_value = loss_value.detach()
+    return loss_value, torch.cat((means, loss_value.view(1)))
+
+
+def _objective_step(
+    model: VAE,
+    optimizer: torch.optim.Optimizer,
+    config: TrainConfig,
+    device: torch.device,
+    precision: str,
+    steps_per_epoch: int,
+) -> TrainStep:
+    """An autograd step on loss.objective_terms, at the step's KL weight and capacity."""
+    bf16 = precision == "bf16"
+
+    def objective(x: torch.Tensor, eps: torch.Tensor, lam: float, capacity: float) -> loss.ObjectiveTerms:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            out = model(x, eps=eps)
+        if bf16:
+            out = VAEOutput(*(t.float() for t in out))
+        return loss.objective_terms(config, out, x, eps, lam, capacity)
+
+    compiled = torch.compile(objective, dynamic=False) if config.compile else objective
+
+    def step(x: torch.Tensor, eps: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        warm, capacity = schedule(config, t, steps_per_epoch)
+        terms = (compiled if len(x) == config.batch_size else objective)(x, eps, config.lam * warm, capacity)
+        optimizer.zero_grad(set_to_none=True)
+        terms.loss.backward()
+        optimizer.step()
+        return _with_objective(terms.loss, torch.stack((terms.recon, terms.kl)).detach())
 
     return step
 
@@ -137,15 +200,15 @@ def load_optimizer_tensors(optimizer: torch.optim.Optimizer, tensors: dict[str, 
 class OneModel:
     """A lone VAE in training: a stack of one member."""
 
-    def __init__(self, config: TrainConfig, device: torch.device, precision: str) -> None:
+    def __init__(self, config: TrainConfig, device: torch.device, precision: str, steps_per_epoch: int = 1) -> None:
         self.model = build_model(config).to(device)
         self.optimizer = make_optimizer(self.model, config, device)
-        self._step = train_step(self.model, self.optimizer, config, device, precision)
+        self._step = train_step(self.model, self.optimizer, config, device, precision, steps_per_epoch)
 
-    def step(self, xs: list[torch.Tensor], eps: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Member 0's batch -> its loss (1,) and (recon, KL) means (1, 2)."""
-        loss_value, means = self._step(xs[0], eps[0])
-        return loss_value.detach().view(1), means.view(1, 2)
+    def step(self, xs: list[torch.Tensor], eps: list[torch.Tensor], t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Member 0's batch at global step t -> its loss (1,) and (recon, KL, objective) means (1, 3)."""
+        loss_value, means = self._step(xs[0], eps[0], t)
+        return loss_value.view(1), means.view(1, 3)
 
     def member(self, m: int) -> VAE:
         return self.model
@@ -174,31 +237,37 @@ class StackedModels:
     ends, up to float rounding. bf16: the layers under autocast, as batch_loss_fn.
     """
 
-    def __init__(self, configs: Sequence[TrainConfig], device: torch.device, precision: str) -> None:
+    def __init__(
+        self, configs: Sequence[TrainConfig], device: torch.device, precision: str, steps_per_epoch: int = 1
+    ) -> None:
         if len({stack_key(c) for c in configs}) > 1:
             raise ConfigError("stacked members must share everything but lam, seed and latent size; train them apart")
         if not all(stackable(c) for c in configs):
             raise ConfigError("stacked training cannot --compile; train these members apart")
         self.configs, self.device, self.bf16 = list(configs), device, precision == "bf16"
+        self.steps_per_epoch = steps_per_epoch
         self.model = StackedVAE([build_model(c) for c in configs]).to(device)
         self.optimizer = make_optimizer(self.model, configs[0], device)
         self.lam = torch.tensor([c.lam for c in configs], device=device)  # (M,)
+        self.latent_dims = torch.tensor([c.model.latent_dim for c in configs], device=device)  # (M,)
 
-    def step(self, xs: list[torch.Tensor], eps: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each member's batch -> the members' losses (M,) and (recon, KL) means (M, 2)."""
+    def step(self, xs: list[torch.Tensor], eps: list[torch.Tensor], t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each member's batch at global step t -> the members' losses (M,) and (recon, KL, objective) means (M, 3)."""
         x = torch.stack(xs)  # (M, B, D)
         pad = self.model.latent_dim
-        noise = torch.stack([F.pad(e, (0, pad - e.shape[1])) for e in eps])  # zero noise in the padding
+        noise = torch.stack([F.pad(e, (0, pad - e.shape[-1])) for e in eps])  # zero noise in the padding
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             out = self.model(x, noise)
         if self.bf16:
             out = VAEOutput(*(t.float() for t in out))
-        recon, kl = member_terms(out, x, self.configs[0].model.recon)
-        losses = recon + self.lam * kl
+        shared = self.configs[0]  # the objective is part of the stack key
+        warm, capacity = schedule(shared, t, self.steps_per_epoch)
+        lam = self.lam if warm == 1.0 else self.lam * warm
+        losses, recon, kl = member_objectives(out, x, noise, shared, lam, capacity, self.latent_dims)
         self.optimizer.zero_grad(set_to_none=True)
         losses.sum().backward()  # member m's gradient is its own loss's, as if alone
         self.optimizer.step()
-        return losses.detach(), torch.stack((recon, kl), dim=1).detach()
+        return losses.detach(), torch.stack((recon, kl, losses), dim=1).detach()
 
     def member(self, m: int) -> VAE:
         return self.model.member(m)

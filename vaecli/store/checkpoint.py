@@ -317,9 +317,14 @@ def load_state(path: Path | str) -> TrainState:
     for index, shape in enumerate(shapes.values()):
         expected |= {f"adam.{index}.step": ((), "F32")}
         expected |= {f"adam.{index}.{moment}": (shape, "F32") for moment in ("exp_avg", "exp_avg_sq")}
-    expected |= {"order": (None, "I64"), "sums": ((2,), "F64"), "rng.shuffle": (None, "U8"), "rng.noise": (None, "U8")}
+    expected |= {"order": (None, "I64"), "sums": (None, "F64"), "rng.shuffle": (None, "U8"), "rng.noise": (None, "U8")}
     _check_tensors(path, expected)
     tensors = _read_tensors(path, expected)
+    sums = tensors["sums"]
+    if len(sums) == 2:  # (recon, KL), from before the objective was summed too: it was the plain ELBO's total
+        sums = torch.cat((sums, sums[:1] + config.lam * sums[1:]))
+    if len(sums) != 3:
+        raise CheckpointError(f"{path}: tensor sums has {len(sums)} entries; a vaecli resume file has 3")
     return TrainState(
         config=config,
         epoch=header.epoch,
@@ -328,7 +333,7 @@ def load_state(path: Path | str) -> TrainState:
         model={name: tensors[f"model.{name}"] for name in shapes},
         optimizer={k.removeprefix("adam."): v for k, v in tensors.items() if k.startswith("adam.")},
         order=tensors["order"],
-        sums=tensors["sums"],
+        sums=sums,
         shuffle_rng=tensors["rng.shuffle"],
         noise_rng=tensors["rng.noise"],
         seconds=float(numbers["seconds"]),

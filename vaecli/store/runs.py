@@ -46,8 +46,20 @@ def default_store() -> Path:
 
 
 def run_name(config: TrainConfig) -> str:
+    """`h2-lam1-e20-s0-1a2b3c4d`; an objective other than the plain ELBO shows too: `h50-lam1-iwae5-e20-...`."""
     prefix = "fashion-" if config.dataset == "fashion-mnist" else ""
-    return f"{prefix}h{config.model.latent_dim}-lam{config.lam:g}-e{config.epochs}-s{config.seed}-{config.digest()}"
+    objective = "".join(
+        f"-{part}"
+        for part, given in (
+            (f"iwae{config.k}", config.objective == "iwae"),
+            (f"wu{config.kl_warmup}", config.kl_warmup > 0),
+            (f"fb{config.free_bits:g}", config.free_bits > 0),
+            (f"cap{config.capacity:g}", config.capacity > 0),
+        )
+        if given
+    )
+    h, lam = config.model.latent_dim, config.lam
+    return f"{prefix}h{h}-lam{lam:g}{objective}-e{config.epochs}-s{config.seed}-{config.digest()}"
 
 
 def run_folder(config: TrainConfig, store: Path | None = None) -> Path:
