@@ -192,9 +192,7 @@ class TrainConfig:
         if self.kl_warmup > self.epochs:
             raise ConfigError(f"--kl-warmup ({self.kl_warmup} epochs) must be at most --epochs ({self.epochs})")
         if self.capacity_epochs > self.epochs:
-            raise ConfigError(
-                f"--capacity-epochs ({self.capacity_epochs}) must be at most --epochs ({self.epochs})"
-            )
+            raise ConfigError(f"--capacity-epochs ({self.capacity_epochs}) must be at most --epochs ({self.epochs})")
         if self.capacity_epochs and not self.capacity:
             raise ConfigError("--capacity-epochs ramps a capacity: give --capacity C too")
         if self.capacity and self.free_bits:

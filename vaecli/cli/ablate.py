@@ -9,15 +9,28 @@ from rich.table import Table
 
 from vaecli.cli.app import app
 from vaecli.cli.display import member_numbers
-from vaecli.cli.options import QuietOpt, TrainingOptions, number_lists, parse_floats, parse_ints, training_options
+from vaecli.cli.options import (
+    SWEEP_LISTS,
+    QuietOpt,
+    TrainingOptions,
+    number_lists,
+    parse_floats,
+    parse_ints,
+    sweep_lists,
+    training_options,
+)
 from vaecli.config import MAX_MEMBERS, StackMode
 from vaecli.errors import ConfigError, TrainingDiverged
 
+LIST_FLAGS = ("--hidden", "-H", "--lam", "--seeds", "--layers", *("--" + n.replace("_", "-") for n in SWEEP_LISTS))
 
-@app.command(cls=number_lists("--hidden", "-H", "--lam", "--seeds", "--layers"))
-@training_options(exclude=("hidden", "lam", "seed"))
+
+@app.command(cls=number_lists(*LIST_FLAGS))
+@training_options(exclude=("hidden", "lam", "seed", *SWEEP_LISTS))
+@sweep_lists
 def ablate(
     options: TrainingOptions,
+    vary: dict[str, tuple],
     hidden: Annotated[
         str | None,
         typer.Option("--hidden", "-H", metavar="H [H ...]", help="Latent sizes to compare, e.g. --hidden 2 10 25 50."),
@@ -50,7 +63,10 @@ def ablate(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Allow a sweep of more than 64 members.")] = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Compare VAEs over latent sizes (--hidden) and/or KL weights (--lam): figures, metrics and report.md.
+    """Compare VAEs over latent sizes (--hidden), KL weights (--lam) or any objective option: figures, metrics, report.
+
+    Every listed option takes several values (--free-bits 0 0.5 1, --objective iwae --k 1 5 50, ...); the
+    members are their cross product.
 
     Unlisted settings take the train defaults (H = 2, lam = 1); finished members are
     reused from the run store, and an interrupted sweep trains only what is missing.
@@ -62,14 +78,17 @@ def ablate(
     from vaecli.studies import sweep
     from vaecli.views.ablation import save_ablation
 
-    if hidden is None and lam is None:
-        raise typer.BadParameter("give the values to compare: --hidden 2 10 25 50 and/or --lam 1 5 10 40")
+    if hidden is None and lam is None and not vary:
+        raise typer.BadParameter(
+            "give the values to compare: --hidden 2 10 25 50 and/or --lam 1 5 10 40 (or --free-bits, --k, ...)"
+        )
     base = options.config
     plan = sweep.Sweep(
         base,
         hidden=parse_ints(hidden, "--hidden") if hidden is not None else (),
         lams=parse_floats(lam, "--lam", minimum=0.0) if lam is not None else (),
         seeds=parse_ints(seeds, "--seeds", minimum=0),
+        vary=tuple(vary.items()),
     )
     members = plan.members()
     if len(members) > MAX_MEMBERS and not yes:
@@ -114,9 +133,12 @@ def ablate(
 
 def _metrics_table(rows: list[dict], iw_samples: int) -> Table:
     table = Table(title="test metrics, nats per image (mean ± std over seeds)", title_justify="left")
-    columns = ["H", "lam", "recon", "KL", "neg_elbo", f"iw{iw_samples}_nll", "active_units", "train_seconds"]
+    from vaecli.studies.sweep import AXIS_LABELS, Axis
+
+    axes = [k for k in (rows[0] if rows else {}) if k in AXIS_LABELS]
+    columns = [*axes, "recon", "KL", "neg_elbo", f"iw{iw_samples}_nll", "active_units", "train_seconds"]
     if rows and "failed" in rows[0]:
-        columns.insert(2, "failed")
+        columns.insert(len(axes), "failed")
     names = {
         "neg_elbo": "-ELBO",
         f"iw{iw_samples}_nll": f"IW-{iw_samples} NLL",
@@ -129,7 +151,7 @@ def _metrics_table(rows: list[dict], iw_samples: int) -> Table:
         cells = []
         for column in columns:
             value = row[column]
-            text = (f"{value:g}" if column == "lam" else f"{value:.2f}") if isinstance(value, float) else str(value)
+            text = (Axis.text(value) if column in axes else f"{value:.2f}") if isinstance(value, float) else str(value)
             if isinstance(value, float) and value != value:  # NaN: every seed of the setting failed
                 text = "-"
             std = row.get(f"{column}_std")

@@ -20,22 +20,25 @@ if TYPE_CHECKING:
 
 def describe(config: TrainConfig) -> str:
     layers = "-".join(map(str, config.model.hidden_layers)) or "none"
-    return f"H={config.model.latent_dim}, lam={config.lam:g}, layers {layers}, {config.model.recon}, {config.dataset}"
+    objective = "" if config.plain_elbo else f", {config.describe_objective()}"
+    h, lam = config.model.latent_dim, config.lam
+    return f"H={h}, lam={lam:g}{objective}, layers {layers}, {config.model.recon}, {config.dataset}"
 
 
 def _fmt(value: float) -> str:
     return f"{value:.2f}" if abs(value) < 100 else f"{value:.1f}"
 
 
-def epoch_row(record: "EpochRecord", header: bool, member: int | None = None) -> Table:
+def epoch_row(record: "EpochRecord", header: bool, member: int | None = None, objective: bool = False) -> Table:
     """One epoch as a table row with fixed widths, so rows printed apart line up.
 
     lam * KL and the total are shown only when lam != 1; at lam = 1 they equal KL and -ELBO.
     Eleven columns fit in 80 characters. `member` (stacked training, rows of
     several members in turn) adds a first column with its number and always
-    shows the lam columns, so that every member's rows line up.
+    shows the lam columns, so that every member's rows line up. `objective`: the
+    objective trained on (free bits, a capacity, a warm-up, IWAE) in place of the lam columns.
     """
-    weighted = record.lam != 1.0 or member is not None
+    weighted = (record.lam != 1.0 or member is not None) and not objective
     table = Table(
         box=None, show_header=header, header_style="bold", pad_edge=False, padding=(0, 1), collapse_padding=True
     )
@@ -49,6 +52,9 @@ def epoch_row(record: "EpochRecord", header: bool, member: int | None = None) ->
         columns = [("recon", terms.recon), ("KL", terms.kl)]
         if weighted:
             columns += [("λ·KL", record.lam * terms.kl), ("total", terms.total(record.lam))]
+        if objective:
+            value = record.train_objective if split == "train" else record.test_objective
+            columns.append(("obj", value if value is not None else float("nan")))
         columns.append(("-ELBO", terms.neg_elbo))
         for name, value in columns:
             table.add_column(f"{split}\n{name}", width=6, justify="right")
@@ -81,9 +87,11 @@ class TrainingDisplay(Observer):
         self.console, self.as_json = console, as_json
         self.progress: Any = None
         self.task: Any = None
+        self.objective = False  # show the objective's columns: it is not the plain ELBO
 
     def on_start(self, config: TrainConfig, steps_per_epoch: int, device: Any) -> None:
         self.steps, self.epochs = steps_per_epoch, config.epochs
+        self.objective = self.objective or not config.plain_elbo
         if self.as_json or self.console.quiet:
             return
         self.console.print(
@@ -104,7 +112,7 @@ class TrainingDisplay(Observer):
             return
         self.console.print(f"Resuming at epoch {state.epoch}, step {state.step} of {self.steps}")
         for record in state.history:
-            self.console.print(epoch_row(record, header=record.epoch == 1))
+            self.console.print(epoch_row(record, header=record.epoch == 1, objective=self.objective))
         if self.progress is not None:  # a reset, so the rate counts only batches trained now
             done = (state.epoch - 1) * self.steps + state.step
             self.progress.reset(self.task, total=self.epochs * self.steps, completed=done, rate="")
@@ -128,7 +136,7 @@ class TrainingDisplay(Observer):
         if self.as_json:
             print(json.dumps({"event": "epoch", **record.to_dict()}), flush=True)
         else:
-            self.console.print(epoch_row(record, header=record.epoch == 1))
+            self.console.print(epoch_row(record, header=record.epoch == 1, objective=self.objective))
 
     def close(self) -> None:
         if self.progress is not None:
@@ -153,6 +161,7 @@ class SweepDisplay(TrainingDisplay, SweepObserver):
     def __init__(self, console: Console, configs: Sequence[TrainConfig]) -> None:
         super().__init__(console)
         self.configs, self.members = list(configs), len(configs)
+        self.objective = any(not c.plain_elbo for c in configs)  # one layout for every member's rows
         self.stacked: list[int] = []  # the members training together now
         self.rows = 0  # epoch rows printed for them
         self.side_by_side: set[int] = set()  # the members training at once in threads
@@ -224,7 +233,8 @@ class SweepDisplay(TrainingDisplay, SweepObserver):
     def on_member_epoch(self, member: int, record: "EpochRecord") -> None:
         if not self.stacked:
             return self.on_epoch(record)
-        self.console.print(epoch_row(record, header=self.rows == 0, member=self.stacked[member] + 1))
+        row = epoch_row(record, header=self.rows == 0, member=self.stacked[member] + 1, objective=self.objective)
+        self.console.print(row)
         self.rows += 1
 
     def on_resume(self, state: Any) -> None:
@@ -268,7 +278,8 @@ class MemberDisplay(Observer):
     def on_epoch(self, record: "EpochRecord") -> None:
         with self.sweep.lock:
             header, self.sweep.rows = self.sweep.rows == 0, self.sweep.rows + 1
-            self.sweep.console.print(epoch_row(record, header=header, member=self.index + 1))
+            row = epoch_row(record, header=header, member=self.index + 1, objective=self.sweep.objective)
+            self.sweep.console.print(row)
         if record.epoch == self.epochs and self.task is not None:
             self.sweep.progress.remove_task(self.task)
 

@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from typer.core import TyperCommand
 
-from vaecli.config import DatasetName, Device, ModelConfig, Precision, Recon, TrainConfig
+from vaecli.config import MAX_K, DatasetName, Device, ModelConfig, ObjectiveName, Precision, Recon, TrainConfig
 
 if TYPE_CHECKING:
     from vaecli.cli.display import TrainingDisplay
@@ -123,6 +123,30 @@ LamOpt = Annotated[
     float,
     typer.Option("--lam", callback=at_least(0.0), help="Weight of the KL term (≥ 0): loss = recon + lam * KL."),
 ]
+ObjectiveOpt = Annotated[
+    ObjectiveName,
+    typer.Option(
+        help="elbo: recon + lam * KL, with the variants below; iwae: the importance-weighted bound with --k samples."
+    ),
+]
+KOpt = Annotated[
+    int, typer.Option("--k", min=1, max=MAX_K, help="Importance samples per image, for --objective iwae (1: the ELBO).")
+]
+KlWarmupOpt = Annotated[
+    int,
+    typer.Option(min=0, metavar="E", help="KL warm-up: the KL weight rises linearly from 0 to lam over E epochs."),
+]
+FreeBitsOpt = Annotated[
+    float,
+    typer.Option(callback=at_least(0.0), metavar="F", help="Free bits: each latent dimension's KL counts as ≥ F nats."),
+]
+CapacityOpt = Annotated[
+    float,
+    typer.Option(callback=at_least(0.0), metavar="C", help="Capacity: the KL term is lam * |KL - C(t)|, C(t) up to C."),
+]
+CapacityEpochsOpt = Annotated[
+    int, typer.Option(min=0, metavar="E", help="Epochs over which C(t) rises from 0 to --capacity (0: at once).")
+]
 EpochsOpt = Annotated[int, typer.Option(min=1, help="Passes over the training set.")]
 LayersOpt = Annotated[
     str,
@@ -180,6 +204,12 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but
 TRAINING_OPTIONS: dict[str, tuple[Any, Any]] = {
     "hidden": (HiddenOpt, 2),
     "lam": (LamOpt, 1.0),
+    "objective": (ObjectiveOpt, ObjectiveName.elbo),
+    "k": (KOpt, 1),
+    "kl_warmup": (KlWarmupOpt, 0),
+    "free_bits": (FreeBitsOpt, 0.0),
+    "capacity": (CapacityOpt, 0.0),
+    "capacity_epochs": (CapacityEpochsOpt, 0),
     "epochs": (EpochsOpt, 20),
     "layers": (LayersOpt, "512,256"),
     "recon": (ReconOpt, Recon.bernoulli),
@@ -224,6 +254,12 @@ class TrainingOptions:
             binarize=v["binarize"],
             precision=v["precision"].value,
             compile=v["compile"],
+            objective=v["objective"].value,
+            k=v["k"],
+            kl_warmup=v["kl_warmup"],
+            free_bits=v["free_bits"],
+            capacity=v["capacity"],
+            capacity_epochs=v["capacity_epochs"],
         )
         return cls(config, v["device"].value, v["data_dir"], v["download"] or None, v["runs_dir"], v["force"])
 
@@ -231,33 +267,93 @@ class TrainingOptions:
 def training_options(command: Callable[..., Any] | None = None, *, exclude: tuple[str, ...] = ()) -> Callable[..., Any]:
     """Add every training option to `command`, which receives them as `options: TrainingOptions`.
 
-    Typer reads a command's parameters from its signature, so the wrapper's
-    signature is the command's own parameters followed by the shared ones.
     Options in `exclude` are left out (the command declares its own) and take
     their defaults in `options`. Use as `@training_options` or
     `@training_options(exclude=("lam",))`.
     """
     if command is None:
         return functools.partial(training_options, exclude=exclude)
-    own = [p for p in inspect.signature(command).parameters.values() if p.name != "options"]
     shared = [
         inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
         for name, (annotation, default) in TRAINING_OPTIONS.items()
         if name not in exclude
     ]
 
-    @functools.wraps(command)
-    def wrapper(**kwargs: Any) -> Any:
+    def convert(kwargs: dict[str, Any]) -> dict[str, Any]:
         values = {
             name: kwargs.pop(name) if name not in exclude else default
             for name, (_, default) in TRAINING_OPTIONS.items()
         }
-        return command(options=TrainingOptions.from_values(values), **kwargs)
+        return {"options": TrainingOptions.from_values(values), **kwargs}
 
-    parameters = own + shared
+    return _with_parameters(command, "options", shared, convert)
+
+
+def _with_parameters(
+    command: Callable[..., Any],
+    replaced: str,
+    added: list[inspect.Parameter],
+    convert: Callable[[dict[str, Any]], dict[str, Any]],
+) -> Callable[..., Any]:
+    """`command` with its parameter `replaced` swapped for the parameters `added`, as Typer reads them.
+
+    Typer reads a command's parameters from its signature, so the wrapper's is the
+    command's own followed by `added`; `convert` turns the values Typer passes into
+    the command's own arguments.
+    """
+    own = [p for p in inspect.signature(command).parameters.values() if p.name != replaced]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> Any:
+        return command(**convert(kwargs))
+
+    parameters = own + added
     wrapper.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
     wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
     return wrapper
+
+
+# the training options that `ablate` also takes as lists of values to compare (beside --hidden and --lam)
+SWEEP_LISTS = ("objective", "k", "kl_warmup", "free_bits", "capacity", "capacity_epochs")
+
+
+def _list_option(name: str) -> Any:
+    """TRAINING_OPTIONS' option `name` as one that takes several values: `--free-bits 0 0.5 1`."""
+    annotation, _ = TRAINING_OPTIONS[name]
+    info = annotation.__metadata__[0]
+    flags = info.param_decls or ("--" + name.replace("_", "-"),)
+    return Annotated[
+        str | None, typer.Option(*flags, metavar="V [V ...]", help=f"{info.help} Several values: compared.")
+    ]
+
+
+def _parse_list(name: str, text: str) -> tuple:
+    """The values of list option `name`, each checked as the single option checks it."""
+    annotation, _ = TRAINING_OPTIONS[name]
+    kind = annotation.__origin__
+    flag = "--" + name.replace("_", "-")
+    if isinstance(kind, type) and issubclass(kind, ObjectiveName):
+        values = tuple(v.strip() for v in text.split(",") if v.strip())
+        bad = [v for v in values if v not in {k.value for k in ObjectiveName}]
+        if bad or not values:
+            choices = ", ".join(k.value for k in ObjectiveName)
+            raise typer.BadParameter(f"each value must be one of {choices}; got {text!r}", param_hint=flag)
+        return values
+    return parse_ints(text, flag, minimum=0) if kind is int else parse_floats(text, flag, minimum=0.0)
+
+
+def sweep_lists(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the SWEEP_LISTS options to `command` as lists; it receives the given ones as `vary: {name: values}`."""
+    lists = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=_list_option(name), default=None)
+        for name in SWEEP_LISTS
+    ]
+
+    def convert(kwargs: dict[str, Any]) -> dict[str, Any]:
+        given = {name: kwargs.pop(name) for name in SWEEP_LISTS}
+        return {"vary": {name: _parse_list(name, text) for name, text in given.items() if text is not None}, **kwargs}
+
+    return _with_parameters(command, "vary", lists, convert)
 
 
 def train_with_display(

@@ -48,6 +48,9 @@ def info(
         f"lr {config['lr']:g}, seed {config['seed']}, {config['dataset']}"
         + (", binarized" if config["binarize"] else ""),
     )
+    final = data["final"] or {}
+    score = f": {final['test_objective']:.2f} nats on the test set" if final.get("test_objective") is not None else ""
+    grid.add_row("objective", data["objective"] + score)
     if data["final"]:
         f = data["final"]
         grid.add_row("test", f"recon {f['test_recon']:.2f}, KL {f['test_kl']:.2f}, -ELBO {f['test_neg_elbo']:.2f} nats")

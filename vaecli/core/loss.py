@@ -170,10 +170,10 @@ def elbo_objective(
         return ObjectiveTerms(terms.total, terms.recon, terms.kl)
     recon = reconstruction_nll_sum(out.logits, x, kind) / len(x)
     kl = kl_divergence(out.mu, out.logvar).mean()
-    if free_bits:
-        held = kl_per_dim(out.mu, out.logvar).mean(0).clamp_min(free_bits).sum()  # (H,) batch means, then summed
-    else:
+    if capacity is not None:
         held = (kl - capacity).abs()
+    else:
+        held = kl_per_dim(out.mu, out.logvar).mean(0).clamp_min(free_bits).sum()  # (H,) batch means, then summed
     return ObjectiveTerms(recon + lam * held, recon, kl)
 
 
@@ -197,6 +197,4 @@ def objective_terms(
     """The objective `config` names, at the KL weight `lam` and capacity `capacity` of this step."""
     if config.objective == "iwae":
         return iwae_objective(out, x, eps, config.model.recon)
-    return elbo_objective(
-        out, x, lam, config.model.recon, config.free_bits, capacity if config.capacity > 0 else None
-    )
+    return elbo_objective(out, x, lam, config.model.recon, config.free_bits, capacity if config.capacity > 0 else None)

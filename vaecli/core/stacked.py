@@ -81,8 +81,10 @@ class StackedVAE(nn.Module):
             h = torch.relu_(layer(h))  # in place, as model.py: baddbmm's backward needs its input, not its output
         mu, logvar = self.mu(h), self.logvar(h)
         samples = eps.dim() == 4
-        z = VAE.reparameterize(mu.unsqueeze(1), logvar.unsqueeze(1), eps=eps) if samples else (
-            VAE.reparameterize(mu, logvar, eps=eps)
+        z = (
+            VAE.reparameterize(mu.unsqueeze(1), logvar.unsqueeze(1), eps=eps)
+            if samples
+            else (VAE.reparameterize(mu, logvar, eps=eps))
         )
         h = z.flatten(1, 2) if samples else z  # (M, k * B, H)
         for layer in self.decoder[:-1]:

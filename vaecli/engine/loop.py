@@ -199,9 +199,7 @@ class _Fit:
                 lam = config.lam * warm
                 objective = test_objective(model, member.test_images, test, config, lam, capacity, generator)
             train_terms = Terms(recon_sum / self.n, kl_sum / self.n)
-            record = EpochRecord(
-                self.epoch, config.lam, train_terms, test, seconds, objective_sum / self.n, objective
-            )
+            record = EpochRecord(self.epoch, config.lam, train_terms, test, seconds, objective_sum / self.n, objective)
             member.history.append(record)
             self.observer.on_member_epoch(m, record)
             was_training = model.training

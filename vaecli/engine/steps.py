@@ -62,7 +62,7 @@ def step_noise(x: torch.Tensor, config: TrainConfig, noise_gen: torch.Generator)
     """
     if config.binarize:
         x = binarize(x, noise_gen)
-    shape = (len(x), config.model.latent_dim)
+    shape: tuple[int, ...] = (len(x), config.model.latent_dim)
     if config.objective == "iwae":
         shape = (config.k, *shape)
     return x, torch.randn(shape, generator=noise_gen, device=x.device)

@@ -30,9 +30,10 @@ _METADATA = {"png": {"Software": None}, "pdf": {"CreationDate": None, "Producer"
 
 
 def describe(config: TrainConfig) -> str:
-    """A short label of a model: 'H=2, lam=1, 20 epochs, MNIST'."""
+    """A short label of a model: 'H=2, lam=1, 20 epochs, MNIST' ('H=2, lam=40, elbo, free bits 1, ...')."""
     data = DATASET_TITLES[config.dataset]
-    return f"H={config.model.latent_dim}, lam={config.lam:g}, {config.epochs} epochs, {data}"
+    objective = "" if config.plain_elbo else f", {config.describe_objective()}"
+    return f"H={config.model.latent_dim}, lam={config.lam:g}{objective}, {config.epochs} epochs, {data}"
 
 
 def save(fig: Figure, path: Path, dpi: int = 120) -> Path:

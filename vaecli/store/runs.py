@@ -189,6 +189,7 @@ def save_run(folder: Path, result: TrainResult) -> Run:
         "device": result.device,
         "precision": result.precision,
         "train_seconds": round(result.seconds, 3),
+        "objective": result.config.describe_objective(),
         "data": result.dataset_source,
     }
     atomic.write_json(

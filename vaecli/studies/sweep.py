@@ -9,6 +9,7 @@ one, side by side in threads, or stacked; each member ends as it would alone.
 import csv
 import hashlib
 import io
+import itertools
 import math
 import statistics
 from collections.abc import Callable, Sequence
@@ -33,48 +34,105 @@ from vaecli.studies.scores import RunMetrics, stored_scores
 
 
 @dataclass(frozen=True)
+class Axis:
+    """An option a sweep may vary: its column in the table, its flag, its part of a folder name, its field."""
+
+    label: str  # the table's column and a panel's label: "H", "lam", "free bits"
+    flag: str  # "--free-bits"
+    short: str  # in the sweep's folder name: "fb0-0.5-1"
+    field: str  # the TrainConfig field it sets; latent_dim is the model's
+
+    def get(self, config: TrainConfig) -> Any:
+        return config.model.latent_dim if self.field == "latent_dim" else getattr(config, self.field)
+
+    def set(self, config: TrainConfig, value: Any) -> TrainConfig:
+        if self.field == "latent_dim":
+            return replace(config, model=replace(config.model, latent_dim=value))
+        return replace(config, **{self.field: value})
+
+    @staticmethod
+    def text(value: Any) -> str:
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+# every option a sweep may vary, by its option name, H and lam first
+AXES = {
+    "hidden": Axis("H", "--hidden", "h", "latent_dim"),
+    "lam": Axis("lam", "--lam", "lam", "lam"),
+    "objective": Axis("objective", "--objective", "", "objective"),
+    "k": Axis("k", "--k", "k", "k"),
+    "kl_warmup": Axis("KL warm-up", "--kl-warmup", "wu", "kl_warmup"),
+    "free_bits": Axis("free bits", "--free-bits", "fb", "free_bits"),
+    "capacity": Axis("capacity", "--capacity", "cap", "capacity"),
+    "capacity_epochs": Axis("capacity epochs", "--capacity-epochs", "capep", "capacity_epochs"),
+}
+
+AXIS_LABELS = {axis.label for axis in AXES.values()}
+
+
+@dataclass(frozen=True)
 class Sweep:
-    """The base config and the values that vary; members are their cross product."""
+    """The base config and the values that vary; members are their cross product.
+
+    `hidden` and `lams` are the homework's two axes; `vary` holds any other option of
+    AXES with its values, e.g. (("free_bits", (0.0, 0.5, 1.0)),).
+    """
 
     base: TrainConfig
     hidden: tuple[int, ...] = ()  # empty: the base's latent size
     lams: tuple[float, ...] = ()  # empty: the base's lam
     seeds: tuple[int, ...] = (0,)
+    vary: tuple[tuple[str, tuple[Any, ...]], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.seeds:
             raise ConfigError("a sweep needs at least one seed")
-        for name, values in (("--hidden", self.hidden), ("--lam", self.lams), ("--seeds", self.seeds)):
+        for name, values in self.vary:
+            if name not in AXES or name in ("hidden", "lam"):
+                raise ConfigError(f"a sweep cannot vary {name!r}; it varies {', '.join(AXES)}")
+            if not values:
+                raise ConfigError(f"{AXES[name].flag} needs at least one value")
+        lists = [("--hidden", self.hidden), ("--lam", self.lams), ("--seeds", self.seeds)]
+        for flag, values in lists + [(AXES[n].flag, v) for n, v in self.vary]:
             if len(set(values)) != len(values):
-                raise ConfigError(f"{name} lists a value twice: {' '.join(f'{v:g}' for v in values)}")
+                raise ConfigError(f"{flag} lists a value twice: {' '.join(map(Axis.text, values))}")
 
     @property
-    def settings(self) -> list[tuple[int, float]]:
-        """(latent size, lam) of each setting, in the order given."""
+    def axes(self) -> list[tuple[str, tuple[Any, ...]]]:
+        """Every option and its values, in the order of a setting: H, lam, then the others given."""
         hidden = self.hidden or (self.base.model.latent_dim,)
-        lams = self.lams or (self.base.lam,)
-        return [(h, lam) for h in hidden for lam in lams]
+        return [("hidden", hidden), ("lam", self.lams or (self.base.lam,)), *self.vary]
+
+    @property
+    def settings(self) -> list[tuple[Any, ...]]:
+        """The values of each setting, as the axes list them: (H, lam, ...), in the order given."""
+        return list(itertools.product(*(values for _, values in self.axes)))
+
+    def setting_of(self, config: TrainConfig) -> tuple[Any, ...]:
+        """The setting a member belongs to."""
+        return tuple(AXES[name].get(config) for name, _ in self.axes)
 
     def members(self) -> list[TrainConfig]:
         """One config per setting and seed; invalid values fail here, before any training."""
-        return [
-            replace(self.base, model=replace(self.base.model, latent_dim=h), lam=lam, seed=seed)
-            for h, lam in self.settings
-            for seed in self.seeds
-        ]
+        members = []
+        for setting in self.settings:
+            config = self.base
+            for (name, _), value in zip(self.axes, setting, strict=True):
+                config = AXES[name].set(config, value)
+            members += [replace(config, seed=seed) for seed in self.seeds]
+        return members
 
     @property
     def varies(self) -> list[str]:
-        """What the sweep compares: 'H', 'lam' or both (a lone member still names its axis)."""
-        return [name for name, values in (("H", self.hidden), ("lam", self.lams)) if values] or ["H"]
+        """What the sweep compares, as the table labels it: 'H', 'lam', 'free bits', ... (a lone member still
+        names its axis)."""
+        given = [("H", self.hidden), ("lam", self.lams), *((AXES[n].label, v) for n, v in self.vary)]
+        return [label for label, values in given if values] or ["H"]
 
     def name(self) -> str:
         """A folder name that says what was swept, with a hash of the whole sweep."""
-        parts = []
-        if self.hidden:
-            parts.append("h" + "-".join(map(str, self.hidden)))
-        if self.lams:
-            parts.append("lam" + "-".join(f"{v:g}" for v in self.lams))
+        given = [("hidden", self.hidden), ("lam", self.lams), *self.vary]
+        parts = [AXES[name].short + "-".join(map(Axis.text, values)) for name, values in given if values]
         digest = hashlib.sha256("".join(m.digest() for m in self.members()).encode()).hexdigest()[:8]
         return f"ablate-{'-'.join(parts) or 'base'}-e{self.base.epochs}-{digest}"
 
@@ -82,14 +140,13 @@ class Sweep:
         """The `vaecli ablate` command line that reproduces this sweep exactly."""
         default, base = TrainConfig(), self.base
         words = ["vaecli", "ablate"]
-        if self.hidden:
-            words += ["--hidden", *map(str, self.hidden)]
-        elif base.model.latent_dim != default.model.latent_dim:
-            words += ["--hidden", str(base.model.latent_dim)]
-        if self.lams:
-            words += ["--lam", *(f"{v:g}" for v in self.lams)]
-        elif base.lam != default.lam:
-            words += ["--lam", f"{base.lam:g}"]
+        varied = {"hidden": self.hidden, "lam": self.lams, **dict(self.vary)}
+        for name, axis in AXES.items():
+            values = varied.get(name) or ()
+            if values:
+                words += [axis.flag, *map(Axis.text, values)]
+            elif axis.get(base) != axis.get(default):
+                words += [axis.flag, Axis.text(axis.get(base))]
         if self.seeds != (0,):
             words += ["--seeds", *map(str, self.seeds)]
         options = [
@@ -123,8 +180,9 @@ class Member:
     error: TrainingDiverged | None = None  # why it failed: it was not saved
 
     def label(self, varies: Sequence[str]) -> str:
-        parts = {"H": f"H={self.config.model.latent_dim}", "lam": f"lam={self.config.lam:g}"}
-        return ", ".join(parts[v] for v in varies)
+        """'H=2, lam=40' (the labels of the axes a sweep varies)."""
+        by_label = {axis.label: axis for axis in AXES.values()}
+        return ", ".join(f"{v}={Axis.text(by_label[v].get(self.config))}" for v in varies)
 
     @property
     def failed(self) -> bool:
@@ -253,8 +311,7 @@ def first_seed(members: list[Member], sweep: Sweep) -> list[Member]:
     """
     shown = []
     for setting in sweep.settings:
-        ok = [m for m in members if (m.config.model.latent_dim, m.config.lam) == setting and not m.failed]
-        shown += ok[:1]
+        shown += [m for m in members if sweep.setting_of(m.config) == setting and not m.failed][:1]
     return shown
 
 
@@ -267,11 +324,13 @@ def table_rows(members: list[Member], sweep: Sweep, iw_samples: int | None = Non
     """
     iw = iw_samples or next((m.metrics.iw_samples for m in members if m.metrics is not None), 0)
     any_failed = any(m.failed for m in members)
+    labels = [AXES[name].label for name, _ in sweep.axes]
     rows = []
-    for h, lam in sweep.settings:
-        group = [m for m in members if m.config.model.latent_dim == h and m.config.lam == lam]
+    for setting in sweep.settings:
+        group = [m for m in members if sweep.setting_of(m.config) == setting]
         scored = [(m.metrics, m) for m in group if m.metrics is not None]
-        row: dict[str, Any] = {"H": h, "lam": lam, "seeds": len(scored)}
+        row: dict[str, Any] = dict(zip(labels, setting, strict=True))
+        row["seeds"] = len(scored)
         if any_failed:
             row["failed"] = sum(m.failed for m in group)
         for name, value in _columns(iw):
@@ -279,6 +338,7 @@ def table_rows(members: list[Member], sweep: Sweep, iw_samples: int | None = Non
             row[name] = statistics.fmean(values) if values else math.nan
             if len(sweep.seeds) > 1:
                 row[f"{name}_std"] = statistics.stdev(values) if len(values) > 1 else math.nan
+        h = setting[0]
         if len(sweep.seeds) == 1:
             row["active_units"] = f"{row['active_units']:g}/{h}" if scored else "failed"
         row["kl_per_dim"] = [statistics.fmean(d) for d in zip(*(s.kl_per_dim for s, _ in scored), strict=True)]
@@ -306,7 +366,7 @@ def to_markdown(rows: list[dict[str, Any]]) -> str:
         for k in fields:
             value = row[k]
             if isinstance(value, float):
-                text = f"{value:g}" if k == "lam" else f"{value:.2f}"
+                text = Axis.text(value) if k in AXIS_LABELS else f"{value:.2f}"
             else:
                 text = str(value)
             if f"{k}_std" in row and not math.isnan(row[f"{k}_std"]):
@@ -329,6 +389,8 @@ def report(
         f"Data: {data}. Model: 784-{layers}-H, {base.model.recon} likelihood; {base.epochs} epochs, batch "
         f"{base.batch_size}, Adam lr {base.lr:g}; seeds {', '.join(map(str, sweep.seeds))}.",
         "",
+        f"Objective: {_objectives(sweep, members)}.",
+        "",
         "Reproduce with:",
         "",
         "```bash",
@@ -342,8 +404,23 @@ def report(
     failed = [m for m in members if m.error is not None]
     if failed:
         lines += ["## Failed members", ""]
-        lines += [f"- {m.label(['H', 'lam'])}, seed {m.config.seed}: {m.error}" for m in failed]
+        lines += [f"- {m.label(sweep.varies)}, seed {m.config.seed}: {m.error}" for m in failed]
         lines.append("")
     for title, filename in figures:
         lines += [f"## {title}", "", f"![{title}]({filename})", ""]
     return "\n".join(lines)
+
+
+def _objectives(sweep: Sweep, members: Sequence[Member]) -> str:
+    """What the members optimised: one objective for all, or each setting's."""
+    configs = [m.config for m in members] or sweep.members()
+    named = list(dict.fromkeys(c.describe_objective() for c in configs))
+    if len(named) == 1:
+        return named[0]
+    by_setting = {sweep.setting_of(c): c for c in configs}
+    labels = [AXES[name].label for name, _ in sweep.axes]
+    return "; ".join(
+        ", ".join(f"{label}={Axis.text(v)}" for label, v in zip(labels, setting, strict=True) if label in sweep.varies)
+        + f": {config.describe_objective()}"
+        for setting, config in by_setting.items()
+    )
