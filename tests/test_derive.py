@@ -124,6 +124,23 @@ def test_every_check_passes_on_an_untrained_vae(latent_dim, untrained_checks):
     assert all(c.difference < 0 for c in checks if c.name.startswith("ELBO ≤"))
 
 
+@pytest.mark.parametrize("latent_dim", [1, 2])
+def test_the_importance_weighted_bounds_rise_to_log_px(latent_dim):
+    checks = derive.iw_checks(small_vae(latent_dim), image())
+    assert [c.passed for c in checks] == [True] * 6, [(c.name, c.difference, c.tolerance) for c in checks]
+    chain = [c for c in checks if c.name.startswith("𝓛_") and "≤ 𝓛_" in c.name]
+    assert len(chain) == 3 and all(c.difference <= 0 for c in chain)  # strictly rising here, not just within noise
+    gap = by_name(checks, "twice its second-order prediction")
+    assert 0 <= gap.left <= gap.right
+
+
+def test_a_bound_with_the_wrong_proposal_density_fails(monkeypatch):
+    """log q without its normalising constant is no longer q's density: 𝓛_1 is no longer the ELBO."""
+    monkeypatch.setattr(loss, "log_posterior", lambda eps, logvar: -0.5 * (eps.pow(2) + logvar).sum(-1))
+    checks = derive.iw_checks(small_vae(2), image())
+    assert not by_name(checks, "ELBO = 𝓛_1").passed
+
+
 def test_the_bound_is_nearly_tight_for_a_gaussian_fit_to_the_posterior(untrained_checks):
     checks = untrained_checks
     fit, prior = by_name(checks, "Gaussian fit"), by_name(checks, "q = the prior")
@@ -218,7 +235,7 @@ def all_prose():
 
 
 def test_every_step_has_formula_text_and_reason():
-    assert [p.number for p in derive.PARTS] == [1, 2, 3]
+    assert [p.number for p in derive.PARTS] == [1, 2, 3, 4]
     for p in derive.PARTS:
         assert len(p.steps) >= 5
         for step in p.steps:
@@ -230,7 +247,7 @@ def test_every_step_has_formula_text_and_reason():
 KNOWN_MACROS = set(
     r"""\Rightarrow \Vert \epsilon \frac \ge \lambda \lbrace \le \left \log \mathbb \mathcal \mathrel
     \mathrm \max \mid \mu \nabla \odot \operatorname \phi \pi \quad \rbrace \right \sigma \sim \sum
-    \text \tfrac \theta \beta \cdot \int \times \to \operatorname*""".split()
+    \text \tfrac \theta \beta \cdot \int \times \to \operatorname* \ldots \approx \ge \mathrm \in""".split()
 )
 
 
@@ -270,7 +287,7 @@ def test_markdown_export_holds_every_step_and_the_results():
 
 
 def test_latex_export_is_a_whole_document():
-    text = export.latex((1, 2, 3))
+    text = export.latex(derive.PART_NUMBERS)
     assert text.startswith(r"\documentclass") and text.rstrip().endswith(r"\end{document}")
     assert text.count(r"\[") == text.count(r"\]") == sum(len(p.steps) for p in derive.PARTS)
     body = text.split(r"\begin{document}")[1]
@@ -280,7 +297,7 @@ def test_latex_export_is_a_whole_document():
 # --------------------------------------------------------------------------- the command
 
 
-def test_derive_without_checks_shows_the_three_parts():
+def test_derive_without_checks_shows_every_part():
     result = invoke("derive", "--no-checks")
     assert result.exit_code == 0, result.output
     for p in derive.PARTS:
@@ -346,7 +363,7 @@ def test_derive_part_3_trains_then_reuses_the_runs(tiny_mnist, tmp_path):
     [
         (["--format", "markdown"], ["--out"]),
         (["--out", "notes.txt"], ["notes.txt", ".md or .tex"]),
-        (["4"], ["part"]),
+        (["5"], ["part"]),
         (["--hidden", "3"], ["--hidden"]),
         (["--lams", "1"], ["--lams", "two"]),
         (["--model", "nowhere"], ["nowhere"]),
@@ -370,6 +387,6 @@ def test_every_check_passes_on_a_real_mnist_model(mnist_dir):
     model = train(config, data, device="cpu").model
     x, what = checks.pick_image(data, 0)
     assert "label 7" in what
-    results = derive.identity_checks(model, x) + derive.kl_checks(model, x)
+    results = derive.identity_checks(model, x) + derive.kl_checks(model, x) + derive.iw_checks(model, x)
     assert all(c.passed for c in results), [(c.name, c.difference) for c in results if not c.passed]
     assert abs(by_name(results, "ELBO + KL").difference) < 1e-3

@@ -7,9 +7,9 @@ import torch
 
 from tests.conftest import StopAt
 from vaecli.config import ModelConfig, TrainConfig
+from vaecli.core import stacked
 from vaecli.core.data import load_dataset
 from vaecli.core.stacked import StackedVAE, member_terms
-from vaecli.core import stacked
 from vaecli.engine.interrupt import StopRequest
 from vaecli.engine.loop import train, train_stacked
 from vaecli.engine.observer import Observer

@@ -179,7 +179,7 @@ def _output_format(fmt: Format, out: Path | None) -> str:
 
 @app.command(cls=number_lists("--lams", "--layers"))
 def derive(
-    part: Annotated[int | None, typer.Argument(min=1, max=3, help="Show only this part: 1, 2 or 3.")] = None,
+    part: Annotated[int | None, typer.Argument(min=1, max=4, help="Show only this part: 1, 2, 3 or 4.")] = None,
     fmt: Annotated[
         Format, typer.Option("--format", "-f", help="terminal, or write markdown / latex to --out.")
     ] = Format.terminal,
@@ -206,7 +206,8 @@ def derive(
 
     The checks run on a small model: the run store's H=2, lam=1 run (trained
     briefly when missing) or --model, on a real MNIST image when the data are
-    there, else a synthetic one. Part 3 checks runs with every --lams value.
+    there, else a synthetic one. Part 3 checks runs with every --lams value; part 4 the
+    importance-weighted bound of --objective iwae against log p(x).
     Exits with 1 when a check fails.
     """
     from vaecli import atomic
@@ -233,7 +234,7 @@ def derive(
         download=download,
         runs_dir=runs_dir,
     )
-    parts = (part,) if part else (1, 2, 3)
+    parts = (part,) if part else (1, 2, 3, 4)
     findings = derive.Findings()
     progress = SweepProgress(console)
     checker = DeriveChecks(settings, progress)

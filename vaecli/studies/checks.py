@@ -1,7 +1,7 @@
 """`vaecli derive`'s checks as one library call: settings in, Findings out, ready to render or export.
 
     from vaecli.studies.checks import DeriveSettings, check_parts
-    findings = check_parts(DeriveSettings(epochs=2), parts=(1, 2, 3))
+    findings = check_parts(DeriveSettings(epochs=2), parts=(1, 2, 3, 4))
     print(len(findings.failed), "failed")
 
 DeriveChecks obtains the data, the model and the λ sweep's runs on first use
@@ -227,13 +227,17 @@ class DeriveChecks:
         if number == 2:
             findings.checks += derive.kl_checks(subject.model, subject.image, seed=s.seed)
         elif subject.model.config.latent_dim > derive.MAX_LATENT_DIM:
-            findings.skipped.append(derive.quadrature_skipped(subject.model.config.latent_dim))
+            findings.skipped.append(derive.quadrature_skipped(subject.model.config.latent_dim, number))
+        elif number == 4:
+            findings.checks += derive.iw_checks(subject.model, subject.image, seed=s.seed)
         else:
             findings.checks += derive.identity_checks(subject.model, subject.image, seed=s.seed)
 
 
 def check_parts(
-    settings: DeriveSettings | None = None, parts: Sequence[int] = (1, 2, 3), observer: SweepObserver | None = None
+    settings: DeriveSettings | None = None,
+    parts: Sequence[int] = derive.PART_NUMBERS,
+    observer: SweepObserver | None = None,
 ) -> Findings:
     """Every check of `parts`, on the model and runs that `settings` name."""
     checks, findings = DeriveChecks(settings or DeriveSettings(), observer), Findings()

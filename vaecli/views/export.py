@@ -11,7 +11,7 @@ from datetime import date
 from pathlib import Path
 
 from vaecli import __version__
-from vaecli.studies.derive import PARTS, Findings, Part
+from vaecli.studies.derive import PART_NUMBERS, PARTS, Findings, Part
 
 # Unicode in the prose's math -> LaTeX
 _MATH = {
@@ -40,6 +40,7 @@ _MATH = {
     "Σ": r"\sum ",
     "×": r"\times ",
     "→": r"\to ",
+    "…": r"\ldots ",
     "*": "^*",
 }
 _WORDS = {
@@ -122,7 +123,7 @@ def _md_cell(text: str) -> str:
     return text.replace("|", r"\|")
 
 
-def markdown(parts: tuple[int, ...] = (1, 2, 3), findings: Findings | None = None) -> str:
+def markdown(parts: tuple[int, ...] = PART_NUMBERS, findings: Findings | None = None) -> str:
     """The derivations (and the checks' results, when given) as GitHub Markdown."""
     lines = [
         "# The VAE loss, derived and checked",
@@ -161,7 +162,7 @@ def _markdown_findings(findings: Findings, p: Part) -> list[str]:
     return lines
 
 
-def latex(parts: tuple[int, ...] = (1, 2, 3), findings: Findings | None = None) -> str:
+def latex(parts: tuple[int, ...] = PART_NUMBERS, findings: Findings | None = None) -> str:
     """The derivations (and the checks' results, when given) as a LaTeX document that compiles as is."""
     lines = [
         r"\documentclass[11pt]{article}",
