@@ -276,7 +276,8 @@ PARTS: tuple[Part, ...] = (
             ),
             Step(
                 r"\frac{1}{K} \sum_{k=1}^K w_k \to p_\theta(x) \quad \Rightarrow \quad "
-                r"\mathcal{L}_K \to \log p_\theta(x), \quad \log p_\theta(x) - \mathcal{L}_K \approx \frac{\mathrm{Var}[w]}{2 K p_\theta(x)^2}",
+                r"\mathcal{L}_K \to \log p_\theta(x), \quad "
+                r"\log p_\theta(x) - \mathcal{L}_K \approx \frac{\mathrm{Var}[w]}{2 K p_\theta(x)^2}",
                 "(1/K) Σ_k w_k → p_θ(x)  ⇒  𝓛_K → log p_θ(x);  gap ≈ Var[w] / (2K p_θ(x)²)",
                 "the law of large numbers, for bounded weights; a second-order expansion of `log` around "
                 "`p_θ(x)` gives the gap, which shrinks like `1/K` (Maddison et al. 2017; Rainforth et al. 2018)",
