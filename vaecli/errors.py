@@ -39,3 +39,7 @@ class Interrupted(VaeError):
 
 class OutOfMemory(VaeError):
     """A fit needs more memory than the device has: estimated before training, or the allocator failed."""
+
+
+class MissingExtra(VaeError):
+    """A feature needs an optional package that is not installed; the message names the extra to install."""

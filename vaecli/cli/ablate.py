@@ -62,6 +62,14 @@ def ablate(
     ] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Allow a sweep of more than 64 members.")] = False,
     quiet: QuietOpt = False,
+    tensorboard: Annotated[
+        bool,
+        typer.Option(
+            "--tensorboard",
+            help="Also write TensorBoard events into each member's <run folder>/tensorboard "
+            "(needs the tensorboard extra); tensorboard --logdir <runs-dir> compares them.",
+        ),
+    ] = False,
 ) -> None:
     """Compare VAEs over latent sizes (--hidden), KL weights (--lam) or any objective option: figures, metrics, report.
 
@@ -108,10 +116,17 @@ def ablate(
         jobs=jobs,
     )
     display = SweepDisplay(console, members)
+    board = None
     try:
-        results = sweep.run_sweep(plan, data, settings, observer=display)
+        if tensorboard:
+            from vaecli.views.tensorboard import TensorBoardSweep
+
+            board = TensorBoardSweep(display, data.test.images, store=options.runs_dir)
+        results = sweep.run_sweep(plan, data, settings, observer=board or display)
     finally:
         display.close()
+        if board is not None:
+            board.close()
 
     ablation = save_ablation(results, plan, data.test.images, folder, iw_samples)
     console.print(_metrics_table(ablation.rows, iw_samples))
@@ -123,6 +138,12 @@ def ablate(
         + (f", {len(failed)} failed" if failed else "")
         + f"); figures, metrics.csv, metrics.json and report.md in {folder}"
     )
+    if board is not None:
+        store = settings.store or runs.default_store()
+        console.print(
+            f"TensorBoard events in each member's run folder; compare them: tensorboard --logdir {store}",
+            soft_wrap=True,
+        )
     if failed:
         raise TrainingDiverged(
             f"{len(failed)} of {len(results)} members failed (member{'s' if len(failed) > 1 else ''} "

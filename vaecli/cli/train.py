@@ -2,7 +2,7 @@
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -17,6 +17,11 @@ from vaecli.cli.options import (
     train_with_display,
     training_options,
 )
+from vaecli.engine.observer import Observers
+
+if TYPE_CHECKING:
+    from vaecli.store.runs import Outcome
+    from vaecli.views.tensorboard import TensorBoardObserver
 
 # what --resume still lets a user choose: where the data are and which device (the same type) runs it
 RESUME_ALLOWS = {"device", "data_dir", "download"}
@@ -38,6 +43,13 @@ def train(
     as_json: Annotated[
         bool, typer.Option("--json", help="One JSON object per epoch on stdout, then one for the run.")
     ] = False,
+    tensorboard: Annotated[
+        bool,
+        typer.Option(
+            "--tensorboard",
+            help="Also write TensorBoard events into <run folder>/tensorboard (needs the tensorboard extra).",
+        ),
+    ] = False,
 ) -> None:
     """Train a VAE and save weights, metrics and loss curves in a run folder.
 
@@ -49,7 +61,11 @@ def train(
         options, out = _resume_options(ctx, options, resume, out)
     console = Console(quiet=quiet or as_json)
     display = TrainingDisplay(console, as_json=as_json and not quiet)
-    outcome = train_with_display(options, display, out=out, resume=resume is not None)
+    board = _tensorboard(options, out) if tensorboard else None
+    shown = Observers(display, board) if board is not None else display
+    outcome = train_with_display(options, shown, out=out, resume=resume is not None)
+    if board is not None:
+        _tensorboard_done(board, outcome, console)
     if as_json and not quiet:
         final = outcome.run.final.to_dict() if outcome.run.final else {}
         print(json.dumps({"event": "done", "run": str(outcome.run.path), "reused": outcome.reused, **final}))
@@ -78,3 +94,29 @@ def _resume_options(
         raise typer.BadParameter(f"the run keeps its own config and folder; drop {flags}", param_hint="--resume")
     folder, config = resume_config(resume)
     return replace(options, config=config, force=False), folder
+
+
+def _tensorboard(options: TrainingOptions, out: Path | None) -> "TensorBoardObserver":
+    """The observer writing the run's TensorBoard events; the test images are loaded when first drawn."""
+    from vaecli.core.data import load_dataset
+    from vaecli.store.runs import RunRequest
+    from vaecli.views.tensorboard import TensorBoardObserver
+
+    config = options.config
+    folder = RunRequest(config, out=out, store=options.runs_dir).folder
+    return TensorBoardObserver(
+        [(config, folder)],
+        lambda: load_dataset(config.dataset, options.data_dir, download_missing=options.download).test.images,
+    )
+
+
+def _tensorboard_done(board: "TensorBoardObserver", outcome: "Outcome", console: Console) -> None:
+    """A reused run gets its events from metrics.json if it has none; say where they are."""
+    from vaecli.views.tensorboard import log_dir, write_finished
+
+    if outcome.reused:
+        write_finished(outcome.run, board.test_images)
+    where = log_dir(outcome.run.path)
+    console.print(
+        f"TensorBoard events in {where}; view them: tensorboard --logdir {where.parent.parent}", soft_wrap=True
+    )

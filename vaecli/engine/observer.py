@@ -45,3 +45,45 @@ class Observer:
 
     def on_member_failed(self, member: int, error: "TrainingDiverged") -> None:
         """A stacked member diverged; the others go on."""
+
+
+class Observers(Observer):
+    """Several observers as one (a display and a TensorBoard writer, say): every hook goes to each, in order."""
+
+    def __init__(self, *observers: Observer) -> None:
+        self.observers = observers
+
+    def on_start(self, config: "TrainConfig", steps_per_epoch: int, device: Any) -> None:
+        for observer in self.observers:
+            observer.on_start(config, steps_per_epoch, device)
+
+    def on_batch(self, epoch: int, step: int) -> None:
+        for observer in self.observers:
+            observer.on_batch(epoch, step)
+
+    def on_epoch(self, record: "EpochRecord") -> None:
+        for observer in self.observers:
+            observer.on_epoch(record)
+
+    def on_resume(self, state: "TrainState") -> None:
+        for observer in self.observers:
+            observer.on_resume(state)
+
+    def on_member_epoch(self, member: int, record: "EpochRecord") -> None:
+        for observer in self.observers:
+            observer.on_member_epoch(member, record)
+
+    def on_member_model(self, member: int, record: "EpochRecord", model: "VAE") -> None:
+        for observer in self.observers:
+            observer.on_member_model(member, record, model)
+
+    def on_member_failed(self, member: int, error: "TrainingDiverged") -> None:
+        for observer in self.observers:
+            observer.on_member_failed(member, error)
+
+    def close(self) -> None:
+        """Close each observer that has a close() (a display's progress bars, a writer's files)."""
+        for observer in self.observers:
+            close = getattr(observer, "close", None)
+            if callable(close):
+                close()
