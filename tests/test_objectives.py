@@ -141,6 +141,7 @@ def test_the_schedules_rise_linearly_step_by_step():
         ({"capacity": 3.0, "kl_warmup": 1}, "drop --kl-warmup"),
         ({"kl_warmup": 9}, "at most --epochs"),
         ({"free_bits": -1.0}, "free_bits must be at least 0"),
+        ({"kl_warmup": 1, "compile": True}, "--compile cannot follow a ramp"),
     ],
 )
 def test_combinations_without_a_meaning_are_refused(changes, fragment):

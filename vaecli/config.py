@@ -199,6 +199,9 @@ class TrainConfig:
             raise ConfigError("--free-bits and --capacity both hold the KL up; use one of them")
         if self.capacity and self.kl_warmup:
             raise ConfigError("--capacity already ramps what the KL may hold (--capacity-epochs); drop --kl-warmup")
+        if self.compile and (self.kl_warmup or self.capacity_epochs):
+            # a compiled step is specialized on the KL weight: a ramp would compile it again at every step
+            raise ConfigError("--compile cannot follow a ramp (--kl-warmup, --capacity-epochs); drop one of them")
         if self.objective == "elbo" and self.k != 1:
             raise ConfigError(f"--k {self.k} is the importance-weighted bound's: add --objective iwae")
         if self.objective == "iwae":
