@@ -191,33 +191,21 @@ def test_eval_reports_every_metric(tiny_mnist, tmp_path):
     one_line_error(invoke("eval", tmp_path / "missing", "--data-dir", tiny_mnist), "no such file")
 
 
-def test_homework_example_runs_every_task(tiny_mnist, tmp_path, capsys):
+def test_homework_example_runs_every_task(tiny_mnist, tmp_path, monkeypatch, capsys):
+    """examples/homework4.py, the notebook's paired script, runs as a plain script: text out, figures to files."""
     import runpy
-    import sys
 
-    script = Path(__file__).parents[1] / "examples" / "homework4.py"
-    argv = sys.argv
-    sys.argv = [
-        str(script),
-        "--data-dir",
-        str(tiny_mnist),
-        "--out",
-        str(tmp_path / "hw"),
-        "--epochs",
-        "1",
-        "--layers",
-        "16",
-        "--iw-samples",
-        "3",
-        "--device",
-        "cpu",
-    ]
-    try:
-        runpy.run_path(str(script), run_name="__main__")
-    finally:
-        sys.argv = argv
+    settings = {"HW4_EPOCHS": "1", "HW4_LAYERS": "16", "HW4_OUT": str(tmp_path / "hw"), "HW4_IW_SAMPLES": "3"}
+    for name, value in {**settings, "HW4_DEVICE": "cpu", "VAECLI_DATA_DIR": str(tiny_mnist)}.items():
+        monkeypatch.setenv(name, value)
+    runpy.run_path(str(Path(__file__).parents[1] / "examples" / "homework4.py"), run_name="__main__")
     out = capsys.readouterr().out
-    assert "Task 1" in out and "Task 2" in out and "| 50 | 1 |" in out and "| 2 | 40 |" in out
+    assert "settings: 1 epochs, layers 16, device cpu" in out
+    assert "Linear(in_features=784, out_features=16" in out and "lam=40: recon" in out  # Tasks 1 and 2
+    assert "$$" in out and "| check | left | right |" in out  # Problem 1 as Markdown text, with its checks
+    assert "| 50 | 1 |" in out and "| 2 | 40 |" in out  # the tables of Problems 2 and 3
+    assert "<IPython" not in out and "<Figure" not in out  # no object reprs where a notebook would render
     assert (tmp_path / "hw" / "problem2" / "samples.png").is_file()
     assert (tmp_path / "hw" / "problem3" / "manifolds.png").is_file()
+    assert (tmp_path / "hw" / "problem3" / "grid_lam1.png").is_file()
     assert "![" in (tmp_path / "hw" / "problem3" / "report.md").read_text()

@@ -2,16 +2,18 @@
 
 It lives in the store because whoever finishes a run draws it (runs.save_run);
 views/figures.py draws everything else and saves through save() here. Headless:
-the Agg backend is chosen before pyplot is imported.
+the Agg backend is chosen before pyplot is imported, unless MPLBACKEND names one.
 """
 
 import io
+import os
 import threading
 from pathlib import Path
 
 import matplotlib
 
-matplotlib.use("Agg")
+if not os.environ.get("MPLBACKEND"):  # a backend chosen there wins: Jupyter's kernel sets its inline one
+    matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
