@@ -12,7 +12,6 @@ import html
 import http.server
 import os
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -24,21 +23,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, unavailable
 
 pytestmark = pytest.mark.docs
 
 # Debian's Chromium, as tests/test_explore_browser.py launches it (without these it keeps reaching for the network)
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SCREENSHOT = Path("/tmp/vaecli-docs-screenshot.png")  # a stable copy, for a person to look at
 PAGES = [  # a sample of the site: prose, figures, generated tables, mkdocstrings, the changelog snippet
     "index.html",
@@ -51,19 +40,13 @@ PAGES = [  # a sample of the site: prose, figures, generated tables, mkdocstring
 ]
 
 
-def _unavailable(reason: str) -> None:
-    if os.environ.get("VAECLI_REQUIRE_BROWSER") == "1":
-        pytest.fail(f"{reason}, but VAECLI_REQUIRE_BROWSER=1 requires the browser tests to run")
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Path:
     """The site as `mkdocs build --strict` writes it (any warning fails the build, and this test)."""
     try:
         import mkdocs  # noqa: F401
     except ImportError:
-        _unavailable("mkdocs is not installed (pip install -e '.[docs]')")
+        unavailable("mkdocs is not installed (pip install -e '.[docs]')")
     out = tmp_path_factory.mktemp("site")
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
     command = [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)]
@@ -86,21 +69,6 @@ def server(site):
     yield f"http://127.0.0.1:{httpd.server_address[1]}/"
     httpd.shutdown()
     thread.join()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _unavailable("playwright is not installed (pip install -e '.[test]')")
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        _unavailable("Chromium is not installed (Debian: apt-get install chromium)")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

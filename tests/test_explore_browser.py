@@ -6,8 +6,6 @@ cannot pass silently. One browser serves every test.
 """
 
 import io
-import os
-import shutil
 
 import numpy as np
 import pytest
@@ -17,39 +15,7 @@ from tests.conftest import make_run, write_dataset
 from vaecli.core.data import load_dataset
 from vaecli.views import explore
 
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    # without these Chromium keeps trying to reach the network and can hang
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 TOLERANCE = 1e-4  # the issue's bar: the page's pixels equal the library's decode within this
-
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("VAECLI_REQUIRE_BROWSER") == "1":
-        pytest.fail(f"{reason}, but VAECLI_REQUIRE_BROWSER=1 requires the browser tests to run")
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="session")
-def browser():
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _unavailable("playwright is not installed (pip install -e '.[test]')")
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        _unavailable("Chromium is not installed (Debian: apt-get install chromium)")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="session")
