@@ -1,7 +1,7 @@
 """`vaecli ablate`: the homework's ablations in one command, with figures, metrics and a report."""
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -86,18 +86,8 @@ def ablate(
     from vaecli.studies import sweep
     from vaecli.views.ablation import save_ablation
 
-    if hidden is None and lam is None and not vary:
-        raise typer.BadParameter(
-            "give the values to compare: --hidden 2 10 25 50 and/or --lam 1 5 10 40 (or --free-bits, --k, ...)"
-        )
     base = options.config
-    plan = sweep.Sweep(
-        base,
-        hidden=parse_ints(hidden, "--hidden") if hidden is not None else (),
-        lams=parse_floats(lam, "--lam", minimum=0.0) if lam is not None else (),
-        seeds=parse_ints(seeds, "--seeds", minimum=0),
-        vary=tuple(vary.items()),
-    )
+    plan = _plan(base, hidden, lam, seeds, vary)
     members = plan.members()
     if len(members) > MAX_MEMBERS and not yes:
         raise ConfigError(f"this sweep has {len(members)} members (more than {MAX_MEMBERS}); add --yes to run it")
@@ -130,6 +120,29 @@ def ablate(
 
     ablation = save_ablation(results, plan, data.test.images, folder, iw_samples)
     console.print(_metrics_table(ablation.rows, iw_samples))
+    board_store = (settings.store or runs.default_store()) if board is not None else None
+    _summary(console, results, folder, board_store)
+
+
+def _plan(base: Any, hidden: str | None, lam: str | None, seeds: str, vary: dict[str, tuple]) -> Any:
+    """The Sweep that the options ask for."""
+    from vaecli.studies.sweep import Sweep
+
+    if hidden is None and lam is None and not vary:
+        raise typer.BadParameter(
+            "give the values to compare: --hidden 2 10 25 50 and/or --lam 1 5 10 40 (or --free-bits, --k, ...)"
+        )
+    return Sweep(
+        base,
+        hidden=parse_ints(hidden, "--hidden") if hidden is not None else (),
+        lams=parse_floats(lam, "--lam", minimum=0.0) if lam is not None else (),
+        seeds=parse_ints(seeds, "--seeds", minimum=0),
+        vary=tuple(vary.items()),
+    )
+
+
+def _summary(console: Console, results: list, folder: Path, tensorboard_store: Path | None) -> None:
+    """What was trained, reused and failed, where it all is; exits 1 when a member failed."""
     reused = sum(m.reused for m in results)
     failed = [i for i, m in enumerate(results) if m.failed]
     trained = len(results) - reused - len(failed)
@@ -138,10 +151,9 @@ def ablate(
         + (f", {len(failed)} failed" if failed else "")
         + f"); figures, metrics.csv, metrics.json and report.md in {folder}"
     )
-    if board is not None:
-        store = settings.store or runs.default_store()
+    if tensorboard_store is not None:
         console.print(
-            f"TensorBoard events in each member's run folder; compare them: tensorboard --logdir {store}",
+            f"TensorBoard events in each member's run folder; compare them: tensorboard --logdir {tensorboard_store}",
             soft_wrap=True,
         )
     if failed:
