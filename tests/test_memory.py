@@ -120,7 +120,7 @@ def test_train_too_large_is_refused_before_allocating(args, tiny_mnist, tmp_path
 
 
 def test_allocation_failure_in_the_loop_is_one_line(tiny_mnist, tmp_path, monkeypatch):
-    def fail(self, xs, eps):
+    def fail(self, xs, eps, t):
         raise RuntimeError(ALLOCATOR)
 
     monkeypatch.setattr("vaecli.engine.steps.OneModel.step", fail)
