@@ -238,3 +238,14 @@ def test_side_by_side_is_for_the_cpu(tiny_mnist):
         sweep_module.concurrent_jobs(2, cpu, replace(BASE, compile=True), 4)
     with pytest.raises(ConfigError, match="at least 1"):
         sweep_module.concurrent_jobs(0, cpu, BASE, 4)
+
+
+def test_sweeps_keep_the_names_they_had_before_any_objective_option():
+    assert Sweep(TrainConfig(), lams=(1.0, 5.0, 10.0, 40.0)).name() == "ablate-lam1-5-10-40-e20-82647f77"
+    assert Sweep(TrainConfig(), hidden=(2, 10, 25, 50)).name() == "ablate-h2-10-25-50-e20-de22e6aa"
+
+
+def test_a_setting_is_applied_whole_so_the_order_of_the_options_does_not_matter():
+    sweep = Sweep(TrainConfig(), vary=(("k", (5, 50)), ("objective", ("iwae",))))  # k alone would be refused
+    assert [(c.objective, c.k) for c in sweep.members()] == [("iwae", 5), ("iwae", 50)]
+    assert sweep.varies == ["k", "objective"] and "--objective iwae --k 5 50" in sweep.command()

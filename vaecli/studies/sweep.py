@@ -45,11 +45,6 @@ class Axis:
     def get(self, config: TrainConfig) -> Any:
         return config.model.latent_dim if self.field == "latent_dim" else getattr(config, self.field)
 
-    def set(self, config: TrainConfig, value: Any) -> TrainConfig:
-        if self.field == "latent_dim":
-            return replace(config, model=replace(config.model, latent_dim=value))
-        return replace(config, **{self.field: value})
-
     @staticmethod
     def text(value: Any) -> str:
         return f"{value:g}" if isinstance(value, float) else str(value)
@@ -116,10 +111,10 @@ class Sweep:
         """One config per setting and seed; invalid values fail here, before any training."""
         members = []
         for setting in self.settings:
-            config = self.base
-            for (name, _), value in zip(self.axes, setting, strict=True):
-                config = AXES[name].set(config, value)
-            members += [replace(config, seed=seed) for seed in self.seeds]
+            fields = {AXES[name].field: value for (name, _), value in zip(self.axes, setting, strict=True)}
+            model = replace(self.base.model, latent_dim=fields.pop("latent_dim"))
+            # all of a setting's values at once: one alone may not be a valid config (k = 5 before iwae)
+            members += [replace(self.base, model=model, seed=seed, **fields) for seed in self.seeds]
         return members
 
     @property
