@@ -124,6 +124,7 @@ class LossTerms(NamedTuple):
 
 
 def vae_loss(out: VAEOutput, x: torch.Tensor, lam: float, kind: str) -> LossTerms:
+    """The homework's loss on a batch: recon and KL, each a mean over its images, and lam; `.total` is minimized."""
     recon = reconstruction_nll_sum(out.logits, x, kind) / len(x)
     kl = kl_divergence(out.mu, out.logvar).mean()
     return LossTerms(recon, kl, lam)

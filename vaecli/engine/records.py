@@ -32,6 +32,8 @@ class Terms:
 
 @dataclass(frozen=True)
 class EpochRecord:
+    """One epoch of a fit, as metrics.json stores it: the training pass's running terms, the test terms after it."""
+
     epoch: int  # 1-based
     lam: float
     train: Terms  # running mean over the epoch's batches, as the model changed

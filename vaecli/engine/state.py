@@ -56,6 +56,8 @@ class Stopped(Exception):
 
 @dataclass
 class TrainResult:
+    """A finished fit: its config, the trained model (on the CPU, in eval mode) and one EpochRecord per epoch."""
+
     config: TrainConfig
     model: VAE
     history: list[EpochRecord]
