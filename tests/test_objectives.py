@@ -13,7 +13,7 @@ from vaecli.core.loss import (
     elbo_objective,
     iwae_objective,
     kl_divergence,
-    kl_per_dim,
+    kl_divergence_per_dim,
     log_posterior,
     log_prior,
     reconstruction_nll,
@@ -104,7 +104,7 @@ def test_free_bits_hold_each_dimension_and_stop_its_kl_gradient_below_them():
 
     out = VAEOutput(torch.zeros(32, 784), mu, logvar, mu)
     terms = elbo_objective(out, torch.zeros(32, 784), 1.0, "bernoulli", free_bits=0.5)
-    per_dim = kl_per_dim(mu, logvar).mean(0)
+    per_dim = kl_divergence_per_dim(mu, logvar).mean(0)
     held = float((terms.loss - terms.recon).detach())
     assert held == pytest.approx(float(per_dim.detach().clamp_min(0.5).sum()))
     assert held > float(terms.kl.detach())  # the held dimensions count 0.5 each

@@ -133,7 +133,7 @@ def vae_loss(out: VAEOutput, x: torch.Tensor, lam: float, kind: str) -> LossTerm
 # --------------------------------------------------------------------------- objectives beyond the ELBO
 
 
-def kl_per_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+def kl_divergence_per_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(q(z_d | x) || N(0, 1)) of each image and latent dimension: (..., H), kl_divergence before its sum."""
     return -0.5 * (1 + logvar - mu.pow(2) - logvar.exp())
 
@@ -174,7 +174,9 @@ def elbo_objective(
     if capacity is not None:
         held = (kl - capacity).abs()
     else:
-        held = kl_per_dim(out.mu, out.logvar).mean(0).clamp_min(free_bits).sum()  # (H,) batch means, then summed
+        held = (
+            kl_divergence_per_dim(out.mu, out.logvar).mean(0).clamp_min(free_bits).sum()
+        )  # (H,) batch means, then summed
     return ObjectiveTerms(recon + lam * held, recon, kl)
 
 

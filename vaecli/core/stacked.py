@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from vaecli.core.loss import kl_divergence, kl_per_dim, log_posterior, log_prior, reconstruction_nll
+from vaecli.core.loss import kl_divergence, kl_divergence_per_dim, log_posterior, log_prior, reconstruction_nll
 from vaecli.core.model import VAE, VAEOutput
 
 if TYPE_CHECKING:
@@ -140,7 +140,7 @@ def member_objectives(
         return -bound.mean(1), -log_px_z.mean((1, 2)), kl_divergence(out.mu, out.logvar).mean(1)
     recon, kl = member_terms(out, x, kind)
     if config.free_bits:
-        per_dim = kl_per_dim(out.mu, out.logvar).mean(1)  # (M, H): batch means
+        per_dim = kl_divergence_per_dim(out.mu, out.logvar).mean(1)  # (M, H): batch means
         own = torch.arange(per_dim.shape[1], device=per_dim.device) < latent_dims.unsqueeze(1)
         held = torch.where(own, per_dim.clamp_min(config.free_bits), 0.0).sum(1)
     elif config.capacity:

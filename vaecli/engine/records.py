@@ -4,15 +4,24 @@ EpochRecord is what every epoch of a fit fills and what metrics.json stores;
 evaluate() gives its test terms.
 """
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from vaecli.config import TrainConfig
+from vaecli.core import latent
 from vaecli.core.data import binarize
-from vaecli.core.loss import iwae_objective, kl_divergence, kl_per_dim, reconstruction_nll_sum
-from vaecli.core.model import VAE, VAEOutput
+from vaecli.core.loss import (
+    kl_divergence,
+    log_posterior,
+    log_prior,
+    reconstruction_nll,
+    reconstruction_nll_sum,
+)
+from vaecli.core.model import VAE
 
 
 @dataclass(frozen=True)
@@ -128,14 +137,9 @@ def test_objective(
     bound draws its k samples of every image from `generator`.
     """
     if config.objective == "iwae":
-        # k samples of up to 4000 // k images at a time: (4000, 784) decodes, a few MB, stay in the caches
-        return _iw_bound(model, images, config.k, generator, max(1, 4000 // config.k))
+        return importance_weighted_nll(model, images, config.k, generator)
     if config.free_bits:
-        sums = torch.zeros(config.model.latent_dim, dtype=torch.float64, device=images.device)
-        for start in range(0, len(images), 2000):
-            mu, logvar = model.encode(images[start : start + 2000])
-            sums += kl_per_dim(mu, logvar).double().sum(0)
-        held = float((sums / len(images)).clamp_min(config.free_bits).sum())
+        held = float(latent.kl_per_dim(*latent.encode_means(model, images)).clamp_min(config.free_bits).sum())
     elif config.capacity:
         held = abs(terms.kl - capacity)
     else:
@@ -143,14 +147,38 @@ def test_objective(
     return terms.recon + lam * held
 
 
-def _iw_bound(model: VAE, images: torch.Tensor, k: int, generator: torch.Generator | None, batch_size: int) -> float:
-    """-E_x[log (1/k) sum_i p(x, z_i) / q(z_i | x)] with k samples of every image: loss.iwae_objective's value."""
+@torch.inference_mode()
+def importance_weighted_nll(
+    model: VAE,
+    images: torch.Tensor,
+    k: int,
+    generator: torch.Generator | None = None,
+    batch_size: int = 500,
+    chunk: int = 50,
+    progress: Callable[[int, int], None] | None = None,
+) -> float:
+    """-E_x[log (1/k) sum_i p(x, z_i) / q(z_i | x)], z_i ~ q(z | x): an upper bound on -log p(x).
+
+    k = 1 is the negative ELBO (in expectation); the bound tightens as k grows.
+    For the gaussian likelihood it is up to the dropped constant of recon.
+    `progress(done, total)` is called after each batch of images.
+    """
     total = 0.0
     for start in range(0, len(images), batch_size):
-        x = images[start : start + batch_size]
-        mu, logvar = model.encode(x)
-        eps = torch.randn((k, *mu.shape), generator=generator, device=mu.device, dtype=mu.dtype)
-        z = mu + torch.exp(0.5 * logvar) * eps
-        out = VAEOutput(model.decode(z), mu, logvar, z)
-        total += float(iwae_objective(out, x, eps, model.config.recon).loss) * len(x)
+        x = images[start : start + batch_size]  # (B, D)
+        mu, logvar = model.encode(x)  # (B, H)
+        std = torch.exp(0.5 * logvar)
+        log_weights = []
+        for done in range(0, k, chunk):
+            n = min(chunk, k - done)
+            eps = torch.randn((n, *mu.shape), generator=generator, device=mu.device, dtype=mu.dtype)
+            z = mu + std * eps  # (n, B, H)
+            # one sample of every image at a time: (B, D) tensors stay in the CPU's caches, where all n at once
+            # (n * B, D), 78 MB, took 1.5x as long, over half of it in the kernel mapping fresh pages
+            log_px_z = torch.stack([-reconstruction_nll(model.decode(z_i), x, model.config.recon) for z_i in z])
+            log_weights.append(log_px_z + log_prior(z) - log_posterior(eps, logvar))  # (n, B)
+        log_px = torch.logsumexp(torch.cat(log_weights), dim=0) - math.log(k)  # (B,)
+        total += -log_px.double().sum().item()
+        if progress is not None:
+            progress(start + len(x), len(images))
     return total / len(images)
