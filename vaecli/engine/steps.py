@@ -85,24 +85,26 @@ def eval_generator(config: TrainConfig, device: torch.device) -> torch.Generator
     return torch.Generator(device=device).manual_seed(config.seed + 2)
 
 
-BatchLoss = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+BatchLoss = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
 
 def batch_loss_fn(model: VAE, config: TrainConfig, device: torch.device, precision: str) -> BatchLoss:
-    """(x (B, D), eps (B, H)) -> (the loss to minimize, its (recon, KL) means): the step's forward.
+    """(x (B, D), eps, lam, capacity) -> (the objective to minimize, its (recon, KL) means): the step's forward.
 
-    bf16: the layers run in bfloat16 under autocast; the loss is taken in float32.
+    lam and capacity default to the config's (a step of a schedule passes its own). bf16: the
+    layers run in bfloat16 under autocast; the loss is taken in float32.
     """
-    lam, kind = config.lam, config.model.recon
     bf16 = precision == "bf16"
 
-    def batch_loss(x: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch_loss(
+        x: torch.Tensor, eps: torch.Tensor, lam: float = config.lam, capacity: float = config.capacity
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             out = model(x, eps=eps)
         if bf16:
             out = VAEOutput(*(t.float() for t in out))
-        terms = loss.vae_loss(out, x, lam, kind)
-        return terms.total, torch.stack((terms.recon, terms.kl)).detach()
+        terms = loss.objective_terms(config, out, x, eps, lam, capacity)
+        return terms.loss, torch.stack((terms.recon, terms.kl)).detach()
 
     return batch_loss
 
@@ -121,12 +123,10 @@ def train_step(
     """(x (B, D), eps, global step t) -> (the loss, its (recon, KL, objective) means), the model updated once.
 
     The plain ELBO, bf16 on the CPU: Bf16Step, autocast's arithmetic with the forward and backward
-    written out (a third faster there). Otherwise autograd: through batch_loss_fn (compiled on
-    --compile) for the plain ELBO, through loss.objective_terms for the others.
+    written out (a third faster there). Otherwise autograd through batch_loss_fn (compiled on
+    --compile), at the KL weight and capacity that `schedule` gives step t.
     """
-    if not config.plain_elbo:
-        return _objective_step(model, optimizer, config, device, precision, steps_per_epoch)
-    if precision == "bf16" and device.type == "cpu" and not config.compile:
+    if config.plain_elbo and precision == "bf16" and device.type == "cpu" and not config.compile:
         # the loss is looked up at each call, so that a test may poison it
         return Bf16Step(model, optimizer, config.lam, config.model.recon, lambda *a: loss.vae_loss(*a))
     batch_loss = batch_loss_fn(model, config, device, precision)
@@ -134,48 +134,14 @@ def train_step(
     full_batch_loss = torch.compile(batch_loss, dynamic=False) if config.compile else batch_loss
 
     def step(x: torch.Tensor, eps: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
-        loss_value, means = (full_batch_loss if len(x) == config.batch_size else batch_loss)(x, eps)
+        warm, capacity = schedule(config, t, steps_per_epoch)
+        forward = full_batch_loss if len(x) == config.batch_size else batch_loss
+        loss_value, means = forward(x, eps, config.lam * warm, capacity)
         optimizer.zero_grad(set_to_none=True)
         loss_value.backward()
         optimizer.step()
-        return _with_objective(loss_value, means)
-
-    return step
-
-
-def _with_objective(loss_value: torch.Tensor, means: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(loss, (recon, KL)) -> (loss, (recon, KL, loss)): the objective's value beside the terms."""
-    loss_value = loss_value.detach()
-    return loss_value, torch.cat((means, loss_value.view(1)))
-
-
-def _objective_step(
-    model: VAE,
-    optimizer: torch.optim.Optimizer,
-    config: TrainConfig,
-    device: torch.device,
-    precision: str,
-    steps_per_epoch: int,
-) -> TrainStep:
-    """An autograd step on loss.objective_terms, at the step's KL weight and capacity."""
-    bf16 = precision == "bf16"
-
-    def objective(x: torch.Tensor, eps: torch.Tensor, lam: float, capacity: float) -> loss.ObjectiveTerms:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            out = model(x, eps=eps)
-        if bf16:
-            out = VAEOutput(*(t.float() for t in out))
-        return loss.objective_terms(config, out, x, eps, lam, capacity)
-
-    compiled = torch.compile(objective, dynamic=False) if config.compile else objective
-
-    def step(x: torch.Tensor, eps: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
-        warm, capacity = schedule(config, t, steps_per_epoch)
-        terms = (compiled if len(x) == config.batch_size else objective)(x, eps, config.lam * warm, capacity)
-        optimizer.zero_grad(set_to_none=True)
-        terms.loss.backward()
-        optimizer.step()
-        return _with_objective(terms.loss, torch.stack((terms.recon, terms.kl)).detach())
+        loss_value = loss_value.detach()
+        return loss_value, torch.cat((means, loss_value.view(1)))  # the objective's value beside the terms
 
     return step
 
