@@ -130,8 +130,7 @@ def train_or_reuse(
     if data is None:
         data = load_dataset(config.dataset, request.data_dir, download_missing=request.download)
     clear_leftovers(folder)
-    # each epoch's state is written while the next epoch trains (a 13 MB file and an fsync)
-    writer = atomic.BackgroundWriter()
+    writer = StateWriter([folder])
     try:
         with stop_on_sigint() if stop is None else nullcontext(stop) as stop:
             result = train(
@@ -141,11 +140,10 @@ def train_or_reuse(
                 observer=observer,
                 stop=stop,
                 resume=state,
-                save_state=lambda snapshot: writer.write(folder / RESUME_FILE, lambda: state_bytes(snapshot)),
+                save_state=lambda snapshot: writer(0, snapshot),
             )
     except Stopped as e:
-        writer.wait()  # the last epoch's state first, so that the stop's lands last
-        save_state(folder, e.state)
+        writer.save_stopped(e.states)
         raise interrupted(e.state, folder) from None
     except TrainingDiverged as e:
         writer.wait()
@@ -155,6 +153,33 @@ def train_or_reuse(
         raise
     writer.wait()  # before save_run ends the resume state, which a late write would bring back
     return Outcome(save_run(folder, result), reused=False)
+
+
+class StateWriter:
+    """The resume states of a fit's members, each written into its own folder in the background.
+
+    Each epoch's state is written while the next epoch trains (a 13 MB file and an fsync).
+    Call wait() before the run is saved (a late write would bring the resume file back),
+    and wait(reraise=False) when another exception is leaving, so the last finished
+    epoch's states still land.
+    """
+
+    def __init__(self, folders: list[Path]) -> None:
+        self.folders = folders
+        self.writers = [atomic.BackgroundWriter() for _ in folders]
+
+    def __call__(self, member: int, state: TrainState) -> None:
+        self.writers[member].write(self.folders[member] / RESUME_FILE, lambda: state_bytes(state))
+
+    def wait(self, reraise: bool = True) -> None:
+        for writer in self.writers:
+            writer.wait(reraise)
+
+    def save_stopped(self, states: dict[int, TrainState]) -> None:
+        """A stop's states, written after the last epoch's, so that they land last."""
+        self.wait()
+        for member, state in states.items():
+            save_state(self.folders[member], state)
 
 
 def clear_leftovers(folder: Path) -> None:

@@ -19,19 +19,19 @@ from typing import Protocol
 
 import torch
 
-from vaecli import atomic
 from vaecli.config import MAX_STACK, TrainConfig
 from vaecli.core.data import Dataset
 from vaecli.engine.interrupt import StopRequest, stop_on_sigint
 from vaecli.engine.loop import train_stacked
 from vaecli.engine.observer import Observer
-from vaecli.engine.state import Stopped, TrainState
+from vaecli.engine.state import Stopped
 from vaecli.engine.steps import stack_key, stackable
 from vaecli.errors import ConfigError, Interrupted, TrainingDiverged
-from vaecli.store.checkpoint import RESUME_FILE, load_state, read_state_header, save_state, state_bytes
+from vaecli.store.checkpoint import RESUME_FILE, load_state, read_state_header
 from vaecli.store.runs import (
     Outcome,
     RunRequest,
+    StateWriter,
     clear_leftovers,
     diverged_here,
     run_folder,
@@ -190,12 +190,7 @@ class Stacked:
             resume = [load_state(folder) for folder in folders]
         context.observer.on_fits(group, "stacked", len(group))
         observer = context.observer.observer(group, configs)
-        # each member's epoch state is written while the next epoch trains, one writer per folder
-        writers = [atomic.BackgroundWriter() for _ in group]
-
-        def write(m: int, state: TrainState) -> None:
-            writers[m].write(folders[m] / RESUME_FILE, lambda: state_bytes(state))
-
+        writer = StateWriter(folders)
         try:
             with stop_on_sigint() as stop:
                 results = train_stacked(
@@ -205,13 +200,10 @@ class Stacked:
                     observer=observer,
                     stop=stop,
                     resume=resume,
-                    save_state=write,
+                    save_state=writer,
                 )
         except Stopped as e:
-            for writer in writers:
-                writer.wait()  # the last epoch's states first, so that the stop's land last
-            for m, state in e.states.items():
-                save_state(folders[m], state)
+            writer.save_stopped(e.states)
             first = next(iter(e.states.values()))
             raise Interrupted(
                 f"interrupted at epoch {first.epoch}, step {first.step}; each of the {len(e.states)} stacked members "
@@ -219,11 +211,9 @@ class Stacked:
                 "(or one alone: vaecli train --resume FOLDER)"
             ) from None
         except BaseException:  # a second Ctrl-C, say: the last finished epoch's states still land first
-            for writer in writers:
-                writer.wait(reraise=False)
+            writer.wait(reraise=False)
             raise
-        for writer in writers:
-            writer.wait()
+        writer.wait()
         fitted: dict[int, Fitted] = {}
         for m, (index, result) in enumerate(zip(group, results, strict=True)):
             if isinstance(result, TrainingDiverged):
