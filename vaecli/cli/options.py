@@ -22,6 +22,7 @@ from vaecli.config import MAX_K, DatasetName, Device, ModelConfig, ObjectiveName
 
 if TYPE_CHECKING:
     from vaecli.cli.display import TrainingDisplay
+    from vaecli.core.data import Dataset
     from vaecli.engine.observer import Observers
     from vaecli.store.checkpoint import Run
     from vaecli.store.runs import Outcome
@@ -358,7 +359,11 @@ def sweep_lists(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def train_with_display(
-    options: TrainingOptions, display: "TrainingDisplay | Observers", out: Path | None = None, resume: bool = False
+    options: TrainingOptions,
+    display: "TrainingDisplay | Observers",
+    out: Path | None = None,
+    resume: bool = False,
+    data: "Dataset | None" = None,
 ) -> "Outcome":
     """The run for `options`: reused from the store, or trained with progress shown by `display`."""
     from vaecli.store.runs import RunRequest, train_or_reuse
@@ -374,7 +379,7 @@ def train_with_display(
         download=options.download,
     )
     try:
-        return train_or_reuse(request, observer=display)
+        return train_or_reuse(request, data=data, observer=display)
     finally:
         display.close()
 

@@ -20,6 +20,7 @@ from vaecli.cli.options import (
 from vaecli.engine.observer import Observers
 
 if TYPE_CHECKING:
+    from vaecli.core.data import Dataset
     from vaecli.store.runs import Outcome
     from vaecli.views.tensorboard import TensorBoardObserver
 
@@ -61,9 +62,9 @@ def train(
         options, out = _resume_options(ctx, options, resume, out)
     console = Console(quiet=quiet or as_json)
     display = TrainingDisplay(console, as_json=as_json and not quiet)
-    board = _tensorboard(options, out) if tensorboard else None
+    data, board = _tensorboard(options, out) if tensorboard else (None, None)
     shown = Observers(display, board) if board is not None else display
-    outcome = train_with_display(options, shown, out=out, resume=resume is not None)
+    outcome = train_with_display(options, shown, out=out, resume=resume is not None, data=data)
     if board is not None:
         _tensorboard_done(board, outcome, console)
     if as_json and not quiet:
@@ -96,18 +97,16 @@ def _resume_options(
     return replace(options, config=config, force=False), folder
 
 
-def _tensorboard(options: TrainingOptions, out: Path | None) -> "TensorBoardObserver":
-    """The observer writing the run's TensorBoard events; the test images are loaded when first drawn."""
+def _tensorboard(options: TrainingOptions, out: Path | None) -> tuple["Dataset", "TensorBoardObserver"]:
+    """The data (loaded once: the fit and the events' images both need them) and the observer writing the events."""
     from vaecli.core.data import load_dataset
     from vaecli.store.runs import RunRequest
     from vaecli.views.tensorboard import TensorBoardObserver
 
     config = options.config
     folder = RunRequest(config, out=out, store=options.runs_dir).folder
-    return TensorBoardObserver(
-        [(config, folder)],
-        lambda: load_dataset(config.dataset, options.data_dir, download_missing=options.download).test.images,
-    )
+    data = load_dataset(config.dataset, options.data_dir, download_missing=options.download)
+    return data, TensorBoardObserver([(config, folder)], data.test.images)
 
 
 def _tensorboard_done(board: "TensorBoardObserver", outcome: "Outcome", console: Console) -> None:

@@ -14,7 +14,7 @@ shows twice. Needs the optional tensorboard package: `pip install 'vaecli[tensor
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,8 +40,6 @@ EVENT_FILES = "events.out.tfevents.*"
 SAMPLES = 64  # decoded prior samples, 8 x 8
 RECONSTRUCTIONS = 16  # test images, two pairs of rows of 8
 IMAGE_SEED = 0  # the same z and the same test images at every epoch and in every run, to compare them
-
-TestImages = torch.Tensor | Callable[[], torch.Tensor]  # (N, D) in [0, 1], or what loads them when first drawn
 
 
 def _summary_writer() -> Any:
@@ -174,10 +172,8 @@ class _Board:
             self.writer = None
 
 
-def _reconstruction_inputs(test_images: TestImages) -> torch.Tensor:
-    """The fixed test images whose reconstructions are shown: (RECONSTRUCTIONS, D) on the CPU."""
-    if callable(test_images):
-        test_images = test_images()
+def _reconstruction_inputs(test_images: torch.Tensor) -> torch.Tensor:
+    """The fixed test images (N, D) whose reconstructions are shown: (RECONSTRUCTIONS, D) on the CPU."""
     chosen = latent.pick(len(test_images), RECONSTRUCTIONS, seed=IMAGE_SEED).to(test_images.device)
     return test_images.index_select(0, chosen).cpu()
 
@@ -190,7 +186,7 @@ class TensorBoardObserver(Observer):
     Raises MissingExtra at once when tensorboard is not installed. Close it when the fit ends.
     """
 
-    def __init__(self, runs: Sequence[tuple[TrainConfig, Path]], test_images: TestImages) -> None:
+    def __init__(self, runs: Sequence[tuple[TrainConfig, Path]], test_images: torch.Tensor) -> None:
         require_tensorboard()
         self.boards = [_Board(config, folder) for config, folder in runs]
         self.test_images = test_images
@@ -222,7 +218,7 @@ class TensorBoardObserver(Observer):
             board.close()
 
 
-def write_finished(run: Run, test_images: TestImages) -> Path | None:
+def write_finished(run: Run, test_images: torch.Tensor) -> Path | None:
     """Write the events of a finished run that has none (one trained without TensorBoard) from metrics.json.
 
     Every epoch's losses, the images of the final model at the last epoch, and its hparams.
