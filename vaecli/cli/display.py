@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
+from rich.text import Text
 
 from vaecli.config import TrainConfig
 from vaecli.engine.observer import Observer
@@ -217,7 +218,8 @@ class SweepDisplay(TrainingDisplay, SweepObserver):
     def on_failed(self, index: int, error: Any) -> None:
         self.failed[index] = str(error)
         with self.lock:
-            self.console.print(f"[bold red]member {index + 1} failed:[/] {error}", highlight=False)
+            # Text, not markup: an error's own brackets are not rich styles
+            self.console.print(Text.assemble((f"member {index + 1} failed: ", "bold red"), str(error)))
 
     def on_scoring(self, index: int, config: TrainConfig) -> None:
         if self.progress is not None:
