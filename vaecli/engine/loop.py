@@ -85,11 +85,17 @@ class _Fit:
     """One fit in progress: the model(s), each member's part, and where the loop is (epoch, step)."""
 
     def __init__(
-        self, configs: Sequence[TrainConfig], data: Dataset, dev: torch.device, stacked: bool, observer: Observer
+        self,
+        configs: Sequence[TrainConfig],
+        data: Dataset,
+        dev: torch.device,
+        stacked: bool,
+        observer: Observer,
+        precision: str | None = None,
     ) -> None:
         first = configs[0]
         self.dev, self.stacked, self.observer, self.epochs = dev, stacked, observer, first.epochs
-        self.precision = resolve_precision(first.precision, dev)
+        self.precision = resolve_precision(precision or first.precision, dev)
         self.data = data.to(dev)
         self.n, self.batch_size = len(self.data.train.images), first.batch_size
         self.steps = math.ceil(self.n / self.batch_size)
@@ -259,12 +265,15 @@ def fit(
     resume: Sequence[TrainState] | None = None,
     save_state: SaveState | None = None,
     stacked: bool | None = None,
+    precision: str | None = None,
 ) -> list[TrainResult | TrainingDiverged]:
     """Fit one VAE, or several of one architecture stacked, and score each after every epoch.
 
     Returns, per member, its TrainResult or the TrainingDiverged that ended it.
     `resume`: a state per member, all at the same point (as one stop left them).
     `stacked`: train as a StackedVAE (None: when there are several configs).
+    `precision`: the arithmetic of a config's "auto", when it was resolved on another
+    machine (a cluster's driver), so that one run name never means two arithmetics.
     """
     if not configs:
         raise ConfigError(f"{'stacked training' if stacked else 'a fit'} needs at least one member")
@@ -278,7 +287,7 @@ def fit(
         _check_options(config, dev)
     memory.check_fits(configs, dev, len(data.train.images) + len(data.test.images), data.train.images.shape[1])
     observer = observer or Observer()
-    run = _Fit(configs, data, dev, stacked, observer)
+    run = _Fit(configs, data, dev, stacked, observer, precision)
     if resume is not None:
         run.resume(resume)
     observer.on_start(configs[0], run.steps, dev)
@@ -297,6 +306,7 @@ def train(
     stop: StopRequest | None = None,
     resume: TrainState | None = None,
     save_state: Callable[[TrainState], None] | None = None,
+    precision: str | None = None,
 ) -> TrainResult:
     """Fit a VAE to `data` (loaded from `data_dir` when None) and score it after each epoch.
 
@@ -316,6 +326,7 @@ def train(
         stop=stop,
         resume=[resume] if resume is not None else None,
         save_state=(lambda m, state: save_state(state)) if save_state is not None else None,
+        precision=precision,
     )
     if isinstance(result, TrainingDiverged):  # fit raises it for a lone member; never reached
         raise result
