@@ -84,10 +84,13 @@ def reconstruction_nll_sum(logits: torch.Tensor, x: torch.Tensor, kind: str) -> 
     raise ValueError(f"unknown reconstruction kind {kind!r}")
 
 
-def reconstruction_nll_grad(logits: torch.Tensor, x: torch.Tensor, kind: str, scale: float) -> torch.Tensor:
-    """`scale` times the gradient of reconstruction_nll_sum with respect to the logits: (B, D), a new tensor.
+def reconstruction_nll_grad(
+    logits: torch.Tensor, x: torch.Tensor, kind: str, scale: float | torch.Tensor
+) -> torch.Tensor:
+    """`scale` times the gradient of reconstruction_nll_sum with respect to the logits: like logits, a new tensor.
 
-    The products in autograd's order, so that the values match its to the last bit.
+    A tensor `scale` weighs each image apart ((k, B, 1) for (k, B, D) logits). The products in
+    autograd's order, so that the values match its to the last bit.
     """
     if kind == "bernoulli":
         return torch.sigmoid(logits).sub_(x).mul_(scale)
@@ -187,11 +190,20 @@ def iwae_objective(out: VAEOutput, x: torch.Tensor, eps: torch.Tensor, kind: str
     mu and logvar (B, H). -log (1/k) sum_i p(x, z_i) / q(z_i | x), averaged over the batch;
     k = 1 is a one-sample estimate of the negative ELBO.
     """
+    return _iwae(out, x, eps, kind)[0]
+
+
+def _iwae(
+    out: VAEOutput, x: torch.Tensor, eps: torch.Tensor, kind: str
+) -> tuple[ObjectiveTerms, torch.Tensor, torch.Tensor]:
+    """iwae_objective's terms, and the log weights (k, B) and their logsumexp (B,) that its gradient needs."""
     k = eps.shape[0]
     log_px_z = -reconstruction_nll(out.logits, x, kind)  # (k, B)
     log_w = log_px_z + log_prior(out.z) - log_posterior(eps, out.logvar)  # (k, B)
-    bound = torch.logsumexp(log_w, dim=0) - math.log(k)  # (B,)
-    return ObjectiveTerms(-bound.mean(), -log_px_z.mean(), kl_divergence(out.mu, out.logvar).mean())
+    lse = torch.logsumexp(log_w, dim=0)  # (B,)
+    bound = lse - math.log(k)
+    terms = ObjectiveTerms(-bound.mean(), -log_px_z.mean(), kl_divergence(out.mu, out.logvar).mean())
+    return terms, log_w, lse
 
 
 def objective_terms(
@@ -201,3 +213,49 @@ def objective_terms(
     if config.objective == "iwae":
         return iwae_objective(out, x, eps, config.model.recon)
     return elbo_objective(out, x, lam, config.model.recon, config.free_bits, capacity if config.capacity > 0 else None)
+
+
+# --------------------------------------------------------------------------- the objectives' gradients
+
+
+class OutputGrads(NamedTuple):
+    """An objective's gradients at the network's outputs: what a written-out step propagates back."""
+
+    logits: torch.Tensor  # like out.logits
+    mu: torch.Tensor | None  # (B, H): through the objective's own use of mu (the KL), not through z; None: none
+    logvar: torch.Tensor  # (B, H): likewise, not through z
+    z: torch.Tensor | None  # like out.z: through log p(z) in the importance weights, not through the decoder
+
+
+def objective_grads(
+    config: "TrainConfig", out: VAEOutput, x: torch.Tensor, eps: torch.Tensor, lam: float, capacity: float
+) -> tuple[ObjectiveTerms, OutputGrads]:
+    """objective_terms, and its gradients with respect to out's logits, mu, logvar and z, written out.
+
+    Each product in autograd's order and each sum as autograd sums it, so that the gradients are
+    autograd's to the last bit. ELBO: free bits pass the KL's gradient only in the dimensions whose
+    batch mean is above F (clamp_min's), a capacity multiplies it by sign(KL - C) (abs's). IWAE:
+    with w~_i = w_i / sum_j w_j, the gradient is -sum_i w~_i grad log w_i / B (logsumexp's).
+    """
+    kind, scale = config.model.recon, 1.0 / len(x)
+    if config.objective == "iwae":
+        terms, log_w, lse = _iwae(out, x, eps, kind)
+        weights = torch.exp(log_w - lse).mul_(scale)  # (k, B): w~_i / B, minus the gradient at log w_i
+        d_logits = reconstruction_nll_grad(out.logits, x, kind, weights.unsqueeze(-1))  # log p(x | z_i)
+        d_z = out.z * weights.unsqueeze(-1)  # log p(z_i): d/dz -|z|^2 / 2
+        # -log q(z_i | x) holds -1/2 log sigma^2: summed over the samples as autograd sums it, over (k, B, H)
+        d_logvar = weights.mul(-0.5).unsqueeze(-1).expand_as(out.z).sum(0)
+        return terms, OutputGrads(d_logits, None, d_logvar, d_z)
+    terms = objective_terms(config, out, x, eps, lam, capacity)
+    d_logits = reconstruction_nll_grad(out.logits, x, kind, scale)
+    d_mu, d_logvar = kl_divergence_grad(out.mu, out.logvar, lam * scale)
+    if config.capacity > 0:
+        held: torch.Tensor | None = torch.sign(terms.kl - capacity)  # d|KL - C| / dKL, on the device
+    elif config.free_bits:
+        held = (kl_divergence_per_dim(out.mu, out.logvar).mean(0) > config.free_bits).to(d_mu.dtype)  # (H,)
+    else:
+        held = None
+    if held is not None:
+        d_mu.mul_(held)
+        d_logvar.mul_(held)
+    return terms, OutputGrads(d_logits, d_mu, d_logvar, None)
