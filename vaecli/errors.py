@@ -23,6 +23,10 @@ class RunStoreError(VaeError):
     """The run store cannot hold or hand back the run asked for."""
 
 
+class RunBusy(RunStoreError):
+    """Another process is training the run asked for, and the wait for it ran out."""
+
+
 class OutputError(VaeError):
     """A result cannot be written where it was asked to go."""
 
