@@ -64,34 +64,58 @@ def one_line_error(result: Result | subprocess.CompletedProcess, *fragments: str
     return line
 
 
-# `python -c DRIVER epoch step signals ARGS...`: vaecli that SIGINTs itself after batch `step` of `epoch`
+# `python -c DRIVER epoch step ACTION ARGS...`: vaecli that, after batch `step` of `epoch`, SIGINTs itself
+# ACTION times (a number), or (a folder) creates ACTION/paused and waits there until ACTION/go exists
 DRIVER = """
-import os, signal, sys
+import os, signal, sys, time
+from pathlib import Path
 from vaecli.cli import display, main
 
-epoch, step, signals = map(int, sys.argv[1:4])
+epoch, step, action = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 on_batch = display.TrainingDisplay.on_batch
 
-def interrupting(self, e, s):
+def hooked(self, e, s):
     on_batch(self, e, s)
-    if (e, s) == (epoch, step):
-        for _ in range(signals):
+    if (e, s) != (epoch, step):
+        return
+    if action.isdigit():
+        for _ in range(int(action)):
             os.kill(os.getpid(), signal.SIGINT)
+        return
+    (Path(action) / "paused").touch()
+    while not (Path(action) / "go").exists():
+        time.sleep(0.02)
 
-display.TrainingDisplay.on_batch = interrupting
+display.TrainingDisplay.on_batch = hooked
 sys.argv = ["vaecli", *sys.argv[4:]]
 main()
 """
 
 
+def _vaecli(args: tuple[object, ...], hook: tuple[object, ...] | None) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of vaecli in a subprocess, with DRIVER's `hook` if given."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
+    prefix = ["-c", DRIVER, *map(str, hook)] if hook else ["-m", "vaecli"]
+    return [sys.executable, *prefix, *map(str, args)], env
+
+
 def run_vaecli(*args: object, interrupt: tuple[int, int, int] | None = None) -> subprocess.CompletedProcess:
     """Run vaecli in a subprocess; `interrupt` = (epoch, step, how many SIGINTs to send there),
     sent from the training display's batch hook, as Ctrl-C would."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
-    prefix = ["-c", DRIVER, *map(str, interrupt)] if interrupt else ["-m", "vaecli"]
-    return subprocess.run(
-        [sys.executable, *prefix, *map(str, args)], capture_output=True, text=True, env=env, timeout=120
-    )
+    command, env = _vaecli(args, interrupt)
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+
+
+def start_vaecli(*args: object, signals: Path, pause: tuple[int, int] | None = None) -> subprocess.Popen:
+    """Start vaecli in a subprocess and return at once; its stdout and stderr go to `signals`/stdout, /stderr.
+
+    `pause` = (epoch, step): after that batch it creates `signals`/paused and waits, holding
+    its run's lock, until the test creates `signals`/go (or kills it).
+    """
+    signals.mkdir(parents=True, exist_ok=True)
+    command, env = _vaecli(args, (*pause, signals) if pause else None)
+    with open(signals / "stdout", "w") as out, open(signals / "stderr", "w") as err:
+        return subprocess.Popen(command, stdout=out, stderr=err, text=True, env=env)
 
 
 def write_idx(path: Path, array: torch.Tensor, gz: bool = False) -> Path:

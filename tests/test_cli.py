@@ -12,7 +12,8 @@ from vaecli.cli.options import join_number_lists
 def test_train_writes_a_run_folder(tiny_mnist, tmp_path):
     result = invoke("train", *TINY, "--data-dir", tiny_mnist, "--out", tmp_path / "run")
     assert result.exit_code == 0, result.output
-    assert {p.name for p in (tmp_path / "run").iterdir()} == {"model.safetensors", "metrics.json", "loss.png"}
+    names = {p.name for p in (tmp_path / "run").iterdir()}
+    assert names == {"model.safetensors", "metrics.json", "loss.png", ".lock"}  # .lock: the run's lock file stays
     assert "run saved" in result.stdout and "-ELBO" in result.stdout
 
 

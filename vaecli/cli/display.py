@@ -16,6 +16,7 @@ from vaecli.studies.observer import SweepObserver
 
 if TYPE_CHECKING:
     from vaecli.engine.records import EpochRecord
+    from vaecli.store.lock import Holder
     from vaecli.store.runs import Outcome
 
 
@@ -121,6 +122,16 @@ class TrainingDisplay(Observer):
     def training_what(self, config: TrainConfig) -> str:
         return f"a VAE ({describe(config)})"
 
+    def waiting(self, holder: "Holder") -> None:
+        """Another process is training the run: say who, once, rather than wait in silence."""
+        if self.as_json:
+            print(json.dumps({"event": "waiting", "run": str(holder.folder), "holder": holder.to_dict()}), flush=True)
+        else:
+            self.console.print(
+                f"{holder.folder} is being trained by {holder}; waiting for it to finish (Ctrl-C stops waiting)",
+                soft_wrap=True,
+            )
+
     def on_batch(self, epoch: int, step: int) -> None:
         if self.progress is None:
             return
@@ -220,6 +231,12 @@ class SweepDisplay(TrainingDisplay, SweepObserver):
         with self.lock:
             # Text, not markup: an error's own brackets are not rich styles
             self.console.print(Text.assemble((f"member {index + 1} failed: ", "bold red"), str(error)))
+
+    def on_waiting(self, index: int, holder: "Holder") -> None:
+        with self.lock:
+            self.console.print(
+                f"member {index + 1}: {holder.folder.name} is being trained by {holder}; waiting for it", soft_wrap=True
+            )
 
     def on_scoring(self, index: int, config: TrainConfig) -> None:
         if self.progress is not None:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from vaecli.core.data import Dataset
     from vaecli.engine.observer import Observers
     from vaecli.store.checkpoint import Run
+    from vaecli.store.lock import Holder
     from vaecli.store.runs import Outcome
 
 
@@ -80,9 +81,14 @@ def number_problem(value: float, minimum: float = -math.inf) -> str | None:
 
 
 def at_least(minimum: float) -> Callable[[typer.CallbackParam, float], float]:
-    """A click callback refusing NaN, infinities and values below `minimum` with number_problem's line."""
+    """A click callback refusing NaN, infinities and values below `minimum` with number_problem's line.
+
+    None, an optional option not given, passes.
+    """
 
     def check(param: typer.CallbackParam, value: float) -> float:
+        if value is None:
+            return value
         problem = number_problem(value, minimum)
         if problem:
             raise typer.BadParameter(problem, param_hint=param.opts[0])
@@ -201,6 +207,17 @@ ModelOpt = Annotated[
     ),
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")]
+WaitOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--wait",
+        metavar="SECONDS",
+        callback=at_least(0.0),
+        show_default="until it is done",
+        help="How long to wait for another process that is training this run, then reuse it "
+        "(0: not at all, exit 1 saying who trains it).",
+    ),
+]
 
 # name -> (annotation, default) of every training option, in the order --help shows them
 TRAINING_OPTIONS: dict[str, tuple[Any, Any]] = {
@@ -364,8 +381,14 @@ def train_with_display(
     out: Path | None = None,
     resume: bool = False,
     data: "Dataset | None" = None,
+    wait: float | None = None,
+    on_wait: "Callable[[Holder], None] | None" = None,
 ) -> "Outcome":
-    """The run for `options`: reused from the store, or trained with progress shown by `display`."""
+    """The run for `options`: reused from the store, or trained with progress shown by `display`.
+
+    `wait`: how long to wait for another process training it (None: until it is done),
+    `on_wait` told when the wait begins.
+    """
     from vaecli.store.runs import RunRequest, train_or_reuse
 
     request = RunRequest(
@@ -377,9 +400,10 @@ def train_with_display(
         device=options.device,
         data_dir=options.data_dir,
         download=options.download,
+        wait=wait,
     )
     try:
-        return train_or_reuse(request, data=data, observer=display)
+        return train_or_reuse(request, data=data, observer=display, on_wait=on_wait)
     finally:
         display.close()
 
@@ -392,7 +416,8 @@ def obtain_run(options: TrainingOptions, model: Path | None, console: Console) -
         return load_run(model)
     from vaecli.cli.display import TrainingDisplay
 
-    outcome = train_with_display(options, TrainingDisplay(console))
+    display = TrainingDisplay(console)
+    outcome = train_with_display(options, display, on_wait=display.waiting)
     if outcome.reused:
         console.print(f"Using the finished run {outcome.run.path}")
     return outcome.run

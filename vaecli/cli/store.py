@@ -82,6 +82,7 @@ def runs(runs_dir: RunsDirOpt = None, as_json: JsonOpt = False) -> None:
                         "final": e.final,
                         "modified": e.modified,
                         "problem": e.problem,
+                        "training": e.training.to_dict() if e.training else None,
                     }
                     for e in entries
                 ],
@@ -100,7 +101,8 @@ def runs(runs_dir: RunsDirOpt = None, as_json: JsonOpt = False) -> None:
     for e in entries:
         date = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.modified))
         if e.config is None:
-            table.add_row(e.path.name, "", "", "", Text(e.problem or "?", style="red"), date)
+            style = "yellow" if e.training else "red"  # training, before its first epoch ends: not a fault
+            table.add_row(e.path.name, "", "", "", Text(e.problem or "?", style=style), date)
             continue
         score = f"{e.final['test_neg_elbo']:.2f}" if e.final else Text(e.problem or "?", style="yellow")
         table.add_row(

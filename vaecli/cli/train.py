@@ -13,6 +13,7 @@ from vaecli.cli.options import (
     TRAINING_OPTIONS,
     QuietOpt,
     TrainingOptions,
+    WaitOpt,
     number_lists,
     train_with_display,
     training_options,
@@ -41,6 +42,7 @@ def train(
         typer.Option(help="Continue the interrupted run in this folder, with its own config.", show_default=False),
     ] = None,
     quiet: QuietOpt = False,
+    wait: WaitOpt = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="One JSON object per epoch on stdout, then one for the run.")
     ] = False,
@@ -56,7 +58,8 @@ def train(
 
     A finished run with the same config is reused unless --force. Ctrl-C stops
     after the current batch and saves the state; --resume RUN (or the same
-    command again) continues it.
+    command again) continues it. A run that another process is training is
+    waited for, then reused.
     """
     if resume is not None:
         options, out = _resume_options(ctx, options, resume, out)
@@ -64,7 +67,9 @@ def train(
     display = TrainingDisplay(console, as_json=as_json and not quiet)
     data, board = _tensorboard(options, out) if tensorboard else (None, None)
     shown = Observers(display, board) if board is not None else display
-    outcome = train_with_display(options, shown, out=out, resume=resume is not None, data=data)
+    outcome = train_with_display(
+        options, shown, out=out, resume=resume is not None, data=data, wait=wait, on_wait=display.waiting
+    )
     if board is not None:
         _tensorboard_done(board, outcome, console)
     if as_json and not quiet:

@@ -4,11 +4,14 @@ A run's folder is `<store>/<name>`, the name showing the config at a glance and
 ending in a hash of the full config, e.g. `h2-lam1-e20-s0-1a2b3c4d`.
 
 While a run trains, its folder holds resume.safetensors, rewritten after every
-epoch and on Ctrl-C; asking for the same config again continues from it.
+epoch and on Ctrl-C; asking for the same config again continues from it. The
+process training a run holds its folder's lock (store/lock.py); another process
+asking for it meanwhile waits, then reuses the finished run.
 """
 
 import json
 import os
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +24,7 @@ from vaecli.engine.loop import train
 from vaecli.engine.observer import Observer
 from vaecli.engine.state import Stopped, TrainResult, TrainState
 from vaecli.errors import CheckpointError, Interrupted, RunStoreError, TrainingDiverged, VaeError
+from vaecli.store import lock as run_lock
 from vaecli.store.checkpoint import (
     LOSS_FIGURE,
     METRICS_FILE,
@@ -95,6 +99,7 @@ class RunRequest:
     device: str = "auto"
     data_dir: Path | None = None
     download: bool | None = None  # None: download only into the default data folder
+    wait: float | None = None  # seconds to wait for another process training this run; None: until it is done
 
     @property
     def folder(self) -> Path:
@@ -107,6 +112,7 @@ def train_or_reuse(
     data: Dataset | None = None,
     observer: Observer | None = None,
     stop: StopRequest | None = None,
+    on_wait: Callable[[run_lock.Holder], None] | None = None,
 ) -> Outcome:
     """The finished run for the request, trained and saved first if there is none.
 
@@ -115,9 +121,28 @@ def train_or_reuse(
     needed). `stop`: the request that stops the fit, for a caller that catches
     Ctrl-C itself (fits in threads, where no signal handler can be set); without
     it Ctrl-C stops the fit.
+
+    It trains holding the folder's lock. Where another process holds it, this one
+    waits (`on_wait(holder)` is told once; `request.wait` bounds the wait, RunBusy
+    when it runs out), then reuses the run that process finished, even with `force`
+    or `resume`: it is as new as one trained here would be.
     """
     if isinstance(request, TrainConfig):
         request = RunRequest(request)
+    config, folder = request.config, request.folder
+    if not request.resume and is_finished(config, folder, request.force):
+        return Outcome(load_run(folder), reused=True)  # a finished run needs no lock: its model file comes last
+    if data is None:  # before the lock, whose file makes the folder: a missing data set leaves no folder behind
+        data = load_dataset(config.dataset, request.data_dir, download_missing=request.download)
+    before = _model_stamp(folder)
+    with run_lock.held(folder, request.wait, on_wait, stop) as waited:
+        if waited and _model_stamp(folder) not in (None, before) and finished_config(folder) == config:
+            return Outcome(load_run(folder), reused=True)  # the process this one waited for finished it
+        return _train_here(request, data, observer, stop)
+
+
+def _train_here(request: RunRequest, data: Dataset, observer: Observer | None, stop: StopRequest | None) -> Outcome:
+    """train_or_reuse's part under the folder's lock: continue an interrupted fit, or train one."""
     config, folder = request.config, request.folder
     if request.resume:
         state = _interrupted_state(folder, config)
@@ -127,8 +152,6 @@ def train_or_reuse(
         return Outcome(load_run(folder), reused=True)
     else:
         state = _interrupted_state(folder, config) if not request.force else None
-    if data is None:
-        data = load_dataset(config.dataset, request.data_dir, download_missing=request.download)
     clear_leftovers(folder)
     writer = StateWriter([folder])
     try:
@@ -183,7 +206,10 @@ class StateWriter:
 
 
 def clear_leftovers(folder: Path) -> None:
-    """Remove the half-written files of a killed earlier try (a resume state is about 13 MB)."""
+    """Remove the half-written files of a killed earlier try (a resume state is about 13 MB).
+
+    Call it holding the folder's lock (store/lock.py), so that no other process is writing them.
+    """
     atomic.remove_leftovers(folder, (MODEL_FILE, METRICS_FILE, LOSS_FIGURE, RESUME_FILE, SCORES_FILE))
 
 
@@ -227,6 +253,15 @@ def save_run(folder: Path, result: TrainResult) -> Run:
     atomic.write_bytes(folder / MODEL_FILE, model_bytes(result))
     (folder / RESUME_FILE).unlink(missing_ok=True)  # finished: an interrupted try's state is moot now
     return Run(folder, result.config, result.model, list(result.history), info)
+
+
+def _model_stamp(folder: Path) -> tuple[int, int] | None:
+    """model.safetensors' inode and mtime, None without one: a new one is a new (atomically written) file."""
+    try:
+        stat = (folder / MODEL_FILE).stat()
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns
 
 
 def _interrupted_state(folder: Path, config: TrainConfig) -> TrainState | None:
@@ -278,39 +313,51 @@ class StoredRun:
     config: TrainConfig | None
     final: dict | None  # the last epoch's record, as in metrics.json
     modified: float  # model.safetensors' mtime, seconds since the epoch
-    problem: str | None = None  # why the entry could not be read, if it could not
+    problem: str | None = None  # why the entry could not be read, if it could not, or that it is not finished
+    training: run_lock.Holder | None = None  # the process training it now, if one is
 
 
 def list_runs(store: Path | None = None) -> list[StoredRun]:
-    """Every run folder in the store, finished or not, newest first; unreadable ones say why."""
+    """Every run folder in the store, finished or not, newest first; unreadable ones say why.
+
+    An unfinished run is "training" while a live process holds its lock (a finished
+    one may be being trained again, with --force), else "interrupted".
+    """
     store = Path(store or default_store())
     if not store.is_dir():
         return []
     entries = []
     for folder in sorted(p for p in store.iterdir() if p.is_dir()):
         model = folder / MODEL_FILE
+        holder = run_lock.holder(folder)  # probed without waiting
         if not model.is_file():
-            entries.append(_unfinished(folder))
+            entries.append(_unfinished(folder, holder))
             continue
         try:
             metadata = read_metadata(model)
             config = read_config(model)
             final = json.loads(metadata.get("metrics", "null"))
         except (VaeError, json.JSONDecodeError) as e:
-            entries.append(StoredRun(folder, None, None, model.stat().st_mtime, str(e)))
+            entries.append(StoredRun(folder, None, None, model.stat().st_mtime, str(e), holder))
             continue
-        entries.append(StoredRun(folder, config, final if isinstance(final, dict) else None, model.stat().st_mtime))
+        final = final if isinstance(final, dict) else None
+        entries.append(StoredRun(folder, config, final, model.stat().st_mtime, training=holder))
     return sorted(entries, key=lambda e: e.modified, reverse=True)
 
 
-def _unfinished(folder: Path) -> StoredRun:
-    """A folder without model.safetensors: interrupted (with its config) or just incomplete."""
+def _unfinished(folder: Path, holder: run_lock.Holder | None) -> StoredRun:
+    """A folder without model.safetensors: in training, interrupted (with its config), or just incomplete."""
     if not (folder / RESUME_FILE).is_file():
-        return StoredRun(folder, None, None, folder.stat().st_mtime, "unfinished: no model.safetensors")
+        modified = folder.stat().st_mtime
+        if holder is not None:  # no epoch finished yet, so no state to read the config from
+            return StoredRun(folder, None, None, modified, f"training: first epoch, {holder.process}", holder)
+        return StoredRun(folder, None, None, modified, "unfinished: no model.safetensors")
     modified = (folder / RESUME_FILE).stat().st_mtime
     try:
         header = read_state_header(folder)
     except VaeError as e:
-        return StoredRun(folder, None, None, modified, f"interrupted, but unreadable: {e}")
-    where = f"interrupted: epoch {header.epoch}/{header.config.epochs}"
-    return StoredRun(folder, header.config, None, modified, where)
+        state = "training" if holder is not None else "interrupted"
+        return StoredRun(folder, None, None, modified, f"{state}, but unreadable: {e}", holder)
+    epochs = f"epoch {header.epoch}/{header.config.epochs}"
+    where = f"training: {epochs}, {holder.process}" if holder is not None else f"interrupted: {epochs}"
+    return StoredRun(folder, header.config, None, modified, where, holder)

@@ -28,12 +28,14 @@ from vaecli.engine.state import Stopped
 from vaecli.engine.steps import stack_key, stackable
 from vaecli.errors import ConfigError, Interrupted, TrainingDiverged
 from vaecli.store.checkpoint import RESUME_FILE, load_state, read_state_header
+from vaecli.store.lock import Holder, held_all
 from vaecli.store.runs import (
     Outcome,
     RunRequest,
     StateWriter,
     clear_leftovers,
     diverged_here,
+    is_finished,
     run_folder,
     save_run,
     train_or_reuse,
@@ -66,8 +68,12 @@ class Executor(Protocol):
 def _fit_alone(
     index: int, config: TrainConfig, context: FitContext, observer: Observer, stop: StopRequest | None = None
 ) -> Fitted:
+    def waiting(holder: Holder) -> None:  # another process is training it
+        context.observer.on_waiting(index, holder)
+
     try:
-        return train_or_reuse(context.request(config), data=context.data, observer=observer, stop=stop)
+        request = context.request(config)
+        return train_or_reuse(request, data=context.data, observer=observer, stop=stop, on_wait=waiting)
     except TrainingDiverged as e:
         context.observer.on_failed(index, e)
         return e
@@ -183,6 +189,15 @@ class Stacked:
 
     def _fit_group(self, group: list[int], configs: list[TrainConfig], context: FitContext) -> dict[int, Fitted]:
         folders = [run_folder(c, context.store) for c in configs]
+        with held_all(folders) as held:
+            if held and _as_grouped(configs, folders, context):
+                return self._fit_held_group(group, configs, folders, context)
+        # another process trains a member, or has since the group was formed: each alone, waiting for its own lock
+        return self.rest.fit(dict(zip(group, configs, strict=True)), context)
+
+    def _fit_held_group(
+        self, group: list[int], configs: list[TrainConfig], folders: list[Path], context: FitContext
+    ) -> dict[int, Fitted]:
         for folder in folders:
             clear_leftovers(folder)
         resume = None
@@ -223,6 +238,13 @@ class Stacked:
             else:
                 fitted[index] = Outcome(save_run(folders[m], result), reused=False)
         return fitted
+
+
+def _as_grouped(configs: list[TrainConfig], folders: list[Path], context: FitContext) -> bool:
+    """Whether the members are still as groups() found them: none finished, all at one progress."""
+    if any(is_finished(c, f, context.force) for c, f in zip(configs, folders, strict=True)):
+        return False
+    return len({_progress(c, context) for c in configs}) == 1
 
 
 def _progress(config: TrainConfig, context: FitContext) -> tuple[int, int] | None:

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
     from vaecli.config import TrainConfig
     from vaecli.errors import TrainingDiverged
+    from vaecli.store.lock import Holder
 
 
 class SweepObserver:
@@ -33,6 +34,9 @@ class SweepObserver:
 
     def on_failed(self, index: int, error: "TrainingDiverged") -> None:
         """Member `index` diverged: it is not saved; the sweep goes on."""
+
+    def on_waiting(self, index: int, holder: "Holder") -> None:
+        """Member `index` is being trained by another process (`holder`); this one waits for it, then reuses it."""
 
     def on_reused(self, index: int, path: "Path") -> None:
         """Member `index` was found finished in the store at `path`: nothing was trained."""

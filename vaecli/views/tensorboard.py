@@ -34,6 +34,7 @@ from vaecli.studies.observer import SweepObserver
 if TYPE_CHECKING:
     from vaecli.engine.state import TrainState
     from vaecli.errors import TrainingDiverged
+    from vaecli.store.lock import Holder
 
 TENSORBOARD_DIR = "tensorboard"  # inside the run folder
 EVENT_FILES = "events.out.tfevents.*"
@@ -262,6 +263,9 @@ class TensorBoardSweep(SweepObserver):
 
     def on_failed(self, index: int, error: "TrainingDiverged") -> None:
         self.inner.on_failed(index, error)
+
+    def on_waiting(self, index: int, holder: "Holder") -> None:
+        self.inner.on_waiting(index, holder)
 
     def on_reused(self, index: int, path: Path) -> None:
         self.inner.on_reused(index, path)
