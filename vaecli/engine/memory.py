@@ -65,7 +65,7 @@ def estimate(
         "activations": max(train, evaluate),  # the two never live at once
     }
     if resolve_precision(config.precision, device) == "bf16":
-        # bfloat16 copies of the weights and of their gradients (engine/bf16step.py; autocast caches the former)
+        # bfloat16 copies of the weights and of their gradients (engine/written_step.py; autocast caches the former)
         parts["bf16 copies"] = weights * members
     if device.type == "cpu":
         parts["resume state"] = _resume_state(config, members)

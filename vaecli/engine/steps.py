@@ -5,8 +5,9 @@ either: step (xs, eps) -> each member's loss and (recon, KL) means, member m as
 a plain VAE (to evaluate and save), and member m's weights and Adam state in the
 form of a lone fit's (to save and resume, stacked or alone).
 
-Steps: autograd through the loss (compiled on --compile), the written-out
-bfloat16 step on the CPU (engine/bf16step.py), or autograd over a StackedVAE.
+Steps: the written-out float32 or bfloat16 step on the CPU (engine/written_step.py),
+autograd through the loss off the CPU and on --compile (compiled), or autograd over a
+StackedVAE.
 """
 
 import threading
@@ -21,7 +22,7 @@ from vaecli.core import loss
 from vaecli.core.data import binarize
 from vaecli.core.model import VAE, VAEOutput
 from vaecli.core.stacked import StackedVAE, member_objectives
-from vaecli.engine.bf16step import Bf16Step
+from vaecli.engine.written_step import Bf16Step, Fp32Step, WrittenStep
 from vaecli.errors import ConfigError
 
 _INIT_LOCK = threading.Lock()  # the initial weights come from the global RNG, which threads share
@@ -112,6 +113,23 @@ def batch_loss_fn(model: VAE, config: TrainConfig, device: torch.device, precisi
 TrainStep = Callable[[torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]
 
 
+def written_step(config: TrainConfig, device: torch.device, precision: str) -> type[WrittenStep] | None:
+    """The written-out step that trains `config` there, or None where autograd does: the CPU's eager steps.
+
+    Every objective is written out (core/loss.objective_grads), so only the device and --compile decide.
+    """
+    if device.type != "cpu" or config.compile:
+        return None
+    return {"fp32": Fp32Step, "bf16": Bf16Step}.get(precision)
+
+
+def step_name(config: TrainConfig, device: torch.device, precision: str) -> str:
+    """'written-out fp32', 'written-out bf16', 'autograd' or 'autograd, compiled': what train_step returns."""
+    if written_step(config, device, precision) is not None:
+        return f"written-out {precision}"
+    return "autograd, compiled" if config.compile else "autograd"
+
+
 def train_step(
     model: VAE,
     optimizer: torch.optim.Optimizer,
@@ -122,21 +140,39 @@ def train_step(
 ) -> TrainStep:
     """(x (B, D), eps, global step t) -> (the loss, its (recon, KL, objective) means), the model updated once.
 
-    The plain ELBO, bf16 on the CPU: Bf16Step, autocast's arithmetic with the forward and backward
-    written out (a third faster there). Otherwise autograd through batch_loss_fn (compiled on
-    --compile), at the KL weight and capacity that `schedule` gives step t.
+    On the CPU, eagerly: the written-out step (written_step), autograd's arithmetic without its graph,
+    Optimizer.step's Python or autocast's casts. Otherwise autograd_step. Both at the KL weight and
+    capacity that `schedule` gives step t.
     """
-    if config.plain_elbo and precision == "bf16" and device.type == "cpu" and not config.compile:
-        # the loss is looked up at each call, so that a test may poison it
-        return Bf16Step(model, optimizer, config.lam, config.model.recon, lambda *a: loss.vae_loss(*a))
+    written = written_step(config, device, precision)
+    if written is not None:
+        return written(model, optimizer, config, lambda t: _weights(config, t, steps_per_epoch))
+    return autograd_step(model, optimizer, config, device, precision, steps_per_epoch)
+
+
+def _weights(config: TrainConfig, t: int, steps_per_epoch: int) -> tuple[float, float]:
+    """(KL weight, capacity) at step t."""
+    warm, capacity = schedule(config, t, steps_per_epoch)
+    return config.lam * warm, capacity
+
+
+def autograd_step(
+    model: VAE,
+    optimizer: torch.optim.Optimizer,
+    config: TrainConfig,
+    device: torch.device,
+    precision: str,
+    steps_per_epoch: int = 1,
+) -> TrainStep:
+    """train_step through autograd: batch_loss_fn (compiled on --compile), backward, Optimizer.step."""
     batch_loss = batch_loss_fn(model, config, device, precision)
     # one shape, one compilation: a short last batch runs eagerly instead of recompiling
     full_batch_loss = torch.compile(batch_loss, dynamic=False) if config.compile else batch_loss
 
     def step(x: torch.Tensor, eps: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
-        warm, capacity = schedule(config, t, steps_per_epoch)
+        lam, capacity = _weights(config, t, steps_per_epoch)
         forward = full_batch_loss if len(x) == config.batch_size else batch_loss
-        loss_value, means = forward(x, eps, config.lam * warm, capacity)
+        loss_value, means = forward(x, eps, lam, capacity)
         optimizer.zero_grad(set_to_none=True)
         loss_value.backward()
         optimizer.step()
@@ -192,7 +228,7 @@ class OneModel:
 
     def finish(self) -> None:
         self.model.eval()
-        self.model.zero_grad(set_to_none=True)  # Bf16Step keeps the gradients between steps
+        self.model.zero_grad(set_to_none=True)  # a written-out step keeps the gradients between steps
 
 
 class StackedModels:
