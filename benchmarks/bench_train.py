@@ -12,6 +12,9 @@ Three variants train on the same data, model, initial weights and seed:
             and backward for the weights and the inputs), on tensors of the same shapes
             and dtype: what an epoch would cost if nothing but the matmuls took time
   limit32   the same in float32, shown (not a target) when vaecli runs in bfloat16
+It prints the CPU's vector units (AVX2, AVX-512, AVX512-BF16, AMX) and which training
+step vaecli ran: written out (fp32 or bf16, on the CPU) or autograd; `--autograd`
+trains through the autograd step instead, to compare the two.
 The machine is noisy (shared cores, thermal throttling), so the variants take turns:
 every epoch is cut into slices and after each slice of vaecli (an Observer hook
 pauses it) the baseline and the limit run the same fraction of their epoch.
@@ -27,8 +30,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from unittest import mock
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +42,7 @@ from torch import nn
 
 import vaecli
 from vaecli.config import ModelConfig, TrainConfig
+from vaecli.engine import steps
 from vaecli.engine.device import resolve_device, resolve_precision
 from vaecli.engine.steps import build_model
 
@@ -304,6 +310,22 @@ def startup_times(runs: int) -> tuple[float, float, bool]:
     return statistics.median(times["help"]), statistics.median(times["torch"]), heavy.stdout.strip().endswith("True")
 
 
+# --- the machine's vector units ---------------------------------------------------------------
+
+
+def vector_units() -> str:
+    """The CPU's vector units as /proc/cpuinfo's flags name them (Linux), and the kernels torch picked."""
+    units = []
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        line = next((x for x in cpuinfo.read_text().splitlines() if x.startswith("flags")), "")
+        flags = set(line.partition(":")[2].split())
+        named = (("avx2", "AVX2"), ("avx512f", "AVX-512"), ("avx512_bf16", "AVX512-BF16"), ("amx_tile", "AMX"))
+        units = [label for flag, label in named if flag in flags]
+    kernels = torch.backends.cpu.get_cpu_capability()
+    return f"{', '.join(units) or 'none of AVX2, AVX-512, AMX'} (torch's CPU kernels: {kernels})"
+
+
 # --- the report ------------------------------------------------------------------------------
 
 
@@ -326,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, help="vaecli's learning rate (default: vaecli's default)")
     parser.add_argument("--precision", help="vaecli's precision (default: vaecli's default)")
     parser.add_argument("--compile", action="store_true", help="vaecli with torch.compile")
+    parser.add_argument("--autograd", action="store_true", help="vaecli through the autograd step, not written out")
     args = parser.parse_args(argv)
     if args.quick:
         args.epochs, args.slices, args.startup_runs = 1, 2, 1
@@ -354,8 +377,14 @@ def main(argv: list[str] | None = None) -> int:
         limit.run(2, first=True)  # allocate and warm up once, outside any clock
     bench = Interleave(args.slices, device, {"baseline": baseline, **limits})
     bench.clocks["baseline"].clock = setup
+    # --autograd: no written-out step for any config, so train_step falls back to autograd's
+    no_written: AbstractContextManager = nullcontext()
+    if args.autograd:
+        no_written = mock.patch.object(steps, "written_step", return_value=None)
     bench.begin()
-    vaecli.train(config, None, device=str(device), data_dir=args.data_dir, observer=bench)
+    with no_written:
+        step = steps.step_name(config, device, precision)
+        vaecli.train(config, None, device=str(device), data_dir=args.data_dir, observer=bench)
     help_s, torch_s, heavy = startup_times(args.startup_runs)
 
     v, b, lim = (bench.clocks[k] for k in ("vaecli", "baseline", "limit"))
@@ -368,6 +397,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"vaecli {vaecli.__version__} benchmark, torch {torch.__version__}, {device.type} ({threads})")
     print(f"machine: {machine()}")
+    print(f"vector units: {vector_units()}")
+    print(f"vaecli's training step: {step}")
     print(
         f"MNIST {n} train / {len(data.test.images)} test images, model {layers} (mirrored), lam {args.lam:g}, "
         f"seed {config.seed}, {args.epochs} epochs, {args.slices} turns per epoch"

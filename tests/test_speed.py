@@ -249,6 +249,27 @@ def test_benchmark_smoke_run_prints_every_ratio(tiny_mnist, capsys):
     assert "--help imports torch or matplotlib: no" in out
     # the precision vaecli ran in, "auto" resolved on this machine, and the limit in the same dtype
     assert "vaecli.train, defaults (bf16)" in out or "vaecli.train, defaults (fp32)" in out
+    # the machine's vector units and the step that trained: written out on the CPU, in the precision it ran in
+    units = next(line for line in out.splitlines() if line.startswith("vector units: "))
+    assert "torch's CPU kernels: " in units
+    assert "vaecli's training step: written-out bf16" in out or "vaecli's training step: written-out fp32" in out
+
+
+def test_benchmark_can_train_through_autograd_to_compare(tiny_mnist, capsys):
+    args = ["--data-dir", str(tiny_mnist), "--quick", "--precision", "fp32", "--startup-runs", "1"]
+    assert load_bench().main([*args, "--autograd"]) == 0
+    assert "vaecli's training step: autograd\n" in capsys.readouterr().out
+
+
+def test_vector_units_come_from_the_cpu_flags(monkeypatch, tmp_path):
+    bench = load_bench()
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma avx512f avx512_bf16\n")
+    real = bench.Path
+    monkeypatch.setattr(bench, "Path", lambda p: cpuinfo if p == "/proc/cpuinfo" else real(p))
+    assert bench.vector_units().startswith("AVX2, AVX-512, AVX512-BF16 (torch's CPU kernels: ")
+    cpuinfo.write_text("flags\t\t: fpu sse2 avx\n")
+    assert bench.vector_units().startswith("none of AVX2, AVX-512, AMX")
 
 
 def test_sweep_benchmark_smoke_run_times_every_way_and_checks_they_agree(tiny_mnist, capsys):
