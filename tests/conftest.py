@@ -28,6 +28,10 @@ if TYPE_CHECKING:
 
 runner = CliRunner()
 # `vaecli train` options for a model that trains in about a second: 32-16 layers, one epoch, on the CPU
+# Ray reads this when it is imported, and without it a driver rewrites 127.0.0.1 to the machine's outward
+# address: the cluster tests' every socket stays on loopback
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+
 TINY = ["--layers", "32", "16", "--epochs", "1", "--batch-size", "32", "--device", "cpu"]
 ROOT = Path(__file__).resolve().parent.parent  # the checkout, put on PYTHONPATH for subprocesses
 SMALL = {"hidden_layers": (32, 16)}  # make_run's layers, unless a test asks for others

@@ -60,6 +60,20 @@ def ablate(
             show_default="one per CPU thread, up to 4; 1 on a GPU",
         ),
     ] = None,
+    cluster: Annotated[
+        str | None,
+        typer.Option(
+            metavar="ADDRESS",
+            help="Train the members as tasks on a Ray cluster: auto (RAY_ADDRESS, or the cluster started on "
+            "this machine) or the head node's HOST:PORT. Results come back here (needs the ray extra).",
+        ),
+    ] = None,
+    cpus_per_member: Annotated[
+        int, typer.Option(min=1, help="With --cluster: the CPUs (and torch threads) each member's task takes.")
+    ] = 1,
+    retries: Annotated[
+        int, typer.Option(min=0, help="With --cluster: how often a member is run again after its worker died.")
+    ] = 3,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Allow a sweep of more than 64 members.")] = False,
     quiet: QuietOpt = False,
     tensorboard: Annotated[
@@ -112,7 +126,8 @@ def ablate(
             from vaecli.views.tensorboard import TensorBoardSweep
 
             board = TensorBoardSweep(display, data.test.images, store=options.runs_dir)
-        results = sweep.run_sweep(plan, data, settings, observer=board or display)
+        executor = _cluster(cluster, cpus_per_member, retries, jobs, stack)
+        results = sweep.run_sweep(plan, data, settings, executor=executor, observer=board or display)
     finally:
         display.close()
         if board is not None:
@@ -122,6 +137,19 @@ def ablate(
     console.print(_metrics_table(ablation.rows, iw_samples))
     board_store = (settings.store or runs.default_store()) if board is not None else None
     _summary(console, results, folder, board_store)
+
+
+def _cluster(address: str | None, cpus_per_member: int, retries: int, jobs: int | None, stack: StackMode) -> Any:
+    """The cluster executor that --cluster asks for (None without it: the sweep picks one on this machine)."""
+    if address is None:
+        return None
+    if jobs is not None:
+        raise ConfigError("--jobs is for one machine; on a cluster each member is a task of --cpus-per-member CPUs")
+    if stack == StackMode.on:
+        raise ConfigError("--stack on trains on one machine; drop it with --cluster")
+    from vaecli.studies.cluster import Cluster
+
+    return Cluster(address, cpus_per_member=cpus_per_member, retries=retries)
 
 
 def _plan(base: Any, hidden: str | None, lam: str | None, seeds: str, vary: dict[str, tuple]) -> Any:

@@ -12,7 +12,7 @@ from rich.text import Text
 
 from vaecli.config import TrainConfig
 from vaecli.engine.observer import Observer
-from vaecli.studies.observer import SweepObserver
+from vaecli.studies.observer import Placement, SweepObserver
 
 if TYPE_CHECKING:
     from vaecli.engine.records import EpochRecord
@@ -179,6 +179,9 @@ class SweepDisplay(TrainingDisplay, SweepObserver):
         self.side_by_side: set[int] = set()  # the members training at once in threads
         self.lock = threading.Lock()  # their observers print from several threads
         self.failed: dict[int, str] = {}
+        self.displays: dict[int, MemberDisplay] = {}  # the side-by-side members' bars, by member
+        self.on_cluster = False  # the members side by side are a cluster's
+        self.finished = 0  # the cluster's members that ended
         if console.quiet:
             return
         self.progress = _progress(console)
@@ -186,12 +189,13 @@ class SweepDisplay(TrainingDisplay, SweepObserver):
         self.progress.start()
 
     def on_fits(self, indices: Sequence[int], how: str, jobs: int) -> None:
-        if how == "side by side":
+        if how in ("side by side", "on a cluster"):
             self.side_by_side, self.rows = set(indices), 0
+            self.on_cluster = how == "on a cluster"
+            where = "side by side on the CPU" if how == "side by side" else "on the cluster"
             if self.progress is not None:
                 self.console.rule(
-                    f"members {member_numbers(indices)}/{self.members}: {jobs} at a time, side by side on the CPU",
-                    style="dim",
+                    f"members {member_numbers(indices)}/{self.members}: {jobs} at a time, {where}", style="dim"
                 )
         elif how == "stacked":
             self._stacked(list(indices))
@@ -217,7 +221,8 @@ class SweepDisplay(TrainingDisplay, SweepObserver):
             return self
         (index,) = indices
         if index in self.side_by_side:
-            return MemberDisplay(self, index)
+            self.displays[index] = MemberDisplay(self, index)
+            return self.displays[index]
         self.stacked = []
         if self.progress is not None:
             description = f"sweep member {index + 1}/{self.members}"
@@ -228,9 +233,43 @@ class SweepDisplay(TrainingDisplay, SweepObserver):
 
     def on_failed(self, index: int, error: Any) -> None:
         self.failed[index] = str(error)
+        self._done(index)
         with self.lock:
             # Text, not markup: an error's own brackets are not rich styles
             self.console.print(Text.assemble((f"member {index + 1} failed: ", "bold red"), str(error)))
+
+    # a cluster's members: one line each as it is queued, runs (where), is retried, finishes
+    def on_queued(self, index: int, config: TrainConfig) -> None:
+        self._line(index, "queued", f"{describe(config)}, seed {config.seed}")
+
+    def on_running(self, index: int, placement: Placement) -> None:
+        display = self.displays.get(index)
+        if display is not None and display.task is not None and self.progress is not None:
+            self.progress.remove_task(display.task)  # the bar of the try whose worker died
+            display.task = None
+        what = "running" if placement.attempt == 1 else f"retried (try {placement.attempt})"
+        self._line(index, what, f"on {placement}", style="yellow" if placement.attempt > 1 else "cyan")
+
+    def on_finished(self, index: int, path: Any) -> None:
+        self._done(index)
+        self._line(index, "finished:", f"saved in {path}", style="green")
+
+    def on_message(self, text: str) -> None:
+        with self.lock:
+            self.console.print(text, style="dim", soft_wrap=True, markup=False, highlight=False)
+
+    def _line(self, index: int, what: str, detail: str, style: str = "dim") -> None:
+        with self.lock:
+            self.console.print(
+                Text.assemble((f"member {index + 1}/{self.members} ", "bold"), (what, style), " ", detail),
+                soft_wrap=True,
+            )
+
+    def _done(self, index: int) -> None:
+        """A cluster's member ended: the sweep's bar counts it."""
+        if self.on_cluster and self.progress is not None:
+            self.finished += 1
+            self.progress.update(self.sweep_task, completed=self.finished)
 
     def on_waiting(self, index: int, holder: "Holder") -> None:
         with self.lock:

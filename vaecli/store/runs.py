@@ -99,6 +99,7 @@ class RunRequest:
     device: str = "auto"
     data_dir: Path | None = None
     download: bool | None = None  # None: download only into the default data folder
+    precision: str | None = None  # the arithmetic of the config's "auto" when another machine resolved it
     wait: float | None = None  # seconds to wait for another process training this run; None: until it is done
 
     @property
@@ -164,6 +165,7 @@ def _train_here(request: RunRequest, data: Dataset, observer: Observer | None, s
                 stop=stop,
                 resume=state,
                 save_state=lambda snapshot: writer(0, snapshot),
+                precision=request.precision,
             )
     except Stopped as e:
         writer.save_stopped(e.states)

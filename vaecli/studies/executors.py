@@ -1,6 +1,6 @@
 """Executors: the ways a sweep trains the members that need training, behind one interface.
 
-    executor.fit({index: config, ...}, context) -> {index: Outcome or TrainingDiverged}
+    executor.fit({index: config, ...}, context) -> {index: Outcome, or the VaeError that ended it}
 
 OneByOne trains them one after another; SideBySide in threads on the CPU, one CPU
 thread each; Stacked as stacked models of up to MAX_STACK members (the rest by
@@ -26,7 +26,7 @@ from vaecli.engine.loop import train_stacked
 from vaecli.engine.observer import Observer
 from vaecli.engine.state import Stopped
 from vaecli.engine.steps import stack_key, stackable
-from vaecli.errors import ConfigError, Interrupted, TrainingDiverged
+from vaecli.errors import ConfigError, Interrupted, TrainingDiverged, VaeError
 from vaecli.store.checkpoint import RESUME_FILE, load_state, read_state_header
 from vaecli.store.lock import Holder, held_all
 from vaecli.store.runs import (
@@ -42,7 +42,7 @@ from vaecli.store.runs import (
 )
 from vaecli.studies.observer import SweepObserver
 
-Fitted = Outcome | TrainingDiverged
+Fitted = Outcome | VaeError  # a failed member's error: it diverged, or (on a cluster) its worker failed
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,7 @@ class FitContext:
     force: bool = False  # train again members that the store holds finished
     device: str = "auto"
     observer: SweepObserver = field(default_factory=SweepObserver)
+    iw_samples: int | None = None  # the sweep's test scores, for an executor that scores where it trains
 
     def request(self, config: TrainConfig) -> RunRequest:
         return RunRequest(config, store=self.store, force=self.force, device=self.device)

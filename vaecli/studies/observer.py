@@ -4,6 +4,7 @@ Free of torch at import time, so that the command line's displays can subclass i
 """
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from vaecli.engine.observer import Observer
@@ -12,8 +13,22 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from vaecli.config import TrainConfig
-    from vaecli.errors import TrainingDiverged
+    from vaecli.errors import VaeError
     from vaecli.store.lock import Holder
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a member's fit runs on a cluster: the node, the worker process, and which try it is."""
+
+    node: str  # the node's address, e.g. 10.0.0.7
+    host: str  # its host name
+    pid: int  # the worker process
+    attempt: int  # 1 for the first try; more after a worker died and the cluster retried the member
+
+    def __str__(self) -> str:
+        where = self.host if self.host == self.node else f"{self.host} ({self.node})"
+        return f"{where}, pid {self.pid}"
 
 
 class SweepObserver:
@@ -32,8 +47,8 @@ class SweepObserver:
         """The Observer of the fit of these members (called in the thread that trains them)."""
         return Observer()
 
-    def on_failed(self, index: int, error: "TrainingDiverged") -> None:
-        """Member `index` diverged: it is not saved; the sweep goes on."""
+    def on_failed(self, index: int, error: "VaeError") -> None:
+        """Member `index` failed (it diverged, say): it is not saved; the sweep goes on."""
 
     def on_waiting(self, index: int, holder: "Holder") -> None:
         """Member `index` is being trained by another process (`holder`); this one waits for it, then reuses it."""
@@ -43,3 +58,15 @@ class SweepObserver:
 
     def on_scoring(self, index: int, config: "TrainConfig") -> None:
         """Member `index` (trained or reused) is being scored on the test set."""
+
+    def on_queued(self, index: int, config: "TrainConfig") -> None:
+        """Member `index` waits on a cluster for a worker (executors that place fits say so)."""
+
+    def on_running(self, index: int, placement: Placement) -> None:
+        """Member `index` started on a cluster's worker: a retry when placement.attempt > 1."""
+
+    def on_finished(self, index: int, path: "Path") -> None:
+        """Member `index` came back from a cluster's worker and was saved at `path`."""
+
+    def on_message(self, text: str) -> None:
+        """Something the user should know about how the sweep runs (data sent to a cluster, say)."""

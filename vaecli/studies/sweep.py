@@ -25,7 +25,7 @@ from vaecli.core.model import VAE
 from vaecli.engine.device import resolve_device
 from vaecli.engine.records import EpochRecord
 from vaecli.engine.steps import stackable
-from vaecli.errors import ConfigError, TrainingDiverged
+from vaecli.errors import ConfigError, VaeError
 from vaecli.store.checkpoint import load_run
 from vaecli.store.runs import is_finished, run_folder
 from vaecli.studies.executors import Executor, FitContext, OneByOne, SideBySide, Stacked
@@ -172,7 +172,7 @@ class Member:
     reused: bool
     history: list[EpochRecord] = field(default_factory=list)  # for the curves figure
     model: VAE | None = None  # the trained VAE (on the CPU), for the comparison figures
-    error: TrainingDiverged | None = None  # why it failed: it was not saved
+    error: VaeError | None = None  # why it failed (it diverged, say): it was not saved
 
     def label(self, varies: Sequence[str]) -> str:
         """'H=2, lam=40' (the labels of the axes a sweep varies)."""
@@ -222,13 +222,20 @@ def run_sweep(
     waiting = {i: c for i, c in enumerate(configs) if not is_finished(c, run_folder(c, options.store), options.force)}
     if executor is None:
         executor = choose_executor(options, dev, configs[0], len(waiting))
-    context = FitContext(data, store=options.store, force=options.force, device=options.device, observer=observer)
+    context = FitContext(
+        data,
+        store=options.store,
+        force=options.force,
+        device=options.device,
+        observer=observer,
+        iw_samples=options.iw_samples,
+    )
     fitted = executor.fit(waiting, context) if waiting else {}
     members = []
     for index, config in enumerate(configs):
         folder = run_folder(config, options.store)
         outcome = fitted.get(index)
-        if isinstance(outcome, TrainingDiverged):
+        if isinstance(outcome, VaeError):
             members.append(Member(config, folder, None, 0.0, False, error=outcome))
             continue
         run = outcome.run if outcome is not None else load_run(folder)

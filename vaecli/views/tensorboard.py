@@ -29,11 +29,11 @@ from vaecli.engine.records import EpochRecord
 from vaecli.errors import MissingExtra
 from vaecli.store.checkpoint import Run, load_run
 from vaecli.store.runs import run_folder
-from vaecli.studies.observer import SweepObserver
+from vaecli.studies.observer import Placement, SweepObserver
 
 if TYPE_CHECKING:
     from vaecli.engine.state import TrainState
-    from vaecli.errors import TrainingDiverged
+    from vaecli.errors import TrainingDiverged, VaeError
     from vaecli.store.lock import Holder
 
 TENSORBOARD_DIR = "tensorboard"  # inside the run folder
@@ -261,8 +261,20 @@ class TensorBoardSweep(SweepObserver):
             self.boards.append(board)
         return Observers(self.inner.observer(indices, configs), board)
 
-    def on_failed(self, index: int, error: "TrainingDiverged") -> None:
+    def on_failed(self, index: int, error: "VaeError") -> None:
         self.inner.on_failed(index, error)
+
+    def on_queued(self, index: int, config: TrainConfig) -> None:
+        self.inner.on_queued(index, config)
+
+    def on_running(self, index: int, placement: Placement) -> None:
+        self.inner.on_running(index, placement)
+
+    def on_finished(self, index: int, path: Path) -> None:
+        self.inner.on_finished(index, path)
+
+    def on_message(self, text: str) -> None:
+        self.inner.on_message(text)
 
     def on_waiting(self, index: int, holder: "Holder") -> None:
         self.inner.on_waiting(index, holder)
