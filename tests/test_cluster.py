@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import ROOT, TINY, invoke, one_line_error, write_dataset
+from tests.conftest import ROOT, TINY, invoke, one_line_error, start_vaecli, write_dataset
 from vaecli.config import ModelConfig, TrainConfig
 from vaecli.core.data import load_dataset
 from vaecli.engine.loop import train
@@ -361,3 +361,40 @@ def test_cluster_options_that_belong_to_one_machine_are_refused(tiny_mnist: Path
     one_line_error(result, "--jobs is for one machine")
     result = invoke("ablate", "--lam", "1", *FP32, "--data-dir", tiny_mnist, "--cluster", "nonsense")
     one_line_error(result, "--cluster takes auto or HOST:PORT")
+
+
+class GoWhenWaiting(SweepObserver):
+    """Lets the paused process holding a member's lock go on once the cluster's driver waits for it."""
+
+    def __init__(self, go: Path) -> None:
+        self.go, self.waited = go, []
+
+    def on_waiting(self, index: int, holder) -> None:  # type: ignore[no-untyped-def]
+        self.waited.append((index, holder.pid))
+        self.go.touch()
+
+
+def test_a_member_another_process_is_training_is_waited_for_then_reused(driver: Head, tmp_path: Path) -> None:
+    """The driver holds a member's run lock while it is out on the cluster, as a fit here would: a member
+    that another `vaecli` is training is not sent, but waited for, then reused."""
+    store = tmp_path / "store"
+    signals = tmp_path / "other"
+    args = ["train", "--lam", "1", *FP32, "--epochs", "2", "--data-dir", driver.data, "--runs-dir", store]
+    other = start_vaecli(*args, signals=signals, pause=(1, 1))
+    try:
+        deadline = time.monotonic() + 60
+        while not (signals / "paused").exists():
+            assert other.poll() is None and time.monotonic() < deadline, (signals / "stderr").read_text()
+            time.sleep(0.05)
+        observer = GoWhenWaiting(signals / "go")
+        sweep = Sweep(_configs(epochs=2, hidden=(2,))[0], lams=(1.0, 2.0))
+        data = load_dataset("mnist", driver.data)
+        options = SweepOptions(store=store, iw_samples=None)
+        members = run_sweep(sweep, data, options, executor=Cluster(driver.address), observer=observer)
+        assert other.wait(60) == 0, (signals / "stderr").read_text()
+    finally:
+        if other.poll() is None:
+            other.kill()
+    assert observer.waited == [(0, other.pid)]
+    assert members[0].reused and not members[1].reused
+    assert "run saved" in (signals / "stdout").read_text()  # the other process trained member 1 (index 0)
