@@ -30,8 +30,9 @@ from vaecli.engine.observer import Observer
 from vaecli.engine.records import EpochRecord
 from vaecli.store.checkpoint import RESUME_FILE, load_run
 from vaecli.store.runs import run_folder
-from vaecli.studies import cluster as cluster_module
+from vaecli.studies import cluster_worker
 from vaecli.studies.cluster import Cluster
+from vaecli.studies.cluster_connect import connect
 from vaecli.studies.observer import Placement, SweepObserver
 from vaecli.studies.sweep import Sweep, SweepOptions, run_sweep
 
@@ -198,7 +199,7 @@ def _assert_same_as_here(config: TrainConfig, data_dir: Path) -> None:
 
 def test_nodes_are_on_loopback(driver: Head) -> None:
     """Every socket of the test cluster stays on 127.0.0.1: Ray must not report another node address."""
-    cluster_module.connect(driver.address)  # fails within seconds where ray.init would wait for minutes
+    connect(driver.address)  # fails within seconds where ray.init would wait for minutes
     try:
         addresses = {node["NodeManagerAddress"] for node in ray.nodes()}
         assert addresses == {LOOPBACK}, addresses
@@ -268,7 +269,7 @@ def test_a_python_error_is_not_retried_and_the_sweep_exits_1(driver: Head) -> No
 
 def test_results_of_another_vaecli_version_are_refused(driver: Head, monkeypatch: pytest.MonkeyPatch) -> None:
     """A worker whose vaecli differs from the driver's: the member fails, naming the node and both versions."""
-    monkeypatch.setattr(cluster_module, "__version__", "0.0.1-driver")
+    monkeypatch.setattr(cluster_worker, "__version__", "0.0.1-driver")
     result = invoke("ablate", "--lam", "1", *FP32, "--data-dir", driver.data, "--cluster", driver.address)
     assert result.exit_code == 1, result.output
     assert f"({LOOPBACK}) runs vaecli" in result.output and "this machine vaecli 0.0.1-driver" in result.output

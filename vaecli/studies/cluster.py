@@ -13,60 +13,36 @@ config on the driver: the driver resolves the arithmetic of "auto" once and send
 it along, refuses results from a worker whose vaecli or torch differs from its
 own, and workers read their own copy of the data set only where it is the
 driver's, byte for byte (else the driver's tensors come through Ray's object
-store). Ray is imported here only, when a Cluster fits: `vaecli ablate` without
---cluster never loads it.
+store). Ray is imported only by the cluster modules (this one, cluster_connect,
+cluster_worker) and only when a Cluster fits: `vaecli ablate` without --cluster
+never loads it.
 """
 
-import contextlib
-import hashlib
-import json
-import logging
-import os
-import socket
-import sys
-import tempfile
-import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import torch
-from safetensors.torch import load as load_tensors
-from safetensors.torch import save as save_tensors
 
-from vaecli import __version__, atomic
-from vaecli.config import DATASET_TITLES, TrainConfig
-from vaecli.core.data import Dataset, Split, default_data_dir, load_dataset
-from vaecli.engine.device import resolve_device, resolve_precision
+from vaecli import atomic
+from vaecli.config import TrainConfig
+from vaecli.engine.device import resolve_precision
 from vaecli.engine.interrupt import StopRequest, stop_on_sigint
 from vaecli.engine.observer import Observer
 from vaecli.engine.records import EpochRecord
-from vaecli.errors import (
-    CheckpointError,
-    ConfigError,
-    DataError,
-    Interrupted,
-    MissingExtra,
-    RunStoreError,
-    TrainingDiverged,
-    VaeError,
-)
+from vaecli.errors import CheckpointError, ConfigError, Interrupted, RunStoreError, TrainingDiverged, VaeError
 from vaecli.store.checkpoint import MODEL_FILE, RESUME_FILE, SCORES_FILE, load_run, read_state_header
 from vaecli.store.lock import Holder, RunLock, holder
-from vaecli.store.runs import Outcome, RunRequest, clear_leftovers, finished_config, run_folder, train_or_reuse
+from vaecli.store.runs import Outcome, clear_leftovers, finished_config, run_folder
+from vaecli.studies.cluster_connect import connect, import_ray
+from vaecli.studies.cluster_coordinator import Coordinator
+from vaecli.studies.cluster_worker import POLL_SECONDS, data_digest, dataset_bytes, member_task, versions
 from vaecli.studies.executors import FitContext, Fitted
 from vaecli.studies.observer import Placement
-from vaecli.studies.scores import stored_scores
 
 DEFAULT_RETRIES = 3  # tries after a worker dies; a Python error in a member is never retried
-PROBE_SECONDS = 3.0  # how long an address may take to answer a TCP connection
-# Ray's driver retries a refused connection (a missing token, say) for about 20 s, once a second;
-# vaecli gives it this many tries, so that a wrong token fails in seconds, not after 20 s
-CONNECT_TRIES = "3"
-POLL_SECONDS = 0.25  # how often the driver gathers progress, and a worker asks whether to stop
-BATCH_EVENT_SECONDS = 0.5  # a worker reports its batch at most this often
 
 
 class Cluster:
@@ -96,278 +72,6 @@ class Cluster:
         finally:
             if not leave_at_once:
                 ray.shutdown()
-
-
-def import_ray() -> Any:
-    try:
-        import ray
-    except ImportError:
-        raise MissingExtra("--cluster needs Ray: pip install 'vaecli[ray]'") from None
-    return ray
-
-
-def cluster_address(address: str) -> str | None:
-    """HOST:PORT to probe, from `address` or RAY_ADDRESS; None where Ray finds the cluster itself ("auto")."""
-    if address == "auto":
-        address = os.environ.get("RAY_ADDRESS", "auto")
-    if address in ("auto", "local"):
-        return None
-    address = address.removeprefix("ray://")
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise ConfigError(f"--cluster takes auto or HOST:PORT (a Ray head node's address), got {address!r}")
-    return address
-
-
-def probe(address: str, seconds: float = PROBE_SECONDS) -> None:
-    """Fail in one line, within `seconds`, when nothing listens at HOST:PORT (ray.init would wait minutes)."""
-    host, _, port = address.rpartition(":")
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=seconds):
-            pass
-    except OSError as e:
-        reason = "no answer" if isinstance(e, TimeoutError) else (e.strerror or str(e)).lower()
-        raise ConfigError(
-            f"no Ray cluster answers at {address} ({reason}); start one there with "
-            f"ray start --head --port {port}, or give the head node's address"
-        ) from None
-
-
-def connect(address: str) -> None:
-    """Connect this process to the cluster as its driver; every failure is one line."""
-    ray = import_ray()
-    target = cluster_address(address)
-    if target is not None:
-        probe(target)
-    os.environ.setdefault("RAY_gcs_server_port_wait_time_s", CONNECT_TRIES)
-    try:
-        with _quiet_stderr():  # Ray's C++ core logs each refused try there
-            ray.init(address=target or "auto", logging_level=logging.ERROR, log_to_driver=False)
-    except Exception as e:
-        raise _connect_error(e, target or "auto") from None
-
-
-def _connect_error(error: BaseException, address: str) -> VaeError:
-    chain: list[str] = []
-    cause: BaseException | None = error
-    while cause is not None:
-        chain.append(str(cause))
-        cause = cause.__cause__ or cause.__context__
-    text = " ".join(chain)
-    if "InvalidAuthToken" in text or "AuthenticationError" in text or "Unauthenticated" in text:
-        return ConfigError(
-            f"the Ray cluster at {address} refused the connection: it wants its token. Set RAY_AUTH_MODE=token "
-            "and the token in RAY_AUTH_TOKEN (or a file named by RAY_AUTH_TOKEN_PATH, or ~/.ray/auth_token); "
-            "ray get-auth-token on the head node prints it"
-        )
-    if "Could not find any running Ray instance" in text:
-        return ConfigError(
-            "no Ray cluster found: start one (ray start --head), or give its address: --cluster HOST:PORT "
-            "or RAY_ADDRESS=HOST:PORT"
-        )
-    first = str(error).splitlines()[0] if str(error) else type(error).__name__
-    return ConfigError(f"cannot connect to the Ray cluster at {address}: {first}")
-
-
-@contextlib.contextmanager
-def _quiet_stderr() -> Iterator[None]:
-    """Send file descriptor 2 to /dev/null within the block (C++ logs bypass Python's sys.stderr)."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-def _versions() -> dict[str, str]:
-    return {"vaecli": __version__, "torch": torch.__version__}
-
-
-def data_digest(data: Dataset) -> str:
-    """A hash of the data set's tensors: a worker trains on its own copy only where it is this one."""
-    digest = hashlib.sha256(data.name.encode())
-    for split in (data.train, data.test):
-        for tensor in (split.images, split.labels):
-            digest.update(tensor.contiguous().cpu().numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
-def dataset_bytes(data: Dataset) -> bytes:
-    """The data set as safetensors bytes, to send through Ray's object store (no pickles)."""
-    tensors = {
-        f"{name}_{part}": getattr(split, part).contiguous()
-        for name, split in (("train", data.train), ("test", data.test))
-        for part in ("images", "labels")
-    }
-    metadata = {"name": data.name, "image_shape": ",".join(map(str, data.image_shape)), "source": str(data.source)}
-    return save_tensors(tensors, metadata=metadata)
-
-
-def dataset_from_bytes(raw: bytes) -> Dataset:
-    header = json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")])  # safetensors: length, JSON, tensors
-    metadata, tensors = header["__metadata__"], load_tensors(raw)
-    height, width = (int(n) for n in metadata["image_shape"].split(","))
-
-    def split(name: str) -> Split:
-        return Split(tensors[f"{name}_images"], tensors[f"{name}_labels"])
-
-    return Dataset(metadata["name"], split("train"), split("test"), (height, width), Path(metadata["source"]))
-
-
-# ---- on the workers ----
-
-
-class Coordinator:
-    """A small actor between the driver and its tasks: tasks report progress, the driver asks them to stop.
-
-    Calls from one task arrive in the order it made them; the driver drains the events.
-    """
-
-    def __init__(self) -> None:
-        self.events: list[tuple] = []
-        self.attempts: dict[tuple[int, int], int] = {}  # (member, submission) -> tries begun
-        self.stopping = False
-
-    def started(self, index: int, submission: int, node: str, host: str, pid: int) -> bool:
-        """A task began on a worker; returns whether the sweep is stopping (then the task does not train).
-
-        Ray runs a task again after its worker died: its second start is its second try.
-        """
-        key = (index, submission)
-        self.attempts[key] = self.attempts.get(key, 0) + 1
-        self.events.append(("running", index, node, host, pid, self.attempts[key]))
-        return self.stopping
-
-    def report(self, event: tuple) -> None:
-        self.events.append(event)
-
-    def stop(self) -> None:
-        self.stopping = True
-
-    def stop_requested(self) -> bool:
-        return self.stopping
-
-    def drain(self) -> list[tuple]:
-        events, self.events = self.events, []
-        return events
-
-
-class _Relay(Observer):
-    """A worker's Observer: the fit's progress, sent to the Coordinator (batches at most twice a second)."""
-
-    def __init__(self, coordinator: Any, index: int) -> None:
-        self.coordinator, self.index, self.last_batch = coordinator, index, 0.0
-
-    def on_start(self, config: TrainConfig, steps_per_epoch: int, device: Any) -> None:
-        self.coordinator.report.remote(("start", self.index, steps_per_epoch, str(device)))
-
-    def on_resume(self, state: Any) -> None:
-        self.coordinator.report.remote(("resume", self.index, state.epoch, state.step))
-
-    def on_batch(self, epoch: int, step: int) -> None:
-        now = time.monotonic()
-        if now - self.last_batch >= BATCH_EVENT_SECONDS:
-            self.last_batch = now
-            self.coordinator.report.remote(("batch", self.index, epoch, step))
-
-    def on_epoch(self, record: EpochRecord) -> None:
-        self.coordinator.report.remote(("epoch", self.index, record.to_dict()))
-
-
-_LOCAL_DATA: dict[
-    str, tuple[Dataset, str] | str
-] = {}  # a worker's own data sets, loaded once: (data, digest) or why not
-_SHIPPED_DATA: dict[str, Dataset] = {}  # the driver's, by digest
-
-
-def _worker_data(name: str, digest: str, shipped: bytes | None) -> Dataset | str:
-    """The data set to train on: the worker's own copy if it is the driver's, else the shipped one; else why not."""
-    if shipped is not None:
-        if digest not in _SHIPPED_DATA:
-            _SHIPPED_DATA.clear()
-            _SHIPPED_DATA[digest] = dataset_from_bytes(shipped)
-        return _SHIPPED_DATA[digest]
-    if name not in _LOCAL_DATA:
-        try:
-            local = load_dataset(name, None, download_missing=False)
-            _LOCAL_DATA[name] = (local, data_digest(local))
-        except DataError:
-            _LOCAL_DATA[name] = f"no {DATASET_TITLES[name]} in its data folder ({default_data_dir()})"
-    found = _LOCAL_DATA[name]
-    if isinstance(found, str):
-        return found
-    if found[1] != digest:
-        return f"its {DATASET_TITLES[name]} in {found[0].source} differs from this machine's"
-    return found[0]
-
-
-def member_task(payload: dict[str, Any], shipped: bytes | None, coordinator: Any) -> dict[str, Any]:
-    """Train one member on this worker, in a temporary folder, and return the folder's files.
-
-    `payload`: the member's config (JSON), index, device, precision, threads, test-score
-    samples, the driver's versions and data digest, and a resume state (bytes) or None.
-    """
-    import ray
-
-    node, host, pid = ray.util.get_node_ip_address(), socket.gethostname(), os.getpid()
-    answer: dict[str, Any] = {"node": node, "host": host, "pid": pid, "versions": _versions()}
-    index = payload["index"]
-    if ray.get(coordinator.started.remote(index, payload["submission"], node, host, pid)):
-        return {**answer, "status": "not started"}
-    if answer["versions"] != payload["versions"]:
-        return {**answer, "status": "versions"}
-    data = _worker_data(payload["dataset"], payload["digest"], shipped)
-    if isinstance(data, str):
-        return {**answer, "status": "no data", "reason": data}
-    torch.set_num_threads(payload["threads"])  # a thread count set by an earlier task on this worker stays
-    config = TrainConfig.from_json(payload["config"])
-    stop, done = StopRequest(), threading.Event()
-    poller = threading.Thread(target=_poll_stop, args=(coordinator, stop, done), daemon=True)
-    poller.start()
-    with tempfile.TemporaryDirectory(prefix="vaecli-member-") as tmp:
-        folder = Path(tmp) / "run"
-        folder.mkdir()
-        if payload["resume"] is not None:
-            (folder / RESUME_FILE).write_bytes(payload["resume"])
-        request = RunRequest(config, out=folder, device=payload["device"], precision=payload["precision"])
-        try:
-            outcome = train_or_reuse(request, data=data, observer=_Relay(coordinator, index), stop=stop)
-        except Interrupted:
-            return {**answer, "status": "interrupted", "files": _files(folder)}
-        except TrainingDiverged as e:
-            return {
-                **answer,
-                "status": "diverged",
-                "error": str(e).replace(str(folder), "{folder}"),
-                "files": _files(folder),
-            }
-        finally:
-            done.set()
-        if payload["iw_samples"] is not None:
-            dev = resolve_device(payload["device"])
-            stored_scores(outcome.run, data, payload["iw_samples"], seed=config.seed, device=dev)
-        return {**answer, "status": "finished", "files": _files(folder), "seconds": outcome.run.info["train_seconds"]}
-
-
-def _poll_stop(coordinator: Any, stop: StopRequest, done: threading.Event) -> None:
-    import ray
-
-    while not done.wait(POLL_SECONDS):
-        if ray.get(coordinator.stop_requested.remote()):
-            stop.request()
-            return
-
-
-def _files(folder: Path) -> dict[str, bytes]:
-    """The run folder's files (no temporary leftovers), by name."""
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")}
-
-
-# ---- on the driver ----
 
 
 class _ClusterFit:
@@ -468,7 +172,7 @@ class _ClusterFit:
             "precision": self.precision,
             "threads": self.cluster.cpus_per_member,
             "iw_samples": self.context.iw_samples,
-            "versions": _versions(),
+            "versions": versions(),
             "dataset": config.dataset,
             "digest": self.digest,
             "resume": _resume_bytes(config, folder, self.context.force),
@@ -538,8 +242,8 @@ class _ClusterFit:
                 index, RunStoreError(f"its worker died on each of {tries} tries ({type(e).__name__}); see ray status")
             )
         where = f"{answer['host']} ({answer['node']})"
-        if answer["versions"] != _versions():
-            theirs, ours = answer["versions"], _versions()
+        if answer["versions"] != versions():
+            theirs, ours = answer["versions"], versions()
             return self.failed(
                 index,
                 RunStoreError(
