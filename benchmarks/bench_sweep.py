@@ -9,6 +9,8 @@ through the functions `vaecli ablate` calls and, as there, from the main thread:
   one by one    --stack off --jobs 1: the members in turn, each on all of the CPU's threads
   side by side  --stack off --jobs N: N members at once, each on one CPU thread (CPU only)
   stacked       --stack on: all members as one batched model
+  cluster       --cluster ADDRESS: each member a Ray task (only with --cluster; start a head node first,
+                e.g. ray start --head --num-cpus 2 --port 6380, and give --cluster 127.0.0.1:6380)
 Every member is trained (a test evaluation every epoch) and saved. The machine is
 noisy, so the ways take turns going first, and each speed is the median of the
 per-round ratios to one by one. Side by side must end every member with the same
@@ -58,12 +60,16 @@ def executor_way(executor: Executor, device: str) -> Way:
     return way
 
 
-def ways(device: torch.device, jobs: int) -> dict[str, tuple[str, Way]]:
+def ways(device: torch.device, jobs: int, cluster: str | None = None) -> dict[str, tuple[str, Way]]:
     """name -> (the ablate options it stands for, how it trains the members into a store)."""
     found: dict[str, tuple[str, Way]] = {"one by one": ("--stack off --jobs 1", executor_way(OneByOne(), str(device)))}
     if device.type == "cpu":
         found["side by side"] = (f"--stack off --jobs {jobs}", executor_way(SideBySide(jobs), "cpu"))
     found["stacked"] = ("--stack on", executor_way(Stacked(), str(device)))
+    if cluster is not None:
+        from vaecli.studies.cluster import Cluster
+
+        found["cluster"] = (f"--cluster {cluster}", executor_way(Cluster(cluster), str(device)))
     return found
 
 
@@ -101,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="rounds, each way once per round (default 3)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--quick", action="store_true", help="1 round: a smoke test")
+    parser.add_argument("--cluster", metavar="ADDRESS", help="also train through a Ray cluster at this address")
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds = 1
@@ -109,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device(args.device)
     configs = sweep_configs(args)
     data = vaecli.load_dataset("mnist", args.data_dir)
-    found = ways(device, args.jobs)
+    found = ways(device, args.jobs, args.cluster)
     seconds, outcomes = race(configs, data, found, device, args.rounds)
 
     where = f"{torch.get_num_threads()} threads" if device.type == "cpu" else torch.cuda.get_device_name(device)
@@ -131,10 +138,14 @@ def main(argv: list[str] | None = None) -> int:
         losses = " ".join(f"{final_neg_elbo(o[i]):>18.4f}" for o in outcomes.values())
         print(f"{f'H={config.model.latent_dim}, lam={config.lam:g}, seed {config.seed}':22} {losses}")
     ok = True
-    if "side by side" in outcomes:
-        same = [digest(a) == digest(b) for a, b in zip(outcomes["one by one"], outcomes["side by side"], strict=True)]
-        ok &= all(same)
-        print(f"side by side, the same weights as one by one bit for bit: {'yes' if all(same) else 'NO'}")
+    for way in ("side by side", "cluster"):
+        if way in outcomes:
+            same = [digest(a) == digest(b) for a, b in zip(outcomes["one by one"], outcomes[way], strict=True)]
+            ok &= all(same)
+            print(f"{way}, the same weights as one by one bit for bit: {'yes' if all(same) else 'NO'}")
+    if "cluster" in seconds and "side by side" in seconds:
+        extra = [(c - s) / len(configs) for c, s in zip(seconds["cluster"], seconds["side by side"], strict=True)]
+        print(f"cluster's overhead per member against side by side: {statistics.median(extra):.2f} s (median)")
     alone, stacked = outcomes["one by one"], outcomes["stacked"]
     worst = max(
         abs(final_neg_elbo(a) - final_neg_elbo(b)) / abs(final_neg_elbo(a)) for a, b in zip(alone, stacked, strict=True)
