@@ -143,8 +143,9 @@ def download(name: str, root: Path) -> None:
         for train in (True, False):
             cls(str(root), train=train, download=True)
     except Exception as e:  # urllib, checksum and file errors all mean the same to the user
+        reason = " ".join(str(e).split())  # torchvision's message spans lines: the error is one
         raise DataError(
-            f"could not download {TITLES[name]} into {root} ({e}); if you are offline, point "
+            f"could not download {TITLES[name]} into {root} ({reason}); if you are offline, point "
             f"--data-dir or VAECLI_DATA_DIR at a folder holding {FOLDERS[name]}/raw/*-ubyte"
         ) from e
 

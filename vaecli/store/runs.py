@@ -133,6 +133,8 @@ def train_or_reuse(
     config, folder = request.config, request.folder
     if not request.resume and is_finished(config, folder, request.force):
         return Outcome(load_run(folder), reused=True)  # a finished run needs no lock: its model file comes last
+    if request.resume and _interrupted_state(folder, config) is None:  # a broken state fails before any data load
+        raise RunStoreError(f"{folder}: no interrupted run to resume (no {RESUME_FILE})")
     if data is None:  # before the lock, whose file makes the folder: a missing data set leaves no folder behind
         data = load_dataset(config.dataset, request.data_dir, download_missing=request.download)
     before = _model_stamp(folder)
