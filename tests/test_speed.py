@@ -261,6 +261,15 @@ def test_benchmark_can_train_through_autograd_to_compare(tiny_mnist, capsys):
     assert "vaecli's training step: autograd\n" in capsys.readouterr().out
 
 
+def test_step_benchmark_smoke_run_times_every_piece(capsys):
+    args = ["--quick", "--layers", "16", "--hidden", "2", "--batch-size", "8"]
+    assert load_script("bench_step.py").main(args) == 0
+    out = capsys.readouterr().out
+    for variant in ("autograd ", "autograd, fused Adam", "written, Optimizer.step", "written ", "written, fused heads"):
+        assert f"\n{variant}" in out
+    assert "saves autograd's graph (Optimizer.step both): " in out and "\nmatmuls " in out
+
+
 def test_vector_units_come_from_the_cpu_flags(monkeypatch, tmp_path):
     bench = load_bench()
     cpuinfo = tmp_path / "cpuinfo"

@@ -118,8 +118,19 @@ class WrittenStep:
             self.to_working[1].extend((m.weight, m.bias))
         return layer
 
-    @torch.no_grad()
     def __call__(self, x: torch.Tensor, eps: torch.Tensor, t: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        lam, capacity = self.weights(t)
+        terms = self.gradients(x, eps, lam, capacity)
+        self.adam()
+        return terms.loss, torch.stack((terms.recon, terms.kl, terms.loss))
+
+    def adam(self) -> None:
+        """optimizer.step() with the gradients the step wrote, through fused_adam."""
+        fused_adam(self.optimizer, self.params, self.grads)
+
+    @torch.no_grad()
+    def gradients(self, x: torch.Tensor, eps: torch.Tensor, lam: float, capacity: float) -> loss.ObjectiveTerms:
+        """The objective's terms at (x, eps), its gradients written where Adam reads them."""
         dtype, latent_dim = self.dtype, self.latent_dim
         if self.to_working[0]:
             torch._foreach_copy_(*self.to_working)  # float32 master weights -> the working copies
@@ -142,7 +153,6 @@ class WrittenStep:
             dec_inputs.append(h)
         logits = self.decoder[-1].forward(h).view(*z.shape[:-1], -1)
         out = VAEOutput(logits.float(), mu_w.float(), logvar_w.float(), z)
-        lam, capacity = self.weights(t)
         terms, grads = loss.objective_grads(self.config, out, x, eps, lam, capacity)
 
         # backward
@@ -177,35 +187,36 @@ class WrittenStep:
             self.encoder[0].weight_backward(grad, enc_inputs[0])  # the images need no gradient
         if self.to_master[0]:
             torch._foreach_copy_(*self.to_master)
-        self._adam()
-        return terms.loss, torch.stack((terms.recon, terms.kl, terms.loss))
+        return terms
 
-    def _adam(self) -> None:
-        """optimizer.step(), the same arithmetic, without its Python around the fused kernel."""
-        group, state = self.optimizer.param_groups[0], self.optimizer.state
-        plain = group["fused"] and not (group["amsgrad"] or group["maximize"] or group.get("decoupled_weight_decay"))
-        if not plain or len(state) < len(self.params):
-            self.optimizer.step()  # the first step creates Adam's state
-            return
-        states = [state[p] for p in self.params]
-        steps = [s["step"] for s in states]
-        beta1, beta2 = group["betas"]
-        torch._foreach_add_(steps, 1)
-        torch._fused_adam_(
-            self.params,
-            self.grads,
-            [s["exp_avg"] for s in states],
-            [s["exp_avg_sq"] for s in states],
-            [],
-            steps,
-            amsgrad=False,
-            lr=group["lr"],
-            beta1=beta1,
-            beta2=beta2,
-            weight_decay=group["weight_decay"],
-            eps=group["eps"],
-            maximize=False,
-        )
+
+def fused_adam(optimizer: torch.optim.Optimizer, params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
+    """optimizer.step() for `params` (all of its one group's) with `grads`: the same arithmetic, without its
+    Python around the fused kernel."""
+    group, state = optimizer.param_groups[0], optimizer.state
+    plain = group["fused"] and not (group["amsgrad"] or group["maximize"] or group.get("decoupled_weight_decay"))
+    if not plain or len(state) < len(params):
+        optimizer.step()  # the first step creates Adam's state
+        return
+    states = [state[p] for p in params]
+    steps = [s["step"] for s in states]
+    beta1, beta2 = group["betas"]
+    torch._foreach_add_(steps, 1)
+    torch._fused_adam_(
+        params,
+        grads,
+        [s["exp_avg"] for s in states],
+        [s["exp_avg_sq"] for s in states],
+        [],
+        steps,
+        amsgrad=False,
+        lr=group["lr"],
+        beta1=beta1,
+        beta2=beta2,
+        weight_decay=group["weight_decay"],
+        eps=group["eps"],
+        maximize=False,
+    )
 
 
 class Fp32Step(WrittenStep):
