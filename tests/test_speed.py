@@ -296,8 +296,8 @@ def test_sweep_benchmark_fails_when_the_ways_disagree(tiny_mnist, capsys, monkey
     bench = load_script("bench_sweep.py")
     real = bench.ways
 
-    def skewed(device, jobs):
-        found = real(device, jobs)
+    def skewed(device, jobs, cluster=None):
+        found = real(device, jobs, cluster)
         opts, way = found["side by side"]
 
         def nudged(configs, data, store):
