@@ -20,7 +20,8 @@ from vaecli.config import TrainConfig
 from vaecli.core import latent
 from vaecli.core.data import Dataset
 from vaecli.core.model import VAE
-from vaecli.engine.records import evaluate, importance_weighted_nll, scored_test_images
+from vaecli.engine.bound import importance_weighted_nll
+from vaecli.engine.records import evaluate, scored_test_images
 from vaecli.store.checkpoint import METRICS_FILE, SCORES_FILE, Run
 
 ACTIVE_THRESHOLD = 0.01  # Burda et al.'s cut-off on Var_x(E_q[z_d | x])
