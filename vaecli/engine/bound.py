@@ -4,9 +4,9 @@ Nearly all of the bound's time is the decoder's matmuls over k samples of every
 image. BlockDecoder decodes several samples of a batch of images per call, a block
 of up to ROWS rows, and takes the Bernoulli log-likelihood without a (rows, D)
 product with the images (see log_px_z). On the CPU the float32 layers go through
-oneDNN, not torch.addmm's MKL, which multiplied these shapes at half oneDNN's rate
-or less on the 2-core AMD Zen 5 of docs/benchmarks.md. The arithmetic stays float32:
-bfloat16 layers moved the bound by under 0.001 nats there but gained nothing measurable.
+oneDNN, not torch.addmm's MKL, which multiplied these shapes at about half oneDNN's
+rate on the AMD Zen 5 of docs/benchmarks.md ("The importance-weighted bound"). They
+stay float32: bfloat16 layers gained too little there to be worth moving the bound.
 """
 
 import math
@@ -19,9 +19,8 @@ from torch import nn
 from vaecli.core.loss import log_posterior, log_prior
 from vaecli.core.model import VAE
 
-# rows per decode: oneDNN's matmuls ran faster the taller the block, up to about 10000 rows, on the 2-core Zen 5 of
-# docs/benchmarks.md (benchmarks/bench_iw.py: 1.27x the speed of 4000 rows, 12500 about the same, 25000 slower, its
-# (25000, 784) logits, 78 MB, pages the kernel maps afresh each block); at 500 images a batch: blocks of 16-17 samples
+# rows per decode: tall blocks keep oneDNN's matmuls fast; a whole chunk of 50 samples of 500 images at once, 78 MB
+# of logits, ran slower (benchmarks/bench_iw.py sweeps the sizes). At 500 images a batch: blocks of 16 or 17 samples.
 ROWS = 10000
 
 
@@ -88,7 +87,7 @@ class BlockDecoder:
 
         bernoulli: x . l - sum softplus(l), the x . l from h and the images' parts (start), and
         softplus(l) = log(1 + exp(l)) in three in-place passes: PyTorch's AVX-512 log1p, which
-        F.softplus uses, took 6x as long (core/loss._bernoulli_nll_values says more). Where
+        F.softplus uses, is several times slower (core/loss._bernoulli_nll_values says more). Where
         1 + exp(l) rounds to 1 it loses under 6e-8 nats a pixel; rows where exp overflowed
         are taken again the stable way.
         gaussian: -sum (sigmoid(l) - x)^2, as core/loss.reconstruction_nll.
