@@ -11,7 +11,7 @@ asking for it meanwhile waits, then reuses the finished run.
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -259,6 +259,18 @@ def save_run(folder: Path, result: TrainResult) -> Run:
     return Run(folder, result.config, result.model, list(result.history), info)
 
 
+def land_run(folder: Path, files: Mapping[str, bytes]) -> None:
+    """Finish a run from its files made elsewhere (a cluster's worker), as save_run does: atomically,
+    model.safetensors last, and the scores of the weights it replaces and any resume state gone."""
+    clear_leftovers(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / SCORES_FILE).unlink(missing_ok=True)
+    for name in sorted(files, key=lambda name: name == MODEL_FILE):
+        if name != RESUME_FILE:
+            atomic.write_bytes(folder / name, files[name])
+    (folder / RESUME_FILE).unlink(missing_ok=True)
+
+
 def _model_stamp(folder: Path) -> tuple[int, int] | None:
     """model.safetensors' inode and mtime, None without one: a new one is a new (atomically written) file."""
     try:
@@ -274,11 +286,16 @@ def _interrupted_state(folder: Path, config: TrainConfig) -> TrainState | None:
         return None
     state = load_state(folder)
     if state.config != config:
-        raise RunStoreError(
-            f"{folder} holds an interrupted run with a different config; continue it with "
-            f"vaecli train --resume {folder}, or add --force to start this one over"
-        )
+        raise another_interrupted_run(folder)
     return state
+
+
+def another_interrupted_run(folder: Path) -> RunStoreError:
+    """The error of a folder whose interrupted run has another config than the one asked for."""
+    return RunStoreError(
+        f"{folder} holds an interrupted run with a different config; continue it with "
+        f"vaecli train --resume {folder}, or add --force to start this one over"
+    )
 
 
 def resume_config(path: Path) -> tuple[Path, TrainConfig]:

@@ -33,9 +33,9 @@ from vaecli.engine.interrupt import StopRequest, stop_on_sigint
 from vaecli.engine.observer import Observer
 from vaecli.engine.records import EpochRecord
 from vaecli.errors import CheckpointError, ConfigError, Interrupted, RunStoreError, TrainingDiverged, VaeError
-from vaecli.store.checkpoint import MODEL_FILE, RESUME_FILE, SCORES_FILE, load_run, read_state_header
+from vaecli.store.checkpoint import MODEL_FILE, RESUME_FILE, load_run, read_state_header
 from vaecli.store.lock import Holder, RunLock, holder
-from vaecli.store.runs import Outcome, clear_leftovers, finished_config, run_folder
+from vaecli.store.runs import Outcome, another_interrupted_run, finished_config, land_run, run_folder
 from vaecli.studies.cluster_connect import connect, import_ray
 from vaecli.studies.cluster_coordinator import Coordinator
 from vaecli.studies.cluster_worker import POLL_SECONDS, data_digest, dataset_bytes, member_task, versions
@@ -277,13 +277,7 @@ class _ClusterFit:
     def finished(self, index: int, folder: Path, files: dict[str, bytes]) -> None:
         """Write a finished member's files, the model last, and load it back before it counts."""
         config = self.members[index]
-        clear_leftovers(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / SCORES_FILE).unlink(missing_ok=True)  # scores of weights this replaces
-        for name in sorted(files, key=lambda name: name == MODEL_FILE):
-            if name != RESUME_FILE:
-                atomic.write_bytes(folder / name, files[name])
-        (folder / RESUME_FILE).unlink(missing_ok=True)  # finished: an interrupted try's state is moot now
+        land_run(folder, files)
         try:
             run = load_run(folder)
             if run.config != config:
@@ -337,8 +331,5 @@ def _resume_bytes(config: TrainConfig, folder: Path, force: bool) -> bytes | Non
     if force or not path.is_file():
         return None
     if read_state_header(folder).config != config:
-        raise RunStoreError(
-            f"{folder} holds an interrupted run with a different config; continue it with "
-            f"vaecli train --resume {folder}, or add --force to start this one over"
-        )
+        raise another_interrupted_run(folder)
     return path.read_bytes()
