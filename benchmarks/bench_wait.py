@@ -6,10 +6,11 @@
 A student trains in one terminal and draws in another; a lab machine is shared. Each
 fit here is a process of its own, as there: `vaecli.train` of the default model
 (784-512-256-H, batch 128) for --steps steps of MNIST and one test evaluation, printing
-its seconds. Every setting runs alone, then as two fits at once, in rounds that take
-turns going first; each number is a median over rounds:
+its seconds. Every setting runs alone, then as two fits at once, and a spinning fit beside a
+passive one, in rounds that take turns going first; each number is a median over rounds:
   spin     OMP_WAIT_POLICY unset: libgomp's threads spin a while before they sleep
-  passive  OMP_WAIT_POLICY=PASSIVE: they sleep at once
+  passive  OMP_WAIT_POLICY=PASSIVE: they sleep at once (the vaecli command's default)
+  spin N   GOMP_SPINCOUNT=N (--spincounts): they spin N rounds (libgomp's default: 300000), then sleep
   1 thread OMP_NUM_THREADS=1 (spin does not matter without a team)
 The ratio that matters: each setting's seconds over spin-alone's.
 """
@@ -29,9 +30,9 @@ import torch
 from vaecli import TrainConfig, load_dataset, train
 from vaecli.core.data import Dataset, Split
 
-data_dir, steps, hidden = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+data_dir, steps, hidden, precision = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 full = load_dataset("mnist", data_dir)
-config = TrainConfig(epochs=1, precision="fp32")
+config = TrainConfig(epochs=1, precision=precision)
 config = replace(config, model=replace(config.model, latent_dim=hidden))
 n = steps * config.batch_size
 data = Dataset(full.name, Split(full.train.images[:n], full.train.labels[:n]),
@@ -48,15 +49,16 @@ SETTINGS = {
 }
 
 
-def fits(args: argparse.Namespace, setting: dict[str, str], count: int) -> list[float]:
-    """Seconds of each of `count` fits started at once with `setting`'s environment."""
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
-    env.update(setting)
-    command = [sys.executable, "-c", FIT, str(args.data_dir), str(args.steps), str(args.hidden)]
-    children = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) for _ in range(count)]
+def fits(args: argparse.Namespace, settings: list[dict[str, str]]) -> list[float]:
+    """Seconds of each fit, started at once, one per environment in `settings`."""
+    command = [sys.executable, "-c", FIT, str(args.data_dir), str(args.steps), str(args.hidden), args.precision]
+    children = []
+    for setting in settings:
+        env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "GOMP_SPINCOUNT")}
+        children.append(subprocess.Popen(command, env={**env, **setting}, stdout=subprocess.PIPE, text=True))
     outputs = [child.communicate()[0] for child in children]
     if any(child.returncode for child in children):
-        sys.exit(f"a fit failed with {setting}")
+        sys.exit(f"a fit failed with {settings}")
     return [float(out.strip().splitlines()[-1]) for out in outputs]
 
 
@@ -65,23 +67,35 @@ def main(argv: list[str] | None = None) -> int:
     add_data_dir(parser)
     parser.add_argument("--steps", type=int, default=200, help="training steps of every fit (default 200)")
     parser.add_argument("--hidden", type=int, default=2, help="latent size H (default 2)")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds, every setting once per round (default 3)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds, every case once per round (default 3)")
+    parser.add_argument("--precision", default="fp32", help="the fits' precision: fp32, bf16 or auto (default fp32)")
+    parser.add_argument("--spincounts", type=int, nargs="*", default=[], help="GOMP_SPINCOUNT values to add")
     args = parser.parse_args(argv)
     check_data_dir(parser, args)
-    cases = [(name, count) for name in SETTINGS for count in (1, 2)]
-    seconds: dict[tuple[str, int], list[float]] = {case: [] for case in cases}
+    settings = dict(SETTINGS, **{f"spin {n}": {"GOMP_SPINCOUNT": str(n)} for n in args.spincounts})
+    # each case: the settings of the fits that run at once; spin + passive is a spinning fit that a
+    # second one joins with passive waiting
+    cases = [(name,) * count for name in settings for count in (1, 2)] + [("spin", "passive")]
+    seconds: dict[tuple[str, ...], list[list[float]]] = {case: [] for case in cases}
     for round_ in range(args.rounds):
         shift = round_ % len(cases)
-        for name, count in cases[shift:] + cases[:shift]:
-            seconds[(name, count)].append(statistics.mean(fits(args, SETTINGS[name], count)))
+        for case in cases[shift:] + cases[:shift]:
+            seconds[case].append(fits(args, [settings[name] for name in case]))
     print(f"machine: {machine()}; OMP_WAIT_POLICY here: {os.environ.get('OMP_WAIT_POLICY', 'unset')}")
-    print(f"each fit: {args.steps} steps of batch 128 (784-512-256-{args.hidden}, fp32), {args.rounds} round(s)")
+    print(
+        f"each fit: {args.steps} steps of batch 128 (784-512-256-{args.hidden}, {args.precision}), "
+        f"{args.rounds} round(s)"
+    )
     print()
-    base = statistics.median(seconds[("spin", 1)])
-    print(f"{'setting':10} {'fits at once':>12} {'seconds':>8} {'vs spin alone':>14}")
-    for name, count in cases:
-        value = statistics.median(seconds[(name, count)])
-        print(f"{name:10} {count:>12} {value:>8.2f} {value / base:>13.2f}x")
+    base = statistics.median(r[0] for r in seconds[("spin",)])
+    print(f"{'fits at once':24} {'fit':>12} {'seconds':>8} {'vs spin alone':>14}")
+    for case in cases:
+        for i, name in enumerate(case):
+            if len(set(case)) == 1 and i > 0:
+                break  # fits alike: one line, the mean of them
+            values = [statistics.mean(r) if len(set(case)) == 1 else r[i] for r in seconds[case]]
+            value = statistics.median(values)
+            print(f"{' + '.join(case):24} {name:>12} {value:>8.2f} {value / base:>13.2f}x")
     return 0
 
 

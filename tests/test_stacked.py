@@ -189,8 +189,9 @@ def test_a_stacked_members_state_continues_alone(tiny_mnist):
     alone = train(configs[1], data, device="cpu")
     continued = train(configs[1], data, device="cpu", resume=info.value.states[1])
     # the stacked first steps round as a stack, the rest as a lone fit: close, not equal (Adam's first steps
-    # amplify rounding in near-zero gradients, so single weights can differ by a few steps' worth)
-    assert continued.final.test.neg_elbo == pytest.approx(alone.final.test.neg_elbo, rel=1e-3)
+    # amplify rounding in near-zero gradients, so single weights can differ by a few steps' worth; the more so
+    # the higher the rate: 0.06 % apart at a constant 0.001, 0.11 % at the default cosine to 0.003)
+    assert continued.final.test.neg_elbo == pytest.approx(alone.final.test.neg_elbo, rel=2e-3)
     assert [r.epoch for r in continued.history] == [1, 2] and continued.config == configs[1]
 
 

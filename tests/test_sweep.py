@@ -245,8 +245,10 @@ def test_side_by_side_is_for_the_cpu(tiny_mnist):
 
 
 def test_sweeps_keep_the_names_they_had_before_any_objective_option():
-    assert Sweep(TrainConfig(), lams=(1.0, 5.0, 10.0, 40.0)).name() == "ablate-lam1-5-10-40-e20-82647f77"
-    assert Sweep(TrainConfig(), hidden=(2, 10, 25, 50)).name() == "ablate-h2-10-25-50-e20-de22e6aa"
+    then = TrainConfig(lr_schedule="constant")  # the recipe of then
+    assert Sweep(then, lams=(1.0, 5.0, 10.0, 40.0)).name() == "ablate-lam1-5-10-40-e20-82647f77"
+    assert Sweep(then, hidden=(2, 10, 25, 50)).name() == "ablate-h2-10-25-50-e20-de22e6aa"
+    assert Sweep(then, lams=(1.0, 5.0)).command() == "vaecli ablate --lam 1 5 --lr-schedule constant"
 
 
 def test_a_setting_is_applied_whole_so_the_order_of_the_options_does_not_matter():

@@ -8,7 +8,7 @@ import torch
 from vaecli.config import ModelConfig, TrainConfig
 from vaecli.core.data import load_dataset
 from vaecli.core.loss import kl_divergence_per_dim
-from vaecli.engine import steps
+from vaecli.engine import kernels, steps
 from vaecli.engine.loop import train
 from vaecli.engine.steps import autograd_step, batch_loss_fn, build_model, make_optimizer, schedule, train_step
 from vaecli.engine.written_step import Bf16Step, Fp32Step, WrittenStep
@@ -94,6 +94,27 @@ def test_fp32_gradients_are_autograds_bit_for_bit(objective, recon, hidden, late
     if objective == "free bits":
         config = with_free_bits(config, x)
     assert_same(written_grads(config, x, eps), autograd_grads(config, x, eps))
+
+
+@pytest.mark.parametrize("objective", ["elbo", "capacity below", "iwae"])
+@pytest.mark.parametrize("recon", ["bernoulli", "gaussian"])
+@pytest.mark.parametrize(("hidden", "latent", "size"), [((256, 128), 3, 33), ((512, 256), 20, 128)])
+def test_fp32_gradients_of_wide_layers_are_autograds_within_float32_rounding(objective, recon, hidden, latent, size):
+    """Layers at least kernels.WIDE wide multiply through oneDNN, whose sums round otherwise than MKL's:
+    every gradient within 1e-4 of its largest entry from autograd's (2e-5 seen, through k = 5 samples)."""
+    if kernels.onednn_linear() is None:
+        pytest.skip("this torch has no oneDNN")
+    config = config_for(objective, hidden, latent, recon, "fp32")
+    x, eps = batch(config, size, seed=size + latent)
+    model = build_model(config)
+    step = train_step(model, make_optimizer(model, config, CPU), config, CPU, "fp32", STEPS_PER_EPOCH)
+    assert isinstance(step, WrittenStep)
+    through = [layer.onednn is not None for layer in (*step.encoder, *step.heads, *step.decoder)]
+    assert through == [True] + [hidden[1] >= kernels.WIDE] + [False] * 3 + [hidden[1] >= kernels.WIDE, True]
+    got, want = written_grads(config, x, eps), autograd_grads(config, x, eps)
+    for name, value in want.items():
+        scale = float(value.abs().max())
+        assert float((got[name] - value).abs().max()) <= 1e-4 * scale, name  # a slip would be ~1
 
 
 @pytest.mark.parametrize("objective", OBJECTIVES)

@@ -48,6 +48,14 @@ class ObjectiveName(str, Enum):
     iwae = "iwae"
 
 
+class LrSchedule(str, Enum):
+    """How Adam's learning rate moves over a fit (engine/steps.learning_rate)."""
+
+    constant = "constant"
+    cosine = "cosine"
+    onecycle = "onecycle"
+
+
 class StackMode(str, Enum):
     """How a sweep trains its members: see studies/sweep.choose_executor."""
 
@@ -63,6 +71,17 @@ PRECISIONS = tuple(k.value for k in Precision)
 DEVICES = tuple(k.value for k in Device)
 STACK_MODES = tuple(k.value for k in StackMode)
 OBJECTIVES = tuple(k.value for k in ObjectiveName)
+LR_SCHEDULES = tuple(k.value for k in LrSchedule)
+# each schedule's learning rate when none is given (the peak of a schedule): "constant" keeps the first
+# release's, so `lr_schedule="constant"` alone is that recipe, and its runs keep their names
+LEARNING_RATES = {"constant": 1e-3, "cosine": 3e-3, "onecycle": 3e-3}
+
+
+class _ScheduleLr(float):
+    """The type of SCHEDULE_LR, so that the default is told from any number a user gives, nan included."""
+
+
+SCHEDULE_LR = _ScheduleLr("nan")  # TrainConfig.lr's default: the schedule's own, from LEARNING_RATES
 MAX_K = 5000  # importance samples per training image: K decodes of every image at every step
 MAX_N = 100  # the largest --n of a figure: 100 x 100 tiles is already 2800 x 2800 pixels
 MAX_MEMBERS = 64  # beyond this a sweep needs an explicit yes
@@ -143,7 +162,7 @@ class TrainConfig:
     lam: float = 1.0  # weight of the KL term: loss = recon + lam * KL
     epochs: int = 20
     batch_size: int = 128
-    lr: float = 1e-3
+    lr: float = SCHEDULE_LR  # Adam's learning rate, the peak of a schedule; by default the schedule's (LEARNING_RATES)
     seed: int = 0
     dataset: str = "mnist"
     binarize: bool = False  # dynamic binarization: a fresh Bernoulli draw of every batch
@@ -152,14 +171,15 @@ class TrainConfig:
     # device multiplies bfloat16 natively (AVX512-BF16 or AMX CPUs, CUDA compute capability 8+), else fp32
     precision: str = "auto"
     compile: bool = False  # torch.compile the training step
-    # the objective (core/loss.py); fields added after the first release are left out of the JSON at their
-    # defaults (ADDED_LATER), so that runs trained before them keep their names
+    # the objective (core/loss.py); fields added after the first release are left out of the JSON at the
+    # value that does what runs before them did (ADDED_LATER), so that those runs keep their names
     objective: str = "elbo"  # "elbo": recon + lam * KL and its variants below; "iwae": the IW-k bound
     k: int = 1  # importance samples per image, for "iwae" (k = 1 is the ELBO)
     kl_warmup: int = 0  # epochs over which the KL weight rises linearly from 0 to lam, step by step
     free_bits: float = 0.0  # nats: each latent dimension's batch-mean KL counts as at least this much
     capacity: float = 0.0  # nats: the KL term becomes lam * |KL - C(t)|, C(t) rising to this (0: off)
     capacity_epochs: int = 0  # epochs over which C(t) rises linearly from 0 to capacity (0: C from the start)
+    lr_schedule: str = "cosine"  # Adam's learning rate over the fit (engine/steps.learning_rate)
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, ModelConfig):
@@ -167,6 +187,9 @@ class TrainConfig:
         _check_float("lam", self.lam, 0.0)
         _check_int("epochs", self.epochs, 1)
         _check_int("batch_size", self.batch_size, 1)
+        _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        if self.lr is SCHEDULE_LR:  # not given
+            object.__setattr__(self, "lr", LEARNING_RATES[self.lr_schedule])
         _check_float("lr", self.lr, 0.0, strict=True)
         _check_int("seed", self.seed, 0)
         _check_choice("dataset", self.dataset, DATASETS)
@@ -234,6 +257,10 @@ class TrainConfig:
             parts.append(f"capacity {self.capacity:g} nats{ramp}")
         return ", ".join(parts)
 
+    def describe_lr(self) -> str:
+        """'lr 0.001' or 'lr 0.003, cosine': Adam's learning rate as a report says it."""
+        return f"lr {self.lr:g}" + ("" if self.lr_schedule == "constant" else f", {self.lr_schedule}")
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["model"]["hidden_layers"] = list(self.model.hidden_layers)
@@ -257,6 +284,7 @@ class TrainConfig:
         if "model" in data:
             data["model"] = ModelConfig.from_dict(data["model"])
         data.setdefault("precision", "fp32")  # configs from before the option were trained in fp32
+        data.setdefault("lr_schedule", "constant")  # and those from before this one at a constant rate
         return cls(**data)
 
     @classmethod
@@ -268,8 +296,9 @@ class TrainConfig:
         return cls.from_dict(data)
 
 
-# fields added to TrainConfig after the first release, and their defaults: left out of the JSON (and so of
-# the hash in the run name) at their defaults, so that a run trained before them keeps its name
+# fields added to TrainConfig after the first release, and the value that does what runs did before them (the
+# default, but for lr_schedule): left out of the JSON (and so of the hash in the run name) at that value, so
+# that a run trained before them keeps its name
 ADDED_LATER: dict[str, Any] = {
     "objective": "elbo",
     "k": 1,
@@ -277,4 +306,5 @@ ADDED_LATER: dict[str, Any] = {
     "free_bits": 0.0,
     "capacity": 0.0,
     "capacity_epochs": 0,
+    "lr_schedule": "constant",  # not the default: what every run trained before the option did
 }

@@ -13,9 +13,11 @@ from vaecli.cli import derive  # noqa: F401
 from vaecli.cli import explore  # noqa: F401
 from vaecli.cli import evaluate, store  # noqa: F401
 from vaecli.cli.app import app
+from vaecli.cli.threads import choose_wait_policy
 
 
 def main() -> None:
+    choose_wait_policy()  # before a command imports torch
     app()
 
 

@@ -10,6 +10,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from vaecli.cli import threads
 from vaecli.config import TrainConfig
 from vaecli.engine.observer import Observer
 from vaecli.studies.observer import Placement, SweepObserver
@@ -90,6 +91,7 @@ class TrainingDisplay(Observer):
         self.progress: Any = None
         self.task: Any = None
         self.objective = False  # show the objective's columns: it is not the plain ELBO
+        self.said_passive = False  # the note on threads that wait passively, once
 
     def on_start(self, config: TrainConfig, steps_per_epoch: int, device: Any) -> None:
         self.steps, self.epochs = steps_per_epoch, config.epochs
@@ -98,8 +100,14 @@ class TrainingDisplay(Observer):
             return
         self.console.print(
             f"Training {self.training_what(config)} on {device}: "
-            f"{steps_per_epoch} batches of {config.batch_size} per epoch"
+            f"{steps_per_epoch} batches of {config.batch_size} per epoch, Adam {config.describe_lr()}"
         )
+        if threads.chose_passive and not self.said_passive:
+            self.said_passive = True
+            self.console.print(
+                "[dim]Other programs keep the CPUs busy, so vaecli's threads sleep while they wait "
+                "(OMP_WAIT_POLICY=PASSIVE; set it yourself to choose)[/dim]"
+            )
         if self.progress is None:
             self.progress = _progress(self.console)
             self.progress.start()

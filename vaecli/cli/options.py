@@ -18,7 +18,19 @@ import typer
 from rich.console import Console
 from typer.core import TyperCommand
 
-from vaecli.config import MAX_K, DatasetName, Device, ModelConfig, ObjectiveName, Precision, Recon, TrainConfig
+from vaecli.config import (
+    LEARNING_RATES,
+    MAX_K,
+    SCHEDULE_LR,
+    DatasetName,
+    Device,
+    LrSchedule,
+    ModelConfig,
+    ObjectiveName,
+    Precision,
+    Recon,
+    TrainConfig,
+)
 
 if TYPE_CHECKING:
     from vaecli.cli.display import TrainingDisplay
@@ -168,7 +180,20 @@ ReconOpt = Annotated[
     Recon, typer.Option(help="Likelihood: bernoulli (BCE on logits) or gaussian (summed squared error).")
 ]
 BatchOpt = Annotated[int, typer.Option(min=1, help="Images per optimizer step.")]
-LrOpt = Annotated[float, typer.Option(help="Adam learning rate (> 0).")]
+LrOpt = Annotated[
+    float | None,
+    typer.Option(
+        show_default=f"{LEARNING_RATES['cosine']:g}; {LEARNING_RATES['constant']:g} with --lr-schedule constant",
+        help="Adam's learning rate (> 0), the peak of a schedule.",
+    ),
+]
+LrScheduleOpt = Annotated[
+    LrSchedule,
+    typer.Option(
+        help="Adam's learning rate over the fit: constant; cosine (a short warm-up, then down to 0 at the "
+        "last epoch); onecycle (up over 30 % of the fit, then down)."
+    ),
+]
 SeedOpt = Annotated[
     int, typer.Option(min=0, help="Seed for init, shuffling and noise; same seed on CPU, same weights.")
 ]
@@ -233,7 +258,8 @@ TRAINING_OPTIONS: dict[str, tuple[Any, Any]] = {
     "layers": (LayersOpt, "512,256"),
     "recon": (ReconOpt, Recon.bernoulli),
     "batch_size": (BatchOpt, 128),
-    "lr": (LrOpt, 1e-3),
+    "lr": (LrOpt, None),
+    "lr_schedule": (LrScheduleOpt, LrSchedule.cosine),
     "seed": (SeedOpt, 0),
     "dataset": (DatasetOpt, DatasetName.mnist),
     "binarize": (BinarizeOpt, False),
@@ -267,7 +293,8 @@ class TrainingOptions:
             lam=v["lam"],
             epochs=v["epochs"],
             batch_size=v["batch_size"],
-            lr=v["lr"],
+            lr=SCHEDULE_LR if v["lr"] is None else v["lr"],
+            lr_schedule=v["lr_schedule"].value,
             seed=v["seed"],
             dataset=v["dataset"].value,
             binarize=v["binarize"],

@@ -12,6 +12,7 @@ from rich.text import Text
 
 from vaecli.cli.app import app
 from vaecli.cli.options import RunsDirOpt
+from vaecli.config import TrainConfig
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
@@ -45,7 +46,7 @@ def info(
     grid.add_row(
         "training",
         f"lam={config['lam']:g}, {config['epochs']} epochs, batch {config['batch_size']}, "
-        f"lr {config['lr']:g}, seed {config['seed']}, {config['dataset']}"
+        f"{TrainConfig.from_dict(config).describe_lr()}, seed {config['seed']}, {config['dataset']}"
         + (", binarized" if config["binarize"] else ""),
     )
     final = data["final"] or {}

@@ -18,20 +18,11 @@ from torch import nn
 
 from vaecli.core.loss import log_posterior, log_prior
 from vaecli.core.model import VAE
+from vaecli.engine.kernels import onednn_linear
 
 # rows per decode: tall blocks keep oneDNN's matmuls fast; a whole chunk of 50 samples of 500 images at once, 78 MB
 # of logits, ran slower (benchmarks/bench_iw.py sweeps the sizes). At 500 images a batch: blocks of 16 or 17 samples.
 ROWS = 10000
-
-
-def _onednn_linear() -> Callable[..., torch.Tensor] | None:
-    """oneDNN's linear layer with a fused ReLU, where this torch has it (a private op; inductor's CPU code calls it)."""
-    if not torch.backends.mkldnn.is_available():
-        return None
-    try:
-        return torch.ops.mkldnn._linear_pointwise
-    except (AttributeError, RuntimeError):
-        return None
 
 
 class BlockDecoder:
@@ -48,7 +39,7 @@ class BlockDecoder:
         self.x = torch.empty(0)
         self.x_weight = self.x_bias = self.x  # the images' parts of x . logits, per image (Bernoulli)
         weight = self.layers[0].weight
-        self.onednn = _onednn_linear() if weight.device.type == "cpu" and weight.dtype == torch.float32 else None
+        self.onednn = onednn_linear() if weight.device.type == "cpu" and weight.dtype == torch.float32 else None
 
     def start(self, x: torch.Tensor) -> None:
         """A new batch of images (B, D)."""

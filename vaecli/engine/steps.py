@@ -10,6 +10,7 @@ autograd through the loss off the CPU and on --compile (compiled), or autograd o
 StackedVAE.
 """
 
+import math
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -79,6 +80,43 @@ def schedule(config: TrainConfig, t: int, steps_per_epoch: int) -> tuple[float, 
     warm = min(1.0, t / (config.kl_warmup * steps_per_epoch)) if config.kl_warmup else 1.0
     ramp = min(1.0, t / (config.capacity_epochs * steps_per_epoch)) if config.capacity_epochs else 1.0
     return warm, config.capacity * ramp
+
+
+WARMUP_SHARE = 0.05  # of a cosine fit's steps, over which the rate rises linearly to --lr
+ONECYCLE_RISE, ONECYCLE_START, ONECYCLE_END = 0.3, 1 / 25, 1 / 25e4  # torch's OneCycleLR defaults
+
+
+def learning_rate(config: TrainConfig, t: int, steps_per_epoch: int) -> float:
+    """Adam's learning rate at global step t (0-based) of a fit of config.epochs epochs.
+
+    "constant": config.lr throughout. "cosine": up linearly from lr / n to lr over the first n steps
+    (WARMUP_SHARE of the fit), then down along half a cosine to 0 at the last step (Loshchilov and
+    Hutter 2017, "SGDR", without restarts; the warm-up of Goyal et al. 2017). "onecycle": Smith and
+    Topin 2019, "Super-convergence", as torch.optim.lr_scheduler.OneCycleLR does it: up from lr / 25
+    to lr over 30 % of the steps, then down to lr / 25e4, both along half a cosine.
+    """
+    if config.lr_schedule == "constant":
+        return config.lr
+    total = config.epochs * steps_per_epoch
+    if config.lr_schedule == "cosine":
+        warm = max(1, round(WARMUP_SHARE * total))
+        if t < warm:
+            return config.lr * (t + 1) / warm
+        return config.lr * 0.5 * (1 + math.cos(math.pi * (t - warm) / max(1, total - warm)))
+    rise = max(1.0, ONECYCLE_RISE * total - 1)
+    if t <= rise:
+        return _cosine_between(config.lr * ONECYCLE_START, config.lr, t / rise)
+    return _cosine_between(config.lr, config.lr * ONECYCLE_END, (t - rise) / max(1.0, total - 1 - rise))
+
+
+def _cosine_between(start: float, end: float, share: float) -> float:
+    """From start (share 0) to end (share 1) along half a cosine."""
+    return end + (start - end) * 0.5 * (1 + math.cos(math.pi * min(1.0, share)))
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, config: TrainConfig, t: int, steps_per_epoch: int) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = learning_rate(config, t, steps_per_epoch)
 
 
 def eval_generator(config: TrainConfig, device: torch.device) -> torch.Generator:
@@ -206,9 +244,11 @@ class OneModel:
         self.model = build_model(config).to(device)
         self.optimizer = make_optimizer(self.model, config, device)
         self._step = train_step(self.model, self.optimizer, config, device, precision, steps_per_epoch)
+        self.config, self.steps_per_epoch = config, steps_per_epoch
 
     def step(self, xs: list[torch.Tensor], eps: list[torch.Tensor], t: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Member 0's batch at global step t -> its loss (1,) and (recon, KL, objective) means (1, 3)."""
+        set_learning_rate(self.optimizer, self.config, t, self.steps_per_epoch)
         loss_value, means = self._step(xs[0], eps[0], t)
         return loss_value.view(1), means.view(1, 3)
 
@@ -265,6 +305,7 @@ class StackedModels:
         shared = self.configs[0]  # the objective is part of the stack key
         warm, capacity = schedule(shared, t, self.steps_per_epoch)
         lam = self.lam if warm == 1.0 else self.lam * warm
+        set_learning_rate(self.optimizer, shared, t, self.steps_per_epoch)
         losses, recon, kl = member_objectives(out, x, noise, shared, lam, capacity, self.latent_dims)
         self.optimizer.zero_grad(set_to_none=True)
         losses.sum().backward()  # member m's gradient is its own loss's, as if alone

@@ -20,29 +20,51 @@ from torch import nn
 from vaecli.config import TrainConfig
 from vaecli.core import loss
 from vaecli.core.model import VAE, VAEOutput
+from vaecli.engine import kernels
 
 _relu_backward = torch.ops.aten.threshold_backward  # grad where the ReLU's output > 0, else 0
 
 
 class _Layer:
-    """A linear layer's working weights and the gradients its backward writes, both in the step's dtype."""
+    """A linear layer's working weights and the gradients its backward writes, both in the step's dtype.
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, weight_grad: torch.Tensor, bias_grad: torch.Tensor):
+    `onednn`: the layer's products go through oneDNN's linear (engine/kernels.py), else torch.addmm and torch.mm.
+    """
+
+    def __init__(
+        self,
+        weight: torch.Tensor,
+        bias: torch.Tensor,
+        weight_grad: torch.Tensor,
+        bias_grad: torch.Tensor,
+        onednn: Callable[..., torch.Tensor] | None = None,
+    ):
         self.weight, self.bias, self.weight_grad, self.bias_grad = weight, bias, weight_grad, bias_grad
+        self.onednn = onednn
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return torch.addmm(self.bias, h, self.weight.t())
+    def forward(self, h: torch.Tensor, relu: bool = False) -> torch.Tensor:
+        """h (B, in) -> h W^T + b (B, out), through a ReLU if `relu`."""
+        if self.onednn is not None:
+            return self.onednn(h, self.weight, self.bias, "relu" if relu else "none", [], "")
+        out = torch.addmm(self.bias, h, self.weight.t())
+        return out.relu_() if relu else out
 
     def backward(self, grad: torch.Tensor, h: torch.Tensor, relu_input: bool) -> torch.Tensor:
         """grad (B, out) at the output and h (B, in) the input -> the gradient at h (at the ReLU's input if h is
         a ReLU's output), with the weights' gradients written as by weight_backward."""
         self.weight_backward(grad, h)
-        grad = torch.mm(grad, self.weight)
+        if self.onednn is not None:
+            grad = self.onednn(grad, self.weight.t(), None, "none", [], "")  # grad W, as grad (W^T)^T
+        else:
+            grad = torch.mm(grad, self.weight)
         return _relu_backward(grad, h, 0) if relu_input else grad
 
     def weight_backward(self, grad: torch.Tensor, h: torch.Tensor) -> None:
         """Write the weight's and bias's gradients only: for a layer whose input needs none."""
-        torch.mm(grad.t(), h, out=self.weight_grad)
+        if self.onednn is not None:
+            self.weight_grad.copy_(self.onednn(grad.t(), h.t(), None, "none", [], ""))  # grad^T h
+        else:
+            torch.mm(grad.t(), h, out=self.weight_grad)
         torch.sum(grad, 0, out=self.bias_grad)  # as autograd's; a float32 result (dtype=) takes 5x as long
 
 
@@ -66,6 +88,9 @@ class WrittenStep:
 
     def __init__(self, model: VAE, optimizer: torch.optim.Optimizer, config: TrainConfig, weights: Schedule) -> None:
         self.optimizer, self.config, self.weights = optimizer, config, weights
+        # float32 on the CPU: the wide layers through oneDNN (engine/kernels.py); bfloat16 goes there anyway
+        on_cpu = model.mu.weight.device.type == "cpu"
+        self.onednn = kernels.onednn_linear() if self.dtype == torch.float32 and on_cpu else None
         self.latent_dim = model.config.latent_dim
         self.params: list[torch.Tensor] = list(model.parameters())
         linears, depth = model.linears(), len(model.config.hidden_layers)
@@ -80,7 +105,7 @@ class WrittenStep:
         if self.fused_head:
             self.head = head = self._layer(model.mu, model.logvar)
             self.heads = [
-                _Layer(*(t[rows] for t in (head.weight, head.bias, head.weight_grad, head.bias_grad)))
+                _Layer(head.weight[rows], head.bias[rows], head.weight_grad[rows], head.bias_grad[rows])
                 for rows in (slice(0, self.latent_dim), slice(self.latent_dim, None))
             ]  # its mu and logvar rows
         else:
@@ -97,7 +122,8 @@ class WrittenStep:
         if self.dtype == torch.float32 and len(modules) == 1:
             (m,) = modules
             m.weight.grad, m.bias.grad = torch.empty_like(m.weight), torch.empty_like(m.bias)
-            return _Layer(m.weight, m.bias, m.weight.grad, m.bias.grad)
+            onednn = self.onednn if kernels.wide(m.in_features, m.out_features) else None
+            return _Layer(m.weight, m.bias, m.weight.grad, m.bias.grad, onednn)
         n_out, n_in, device = sum(m.out_features for m in modules), modules[0].in_features, modules[0].weight.device
 
         def new(*size: int, dtype: torch.dtype = self.dtype) -> torch.Tensor:
@@ -138,7 +164,7 @@ class WrittenStep:
         h = x.to(dtype)
         enc_inputs = [h]
         for layer in self.encoder:
-            h = layer.forward(h).relu_()
+            h = layer.forward(h, relu=True)
             enc_inputs.append(h)
         if self.head is not None:
             head = self.head.forward(h)  # (B, 2H): mu, logvar
@@ -149,7 +175,7 @@ class WrittenStep:
         h = z.to(dtype).flatten(0, -2)  # (k B, H): the k samples of every image decoded as one batch
         dec_inputs = [h]
         for layer in self.decoder[:-1]:
-            h = layer.forward(h).relu_()
+            h = layer.forward(h, relu=True)
             dec_inputs.append(h)
         logits = self.decoder[-1].forward(h).view(*z.shape[:-1], -1)
         out = VAEOutput(logits.float(), mu_w.float(), logvar_w.float(), z)

@@ -147,7 +147,8 @@ class Sweep:
         options = [
             ("--epochs", base.epochs, default.epochs),
             ("--batch-size", base.batch_size, default.batch_size),
-            ("--lr", base.lr, default.lr),
+            ("--lr-schedule", base.lr_schedule, default.lr_schedule),
+            ("--lr", base.lr, TrainConfig(lr_schedule=base.lr_schedule).lr),  # the schedule's own by default
             ("--recon", base.model.recon, default.model.recon),
             ("--dataset", base.dataset, default.dataset),
         ]
@@ -389,7 +390,7 @@ def report(
         f"# VAE ablation over {' and '.join(sweep.varies)}",
         "",
         f"Data: {data}. Model: 784-{layers}-H, {base.model.recon} likelihood; {base.epochs} epochs, batch "
-        f"{base.batch_size}, Adam lr {base.lr:g}; seeds {', '.join(map(str, sweep.seeds))}.",
+        f"{base.batch_size}, Adam {base.describe_lr()}; seeds {', '.join(map(str, sweep.seeds))}.",
         "",
         f"Objective: {_objectives(sweep, members)}.",
         "",
