@@ -62,7 +62,9 @@ class _Layer:
     def weight_backward(self, grad: torch.Tensor, h: torch.Tensor) -> None:
         """Write the weight's and bias's gradients only: for a layer whose input needs none."""
         if self.onednn is not None:
-            self.weight_grad.copy_(self.onednn(grad.t(), h.t(), None, "none", [], ""))  # grad^T h
+            # grad^T h as a new tensor, which becomes the parameter's .grad (a oneDNN layer's weight is the
+            # float32 parameter itself): no copy into the old one
+            self.weight_grad = self.weight.grad = self.onednn(grad.t(), h.t(), None, "none", [], "")
         else:
             torch.mm(grad.t(), h, out=self.weight_grad)
         torch.sum(grad, 0, out=self.bias_grad)  # as autograd's; a float32 result (dtype=) takes 5x as long
@@ -111,7 +113,6 @@ class WrittenStep:
         else:
             self.heads = [self._layer(model.mu), self._layer(model.logvar)]
         self.decoder = [self._layer(m) for m in decoder]
-        self.grads = [g for p in self.params if (g := p.grad) is not None]  # every one, all set by _layer
 
     def _layer(self, *modules: nn.Linear) -> _Layer:
         """The working layer of `modules`, stacked by rows; each module's .grad is set to where Adam reads it.
@@ -152,7 +153,9 @@ class WrittenStep:
 
     def adam(self) -> None:
         """optimizer.step() with the gradients the step wrote, through fused_adam."""
-        fused_adam(self.optimizer, self.params, self.grads)
+        # every one set by _layer; a oneDNN layer's weight gets a new one each step
+        grads = [g for p in self.params if (g := p.grad) is not None]
+        fused_adam(self.optimizer, self.params, grads)
 
     @torch.no_grad()
     def gradients(self, x: torch.Tensor, eps: torch.Tensor, lam: float, capacity: float) -> loss.ObjectiveTerms:
