@@ -18,7 +18,7 @@ from torch import nn
 
 from vaecli.core.loss import log_posterior, log_prior
 from vaecli.core.model import VAE
-from vaecli.engine.kernels import onednn_linear
+from vaecli.engine import kernels
 
 # rows per decode: tall blocks keep oneDNN's matmuls fast; a whole chunk of 50 samples of 500 images at once, 78 MB
 # of logits, ran slower (benchmarks/bench_iw.py sweeps the sizes). At 500 images a batch: blocks of 16 or 17 samples.
@@ -39,7 +39,7 @@ class BlockDecoder:
         self.x = torch.empty(0)
         self.x_weight = self.x_bias = self.x  # the images' parts of x . logits, per image (Bernoulli)
         weight = self.layers[0].weight
-        self.onednn = onednn_linear() if weight.device.type == "cpu" and weight.dtype == torch.float32 else None
+        self.onednn = kernels.onednn_linear() if weight.device.type == "cpu" and weight.dtype == torch.float32 else None
 
     def start(self, x: torch.Tensor) -> None:
         """A new batch of images (B, D)."""
@@ -56,10 +56,7 @@ class BlockDecoder:
 
     def linear(self, layer: nn.Linear, h: torch.Tensor, relu: bool) -> torch.Tensor:
         """h (rows, in) -> (rows, out), through a ReLU if `relu`."""
-        if self.onednn is not None:
-            return self.onednn(h, layer.weight, layer.bias, "relu" if relu else "none", [], "")
-        out = torch.addmm(layer.bias, h, layer.weight.t())
-        return out.relu_() if relu else out
+        return kernels.linear(self.onednn, h, layer.weight, layer.bias, relu)
 
     def hidden(self, z: torch.Tensor) -> torch.Tensor:
         """(rows, H) codes -> the last hidden layer's output (rows, hidden), or z itself without hidden layers."""

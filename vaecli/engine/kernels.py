@@ -30,3 +30,14 @@ def onednn_linear() -> Callable[..., torch.Tensor] | None:
 def wide(in_features: int, out_features: int) -> bool:
     """Whether a float32 layer of this shape multiplies through oneDNN, where it is there."""
     return min(in_features, out_features) >= WIDE
+
+
+def linear(
+    onednn: Callable[..., torch.Tensor] | None, h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, relu: bool
+) -> torch.Tensor:
+    """h (rows, in) -> h W^T + b (rows, out), through a ReLU if `relu`: by `onednn` (onednn_linear's op), or by
+    torch.addmm where it is None."""
+    if onednn is not None:
+        return onednn(h, weight, bias, "relu" if relu else "none", [], "")
+    out = torch.addmm(bias, h, weight.t())
+    return out.relu_() if relu else out

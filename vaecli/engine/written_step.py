@@ -44,10 +44,7 @@ class _Layer:
 
     def forward(self, h: torch.Tensor, relu: bool = False) -> torch.Tensor:
         """h (B, in) -> h W^T + b (B, out), through a ReLU if `relu`."""
-        if self.onednn is not None:
-            return self.onednn(h, self.weight, self.bias, "relu" if relu else "none", [], "")
-        out = torch.addmm(self.bias, h, self.weight.t())
-        return out.relu_() if relu else out
+        return kernels.linear(self.onednn, h, self.weight, self.bias, relu)
 
     def backward(self, grad: torch.Tensor, h: torch.Tensor, relu_input: bool) -> torch.Tensor:
         """grad (B, out) at the output and h (B, in) the input -> the gradient at h (at the ReLU's input if h is

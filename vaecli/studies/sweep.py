@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from vaecli.config import DATASET_TITLES, MAX_JOBS, STACK_MODES, TrainConfig
+from vaecli.config import DATASET_TITLES, LEARNING_RATES, MAX_JOBS, STACK_MODES, TrainConfig
 from vaecli.core.data import Dataset
 from vaecli.core.model import VAE
 from vaecli.engine.device import resolve_device
@@ -148,7 +148,7 @@ class Sweep:
             ("--epochs", base.epochs, default.epochs),
             ("--batch-size", base.batch_size, default.batch_size),
             ("--lr-schedule", base.lr_schedule, default.lr_schedule),
-            ("--lr", base.lr, TrainConfig(lr_schedule=base.lr_schedule).lr),  # the schedule's own by default
+            ("--lr", base.lr, LEARNING_RATES[base.lr_schedule]),  # the schedule's own by default
             ("--recon", base.model.recon, default.model.recon),
             ("--dataset", base.dataset, default.dataset),
         ]
