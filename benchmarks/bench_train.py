@@ -11,7 +11,7 @@ Three variants train on the same data, model, initial weights and seed:
   limit     only the matrix products of vaecli's training, layer by layer (forward,
             and backward for the weights and the inputs), on tensors of the same shapes
             and dtype, each through the kernel vaecli's step uses for it (in float32 on
-            the CPU, oneDNN for the wide layers: engine/kernels.py): what an epoch would
+            the CPU, oneDNN for the wide layers: core/kernels.py): what an epoch would
             cost if nothing but the matmuls took time
   limit32   the same in float32, shown (not a target) when vaecli runs in bfloat16
 It prints the CPU's vector units (AVX2, AVX-512, AVX512-BF16, AMX) and which training
@@ -44,7 +44,8 @@ from torch import nn
 
 import vaecli
 from vaecli.config import ModelConfig, TrainConfig
-from vaecli.engine import kernels, steps
+from vaecli.core import kernels
+from vaecli.engine import steps
 from vaecli.engine.device import resolve_device, resolve_precision
 from vaecli.engine.steps import build_model
 

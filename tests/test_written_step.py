@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from vaecli.config import ModelConfig, TrainConfig
+from vaecli.core import kernels
 from vaecli.core.data import load_dataset
 from vaecli.core.loss import kl_divergence_per_dim
-from vaecli.engine import kernels, steps
+from vaecli.engine import steps
 from vaecli.engine.loop import train
 from vaecli.engine.steps import autograd_step, batch_loss_fn, build_model, make_optimizer, schedule, train_step
 from vaecli.engine.written_step import Bf16Step, Fp32Step, WrittenStep

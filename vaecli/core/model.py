@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from vaecli.config import ModelConfig
+from vaecli.core import kernels
 
 
 class VAEOutput(NamedTuple):
@@ -43,7 +44,7 @@ class VAE(nn.Module):
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, D) images in [0, 1] -> mu, logvar, each (B, H)."""
-        h = self.encoder(x)
+        h = kernels.sequential(self.encoder, x)
         return self.mu(h), self.logvar(h)
 
     @staticmethod
@@ -64,7 +65,7 @@ class VAE(nn.Module):
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """(B, H) latent codes -> (B, D) logits."""
-        return self.decoder(z)
+        return kernels.sequential(self.decoder, z)
 
     def decode_mean(self, z: torch.Tensor) -> torch.Tensor:
         """(B, H) latent codes -> (B, D) pixel means in [0, 1], never thresholded."""

@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vaecli.core import kernels
 from vaecli.core.loss import log_posterior, log_prior
 from vaecli.core.model import VAE
-from vaecli.engine import kernels
 
 # rows per decode: tall blocks keep oneDNN's matmuls fast; a whole chunk of 50 samples of 500 images at once, 78 MB
 # of logits, ran slower (benchmarks/bench_iw.py sweeps the sizes). At 500 images a batch: blocks of 16 or 17 samples.

@@ -18,9 +18,8 @@ import torch
 from torch import nn
 
 from vaecli.config import TrainConfig
-from vaecli.core import loss
+from vaecli.core import kernels, loss
 from vaecli.core.model import VAE, VAEOutput
-from vaecli.engine import kernels
 
 _relu_backward = torch.ops.aten.threshold_backward  # grad where the ReLU's output > 0, else 0
 
@@ -28,7 +27,7 @@ _relu_backward = torch.ops.aten.threshold_backward  # grad where the ReLU's outp
 class _Layer:
     """A linear layer's working weights and the gradients its backward writes, both in the step's dtype.
 
-    `onednn`: the layer's products go through oneDNN's linear (engine/kernels.py), else torch.addmm and torch.mm.
+    `onednn`: the layer's products go through oneDNN's linear (core/kernels.py), else torch.addmm and torch.mm.
     """
 
     def __init__(
@@ -87,7 +86,7 @@ class WrittenStep:
 
     def __init__(self, model: VAE, optimizer: torch.optim.Optimizer, config: TrainConfig, weights: Schedule) -> None:
         self.optimizer, self.config, self.weights = optimizer, config, weights
-        # float32 on the CPU: the wide layers through oneDNN (engine/kernels.py); bfloat16 goes there anyway
+        # float32 on the CPU: the wide layers through oneDNN (core/kernels.py); bfloat16 goes there anyway
         on_cpu = model.mu.weight.device.type == "cpu"
         self.onednn = kernels.onednn_linear() if self.dtype == torch.float32 and on_cpu else None
         self.latent_dim = model.config.latent_dim
