@@ -75,6 +75,22 @@ def test_each_schedule_has_its_own_default_rate_and_a_given_one_wins():
         TrainConfig(lr=0.0)
 
 
+def test_replacing_the_schedule_takes_its_rate_unless_a_rate_was_given():
+    # what a notebook does to try another recipe: the default rate follows the schedule, a given one stays
+    assert replace(TrainConfig(), lr_schedule="constant") == TrainConfig(lr_schedule="constant")
+    assert run_name(replace(TrainConfig(), lr_schedule="constant")) == "h2-lam1-e20-s0-05a0f743"
+    assert replace(TrainConfig(lr_schedule="constant"), lr_schedule="onecycle").lr == 3e-3
+    assert replace(replace(TrainConfig(), epochs=3), lr_schedule="constant").lr == 1e-3
+    assert replace(TrainConfig(lr=5e-3), lr_schedule="constant").lr == 5e-3
+    assert replace(TrainConfig(), lr=5e-3).lr == 5e-3
+    assert replace(replace(TrainConfig(), lr=5e-3), lr_schedule="onecycle").lr == 5e-3
+    loaded = TrainConfig.from_json(TrainConfig().to_json())  # a stored run's rate was given by then
+    assert loaded == TrainConfig() and replace(loaded, lr_schedule="constant").lr == 3e-3
+    assert repr(TrainConfig()).count("lr=0.003") == 1 and TrainConfig().to_dict()["lr"] == 0.003
+    with pytest.raises(ConfigError, match="lr must be a finite number"):
+        TrainConfig(lr=float("nan"))
+
+
 def test_runs_trained_before_the_schedule_keep_their_names_and_load_as_constant():
     old = TrainConfig(lr_schedule="constant")
     assert run_name(old) == "h2-lam1-e20-s0-05a0f743"  # the default run's name in every store before it

@@ -78,7 +78,8 @@ LEARNING_RATES = {"constant": 1e-3, "cosine": 3e-3, "onecycle": 3e-3}
 
 
 class _ScheduleLr(float):
-    """The type of SCHEDULE_LR, so that the default is told from any number a user gives, nan included."""
+    """The type of SCHEDULE_LR, so that the default is told from any number a user gives, nan included; and of
+    the rate it resolves to, so that dataclasses.replace(config, lr_schedule=...) takes the new schedule's rate."""
 
 
 SCHEDULE_LR = _ScheduleLr("nan")  # TrainConfig.lr's default: the schedule's own, from LEARNING_RATES
@@ -156,7 +157,11 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything that decides a trained model; two equal configs give the same run."""
+    """Everything that decides a trained model; two equal configs give the same run.
+
+    `lr` not given is the schedule's own rate (LEARNING_RATES), and stays so through
+    `dataclasses.replace(config, lr_schedule=...)`; a given `lr` stays as given.
+    """
 
     model: ModelConfig = field(default_factory=ModelConfig)
     lam: float = 1.0  # weight of the KL term: loss = recon + lam * KL
@@ -188,8 +193,8 @@ class TrainConfig:
         _check_int("epochs", self.epochs, 1)
         _check_int("batch_size", self.batch_size, 1)
         _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
-        if self.lr is SCHEDULE_LR:  # not given
-            object.__setattr__(self, "lr", LEARNING_RATES[self.lr_schedule])
+        if isinstance(self.lr, _ScheduleLr):  # not given, here or in the config this one replaces
+            object.__setattr__(self, "lr", _ScheduleLr(LEARNING_RATES[self.lr_schedule]))
         _check_float("lr", self.lr, 0.0, strict=True)
         _check_int("seed", self.seed, 0)
         _check_choice("dataset", self.dataset, DATASETS)
@@ -200,8 +205,10 @@ class TrainConfig:
             raise ConfigError(f"compile must be true or false, got {self.compile!r}")
         self._check_objective()
         # 1 and 1.0 are the same lam: keep one spelling so the JSON (and hash) agree
-        for name in ("lam", "lr", "free_bits", "capacity"):
+        for name in ("lam", "free_bits", "capacity"):
             object.__setattr__(self, name, float(getattr(self, name)))
+        if not isinstance(self.lr, _ScheduleLr):
+            object.__setattr__(self, "lr", float(self.lr))
 
     def _check_objective(self) -> None:
         _check_choice("objective", self.objective, OBJECTIVES)
