@@ -46,6 +46,22 @@ def test_hidden_sweep_with_commas_and_seeds(tiny_mnist, tmp_path):
     assert len([p for p in (tmp_path / "store").iterdir() if p.name.startswith("h")]) == 4
 
 
+def test_a_sweep_over_learning_rate_schedules(tiny_mnist, tmp_path):
+    result = invoke("ablate", "--lr-schedule", "constant", "cosine", *TINY, "--data-dir", tiny_mnist)
+    assert result.exit_code == 0, result.output
+    (folder,) = (p for p in (tmp_path / "store").iterdir() if p.name.startswith("ablate-"))
+    assert folder.name.startswith("ablate-constant-cosine-e1-")
+    data = json.loads((folder / "metrics.json").read_text())
+    assert [r["schedule"] for r in data["rows"]] == ["constant", "cosine"]
+    assert data["command"].startswith("vaecli ablate --lr-schedule constant cosine --epochs 1")
+    runs = [json.loads(p.read_text())["config"] for p in (tmp_path / "store").glob("h*/metrics.json")]
+    assert sorted((c.get("lr_schedule", "constant"), c["lr"]) for c in runs) == [("constant", 1e-3), ("cosine", 3e-3)]
+    # one schedule is a setting, not an axis: the homework's sweep at the old recipe keeps its table
+    one = invoke("ablate", "--lam", "1", "5", "--lr-schedule", "constant", *TINY, "--data-dir", tiny_mnist)
+    assert one.exit_code == 0, one.output
+    assert "schedule" not in one.stdout and "1 reused" in one.stdout.replace("\n", " ")
+
+
 @pytest.mark.parametrize(
     "args, fragment",
     [
@@ -59,6 +75,7 @@ def test_hidden_sweep_with_commas_and_seeds(tiny_mnist, tmp_path):
         (["--lam", "1", "5", "--stack", "on", "--compile"], "--stack on cannot --compile"),
         (["--lam", "1", "5", "--jobs", "0"], "--jobs"),
         (["--lam", "1", "5", "--jobs", "2", "--compile"], "--jobs cannot --compile"),
+        (["--lr-schedule", "constant", "step"], "--lr-schedule"),
     ],
 )
 def test_bad_sweeps_give_one_line(args, fragment, tiny_mnist):

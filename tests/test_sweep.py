@@ -251,6 +251,21 @@ def test_sweeps_keep_the_names_they_had_before_any_objective_option():
     assert Sweep(then, lams=(1.0, 5.0)).command() == "vaecli ablate --lam 1 5 --lr-schedule constant"
 
 
+def test_a_sweep_over_schedules_trains_each_at_its_own_rate_unless_one_is_given():
+    sweep = Sweep(TrainConfig(), lams=(1.0, 5.0), vary=(("lr_schedule", ("constant", "onecycle")),))
+    assert [(c.lam, c.lr_schedule, c.lr) for c in sweep.members()] == [
+        (1.0, "constant", 1e-3),
+        (1.0, "onecycle", 3e-3),
+        (5.0, "constant", 1e-3),
+        (5.0, "onecycle", 3e-3),
+    ]
+    assert sweep.command() == "vaecli ablate --lam 1 5 --lr-schedule constant onecycle"
+    assert sweep.name().startswith("ablate-lam1-5-constant-onecycle-e20-")
+    given = Sweep(TrainConfig(lr=3e-3), vary=(("lr_schedule", ("constant", "cosine")),))
+    assert [c.lr for c in given.members()] == [3e-3, 3e-3]
+    assert given.command() == "vaecli ablate --lr-schedule constant cosine --lr 0.003"
+
+
 def test_a_setting_is_applied_whole_so_the_order_of_the_options_does_not_matter():
     sweep = Sweep(TrainConfig(), vary=(("k", (5, 50)), ("objective", ("iwae",))))  # k alone would be refused
     assert [(c.objective, c.k) for c in sweep.members()] == [("iwae", 5), ("iwae", 50)]

@@ -246,6 +246,12 @@ class TrainConfig:
                     raise ConfigError(f"--objective iwae cannot take {flag}: {why}")
 
     @property
+    def lr_follows_schedule(self) -> bool:
+        """Whether `lr` is the schedule's own rate because none was given (a stored config's rate counts as
+        given)."""
+        return isinstance(self.lr, _ScheduleLr)
+
+    @property
     def plain_elbo(self) -> bool:
         """Whether the objective is recon + lam * KL, as before any of its variants existed."""
         return self.objective == "elbo" and not (self.kl_warmup or self.free_bits or self.capacity)

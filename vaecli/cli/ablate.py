@@ -1,5 +1,6 @@
 """`vaecli ablate`: the homework's ablations in one command, with figures, metrics and a report."""
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,10 +23,18 @@ from vaecli.cli.options import (
 from vaecli.config import MAX_MEMBERS, StackMode
 from vaecli.errors import ConfigError, TrainingDiverged
 
-LIST_FLAGS = ("--hidden", "-H", "--lam", "--seeds", "--layers", *("--" + n.replace("_", "-") for n in SWEEP_LISTS))
+WORD_FLAGS = ("--objective", "--lr-schedule")  # lists of words: --lr-schedule constant cosine
+LIST_FLAGS = (
+    "--hidden",
+    "-H",
+    "--lam",
+    "--seeds",
+    "--layers",
+    *(flag for n in SWEEP_LISTS if (flag := "--" + n.replace("_", "-")) not in WORD_FLAGS),
+)
 
 
-@app.command(cls=number_lists(*LIST_FLAGS))
+@app.command(cls=number_lists(*LIST_FLAGS, words=WORD_FLAGS))
 @training_options(exclude=("hidden", "lam", "seed", *SWEEP_LISTS))
 @sweep_lists
 def ablate(
@@ -156,6 +165,10 @@ def _plan(base: Any, hidden: str | None, lam: str | None, seeds: str, vary: dict
     """The Sweep that the options ask for."""
     from vaecli.studies.sweep import Sweep
 
+    schedules = vary.get("lr_schedule", ())
+    if len(schedules) == 1:  # one schedule is a setting of every member, as --lr-schedule is to train
+        base = replace(base, lr_schedule=schedules[0])
+        vary = {name: values for name, values in vary.items() if name != "lr_schedule"}
     if hidden is None and lam is None and not vary:
         raise typer.BadParameter(
             "give the values to compare: --hidden 2 10 25 50 and/or --lam 1 5 10 40 (or --free-bits, --k, ...)"

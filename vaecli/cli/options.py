@@ -11,6 +11,7 @@ import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -49,16 +50,18 @@ def _is_number(token: str) -> bool:
     return True
 
 
-def join_number_lists(args: list[str], names: tuple[str, ...]) -> list[str]:
-    """['--layers', '512', '256'] -> ['--layers', '512,256'] for the options in `names`."""
+def join_number_lists(args: list[str], names: tuple[str, ...], words: tuple[str, ...] = ()) -> list[str]:
+    """['--layers', '512', '256'] -> ['--layers', '512,256'] for the options in `names`; likewise the values that
+    are not options (not starting with '-') after an option in `words`: ['--objective', 'elbo', 'iwae']."""
     joined: list[str] = []
     i = 0
     while i < len(args):
         joined.append(args[i])
         i += 1
-        if joined[-1] in names:
+        if joined[-1] in names or joined[-1] in words:
             end = i
-            while end < len(args) and _is_number(args[end]):
+            value = _is_number if joined[-1] in names else (lambda arg: not arg.startswith("-"))
+            while end < len(args) and value(args[end]):
                 end += 1
             if end > i:
                 joined.append(",".join(args[i:end]))
@@ -66,8 +69,9 @@ def join_number_lists(args: list[str], names: tuple[str, ...]) -> list[str]:
     return joined
 
 
-def number_lists(*names: str) -> type[TyperCommand]:
-    """A command class that reads `--opt 1 2 3` as `--opt 1,2,3` for the options `names`.
+def number_lists(*names: str, words: tuple[str, ...] = ()) -> type[TyperCommand]:
+    """A command class that reads `--opt 1 2 3` as `--opt 1,2,3` for the options `names` (and `--opt a b` as
+    `--opt a,b` for those in `words`).
 
     The homework writes lists this way; a plain Typer list option would need the
     flag before every value. Declare such an option as `str` and parse it with
@@ -76,7 +80,7 @@ def number_lists(*names: str) -> type[TyperCommand]:
 
     class NumberListCommand(TyperCommand):
         def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-            return super().parse_args(ctx, join_number_lists(args, names))
+            return super().parse_args(ctx, join_number_lists(args, names, words))
 
     return NumberListCommand
 
@@ -360,7 +364,7 @@ def _with_parameters(
 
 
 # the training options that `ablate` also takes as lists of values to compare (beside --hidden and --lam)
-SWEEP_LISTS = ("objective", "k", "kl_warmup", "free_bits", "capacity", "capacity_epochs")
+SWEEP_LISTS = ("objective", "k", "kl_warmup", "free_bits", "capacity", "capacity_epochs", "lr_schedule")
 
 
 def _list_option(name: str) -> Any:
@@ -378,11 +382,11 @@ def _parse_list(name: str, text: str) -> tuple:
     annotation, _ = TRAINING_OPTIONS[name]
     kind = annotation.__origin__
     flag = "--" + name.replace("_", "-")
-    if isinstance(kind, type) and issubclass(kind, ObjectiveName):
+    if isinstance(kind, type) and issubclass(kind, Enum):  # --objective, --lr-schedule
         values = tuple(v.strip() for v in text.split(",") if v.strip())
-        bad = [v for v in values if v not in {k.value for k in ObjectiveName}]
+        bad = [v for v in values if v not in {k.value for k in kind}]
         if bad or not values:
-            choices = ", ".join(k.value for k in ObjectiveName)
+            choices = ", ".join(k.value for k in kind)
             raise typer.BadParameter(f"each value must be one of {choices}; got {text!r}", param_hint=flag)
         return values
     return parse_ints(text, flag, minimum=0) if kind is int else parse_floats(text, flag, minimum=0.0)

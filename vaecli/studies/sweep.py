@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from vaecli.config import DATASET_TITLES, LEARNING_RATES, MAX_JOBS, STACK_MODES, TrainConfig
+from vaecli.config import DATASET_TITLES, MAX_JOBS, STACK_MODES, TrainConfig
 from vaecli.core.data import Dataset
 from vaecli.core.model import VAE
 from vaecli.engine.device import resolve_device
@@ -60,6 +60,8 @@ AXES = {
     "free_bits": Axis("free bits", "--free-bits", "fb", "free_bits"),
     "capacity": Axis("capacity", "--capacity", "cap", "capacity"),
     "capacity_epochs": Axis("capacity epochs", "--capacity-epochs", "capep", "capacity_epochs"),
+    # each member at its schedule's own rate (LEARNING_RATES) unless --lr gives one for all
+    "lr_schedule": Axis("schedule", "--lr-schedule", "", "lr_schedule"),
 }
 
 AXIS_LABELS = {axis.label for axis in AXES.values()}
@@ -147,8 +149,7 @@ class Sweep:
         options = [
             ("--epochs", base.epochs, default.epochs),
             ("--batch-size", base.batch_size, default.batch_size),
-            ("--lr-schedule", base.lr_schedule, default.lr_schedule),
-            ("--lr", base.lr, LEARNING_RATES[base.lr_schedule]),  # the schedule's own by default
+            ("--lr", base.lr, base.lr if base.lr_follows_schedule else None),  # the schedule's own by default
             ("--recon", base.model.recon, default.model.recon),
             ("--dataset", base.dataset, default.dataset),
         ]
