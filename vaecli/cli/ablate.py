@@ -94,10 +94,11 @@ def ablate(
         ),
     ] = False,
 ) -> None:
-    """Compare VAEs over latent sizes (--hidden), KL weights (--lam) or any objective option: figures, metrics, report.
+    """Compare VAEs over latent sizes (--hidden), KL weights (--lam), objective options or learning-rate schedules.
 
-    Every listed option takes several values (--free-bits 0 0.5 1, --objective iwae --k 1 5 50, ...); the
-    members are their cross product.
+    Every listed option takes several values (--free-bits 0 0.5 1, --objective iwae --k 1 5 50,
+    --lr-schedule constant cosine, ...); the members are their cross product. Writes figures, metrics
+    and a report.
 
     Unlisted settings take the train defaults (H = 2, lam = 1); finished members are
     reused from the run store, and an interrupted sweep trains only what is missing.
