@@ -193,7 +193,7 @@ class TrainConfig:
         _check_int("epochs", self.epochs, 1)
         _check_int("batch_size", self.batch_size, 1)
         _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
-        if isinstance(self.lr, _ScheduleLr):  # not given, here or in the config this one replaces
+        if self.lr_follows_schedule:  # not given, here or in the config this one replaces
             object.__setattr__(self, "lr", _ScheduleLr(LEARNING_RATES[self.lr_schedule]))
         _check_float("lr", self.lr, 0.0, strict=True)
         _check_int("seed", self.seed, 0)
@@ -207,7 +207,7 @@ class TrainConfig:
         # 1 and 1.0 are the same lam: keep one spelling so the JSON (and hash) agree
         for name in ("lam", "free_bits", "capacity"):
             object.__setattr__(self, name, float(getattr(self, name)))
-        if not isinstance(self.lr, _ScheduleLr):
+        if not self.lr_follows_schedule:
             object.__setattr__(self, "lr", float(self.lr))
 
     def _check_objective(self) -> None:

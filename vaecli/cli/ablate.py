@@ -24,14 +24,7 @@ from vaecli.config import MAX_MEMBERS, StackMode
 from vaecli.errors import ConfigError, TrainingDiverged
 
 WORD_FLAGS = ("--objective", "--lr-schedule")  # lists of words: --lr-schedule constant cosine
-LIST_FLAGS = (
-    "--hidden",
-    "-H",
-    "--lam",
-    "--seeds",
-    "--layers",
-    *(flag for n in SWEEP_LISTS if (flag := "--" + n.replace("_", "-")) not in WORD_FLAGS),
-)
+LIST_FLAGS = ("--hidden", "-H", "--lam", "--seeds", "--layers", *("--" + n.replace("_", "-") for n in SWEEP_LISTS))
 
 
 @app.command(cls=number_lists(*LIST_FLAGS, words=WORD_FLAGS))
@@ -166,10 +159,9 @@ def _plan(base: Any, hidden: str | None, lam: str | None, seeds: str, vary: dict
     """The Sweep that the options ask for."""
     from vaecli.studies.sweep import Sweep
 
-    schedules = vary.get("lr_schedule", ())
-    if len(schedules) == 1:  # one schedule is a setting of every member, as --lr-schedule is to train
-        base = replace(base, lr_schedule=schedules[0])
-        vary = {name: values for name, values in vary.items() if name != "lr_schedule"}
+    if len(vary.get("lr_schedule", ())) == 1:  # one schedule is a setting of every member, as --lr-schedule is to train
+        vary = dict(vary)
+        base = replace(base, lr_schedule=vary.pop("lr_schedule")[0])
     if hidden is None and lam is None and not vary:
         raise typer.BadParameter(
             "give the values to compare: --hidden 2 10 25 50 and/or --lam 1 5 10 40 (or --free-bits, --k, ...)"

@@ -51,8 +51,8 @@ def _is_number(token: str) -> bool:
 
 
 def join_number_lists(args: list[str], names: tuple[str, ...], words: tuple[str, ...] = ()) -> list[str]:
-    """['--layers', '512', '256'] -> ['--layers', '512,256'] for the options in `names`; likewise the values that
-    are not options (not starting with '-') after an option in `words`: ['--objective', 'elbo', 'iwae']."""
+    """['--layers', '512', '256'] -> ['--layers', '512,256'] for the options in `names`; for an option in `words`
+    (which wins over `names`), the values that are not options: ['--objective', 'elbo', 'iwae']."""
     joined: list[str] = []
     i = 0
     while i < len(args):
@@ -60,7 +60,7 @@ def join_number_lists(args: list[str], names: tuple[str, ...], words: tuple[str,
         i += 1
         if joined[-1] in names or joined[-1] in words:
             end = i
-            value = _is_number if joined[-1] in names else (lambda arg: not arg.startswith("-"))
+            value = (lambda arg: not arg.startswith("-")) if joined[-1] in words else _is_number
             while end < len(args) and value(args[end]):
                 end += 1
             if end > i:

@@ -50,11 +50,8 @@ def inference_kernel(h: torch.Tensor) -> Callable[..., torch.Tensor] | None:
 
     oneDNN's linear has no backward, so a forward that autograd records (or autocast casts) keeps nn.Linear.
     """
-    if torch.is_grad_enabled() or h.device.type != "cpu" or h.dtype != torch.float32:
-        return None
-    if torch.is_autocast_enabled("cpu"):
-        return None
-    return onednn_linear()
+    inference = not (torch.is_grad_enabled() or torch.is_autocast_enabled("cpu"))
+    return onednn_linear() if inference and h.device.type == "cpu" and h.dtype == torch.float32 else None
 
 
 def sequential(layers: nn.Sequential, h: torch.Tensor) -> torch.Tensor:
