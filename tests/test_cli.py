@@ -1,5 +1,6 @@
 """The command line through typer's CliRunner: files written, exit codes, one-line errors."""
 
+import inspect
 import json
 from pathlib import Path
 
@@ -64,6 +65,19 @@ def test_version_and_help():
     assert invoke("--version").stdout.strip().startswith("vaecli ")
     result = invoke("train", "--help")
     assert result.exit_code == 0 and "--hidden" in result.stdout
+
+
+def test_help_paragraphs_wrap_to_the_terminal(monkeypatch):
+    """Each paragraph of a command's help is one line on a wide terminal: the source's line breaks are gone."""
+    from typer.main import get_command
+
+    from vaecli.cli import app
+
+    monkeypatch.setenv("COLUMNS", "400")
+    for name, command in get_command(app).commands.items():
+        lines = [line.strip() for line in invoke(name, "--help").stdout.splitlines()]
+        for paragraph in inspect.cleandoc(command.callback.__doc__).split("\n\n"):
+            assert " ".join(paragraph.split()) in lines, (name, paragraph)
 
 
 @pytest.mark.parametrize(

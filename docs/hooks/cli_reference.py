@@ -43,7 +43,9 @@ def _commands() -> dict[str, tuple[Any, Any]]:
 
 def _paragraphs(text: str | None) -> str:
     """A docstring's paragraphs as HTML, single newlines joined as --help joins them."""
-    paragraphs = [" ".join(p.split()) for p in re.split(r"\n\s*\n", text or "") if p.strip()]
+    from vaecli.cli.app import reflow
+
+    paragraphs = [p for p in (reflow(text) or "").split("\n\n") if p]
     return "\n".join(f"<p>{html.escape(p)}</p>" for p in paragraphs)
 
 

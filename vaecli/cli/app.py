@@ -1,5 +1,6 @@
 """The Typer app, its one error path, and the root options (--version)."""
 
+import inspect
 import sys
 from collections.abc import Sequence
 from typing import Annotated, Any
@@ -26,8 +27,21 @@ def fail(message: str, code: int = 1) -> None:
     sys.exit(code)
 
 
+def reflow(help_text: str | None) -> str | None:
+    """A docstring's paragraphs each as one line, for rich to wrap at the terminal's width (typer keeps
+    the source's line breaks, which at 80 columns break every line that was longer than 76)."""
+    if help_text is None:
+        return None
+    return "\n\n".join(" ".join(p.split()) for p in inspect.cleandoc(help_text).split("\n\n"))
+
+
 class Group(TyperGroup):
-    """Turns every error a user can fix into one line on stderr and a non-zero exit."""
+    """Turns every error a user can fix into one line on stderr and a non-zero exit; help wraps to the terminal."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for command in self.commands.values():
+            command.help = reflow(command.help)
 
     def invoke(self, ctx: Any) -> Any:
         try:
