@@ -94,6 +94,7 @@ def test_replacing_the_schedule_takes_its_rate_unless_a_rate_was_given():
 def test_runs_trained_before_the_schedule_keep_their_names_and_load_as_constant():
     old = TrainConfig(lr_schedule="constant")
     assert run_name(old) == "h2-lam1-e20-s0-05a0f743"  # the default run's name in every store before it
+    assert run_name(TrainConfig()) == "h2-lam1-e20-s0-48abe01d"  # the default run's name since, in the docs
     assert "lr_schedule" not in old.to_dict()
     before = json.loads(old.to_json())  # what such a run's config.json holds
     assert TrainConfig.from_dict(before) == old
