@@ -34,9 +34,9 @@
 # run store (`VAECLI_RUNS`, else `./runs`), so a second run of the notebook reuses them instead of training again.
 #
 # **The outputs saved with this notebook** come from one run, top to bottom in a fresh kernel, at the full settings
-# above (20 epochs, layers 512-256, real MNIST, 100 importance samples): 12 minutes on a 2-core CPU shared with other
-# jobs. The numbers quoted in the answers are that run's; the tables printed above each answer are recomputed whenever
-# the notebook runs.
+# above (20 epochs, layers 512-256, real MNIST, 100 importance samples): 5 minutes on an idle 2-core CPU (an AMD
+# EPYC with AVX512-BF16, so bf16), from an empty run store. The numbers quoted in the answers are that run's; the
+# tables printed above each answer are recomputed whenever the notebook runs.
 #
 # `examples/homework4.py` is this notebook in jupytext's percent format, paired with it: after editing either,
 # `jupytext --sync examples/homework4.ipynb` brings the other up to date.
@@ -231,10 +231,10 @@ show_md(checks_table(findings, 1))
 # $\mathrm{KL}(q \mathrel{\Vert} p(z \mid x))$ raises $\mathcal{L}$ by exactly as much: the minimizer of the KL is the
 # maximizer of the ELBO. Over the decoder's $\theta$ as well, maximizing $\mathcal{L}$ raises the evidence and closes
 # the gap at once. The table checks this on the trained model, where $H = 2$ lets $\log p(x)$ and the true posterior
-# be computed on a grid over $z$: for the first test image (a 7) $\log p(x)$ is -85.65 nats and
-# $\mathcal{L} + \mathrm{KL}(q \mathrel{\Vert} p(z \mid x))$ equals it to within 5e-5 nats (in the saved run). Every
-# $q$ tried gives $\mathcal{L} \le \log p(x)$, and the closer $q$ is to $p(z \mid x)$, the smaller the gap: 0.015 nats
-# for a Gaussian fitted to the true posterior, 0.25 for the encoder's $q$, 216 for the prior $\mathcal{N}(0, I)$.
+# be computed on a grid over $z$: for the first test image (a 7) $\log p(x)$ is -93.47 nats and
+# $\mathcal{L} + \mathrm{KL}(q \mathrel{\Vert} p(z \mid x))$ equals it to within 2e-5 nats (in the saved run). Every
+# $q$ tried gives $\mathcal{L} \le \log p(x)$, and the closer $q$ is to $p(z \mid x)$, the smaller the gap: 0.029 nats
+# for a Gaussian fitted to the true posterior, 0.28 for the encoder's $q$, 210 for the prior $\mathcal{N}(0, I)$.
 #
 # Part 2 splits the ELBO into the two terms of Task 2's loss and gives the KL's closed form:
 
@@ -260,7 +260,7 @@ show_md(checks_table(findings, 3))
 # $\mathcal{L}^* = \mathbb{E}_q[\log p(x \mid z)] - \lambda \mathrm{KL}(q \mathrel{\Vert} p(z))$, the homework's loss,
 # and $\lambda = 1$ is the ELBO. Complementary slackness makes the constraint bind when $\lambda > 0$, and $\lambda$
 # is the price of one more nat of KL, so a larger $\lambda$ goes with a tighter budget (a smaller $\epsilon$): the
-# runs of Problem 3 end with less KL the larger their $\lambda$, 6.70, 4.40, 3.03 and 0.00 nats at $\lambda$ = 1, 5,
+# runs of Problem 3 end with less KL the larger their $\lambda$, 6.83, 4.48, 3.05 and 0.00 nats at $\lambda$ = 1, 5,
 # 10, 40 in the saved run, as the checks above show.
 
 # %% [markdown]
@@ -286,21 +286,22 @@ show(figures.compare_curves(members2, problem2.varies))
 # them blends of two classes (4 and 9, 3, 5 and 8), because a 2-D code has to place all ten classes side by side in
 # one plane. At $H = 10$ the samples are sharp and varied (slant, stroke width, loops), but some are broken or
 # unreadable strokes; $H = 25$ and $H = 50$ look much like $H = 10$. The table says the same in numbers: the test
-# reconstruction term falls from 134.4 nats at $H = 2$ to 82.9 at $H = 10$, then only to 82.0 and 81.2, and the
-# negative ELBO from 141.1 to 101.4, 101.6 and 100.9 (the importance-weighted bound on $-\log p(x)$: 138.2, 97.7,
-# 97.3, 96.6). The KL rises from 6.7 to 18.6 nats at $H = 10$ and then stays near 20: the code carries more about each
-# image up to $H = 10$ and hardly more beyond. The reason is in the KL-per-dimension bars: all 10 latents are used at
-# $H = 10$, but only 11 of 25 and 14 of 50 at the larger sizes; the others collapse to the prior and the decoder
+# reconstruction term falls from 131.1 nats at $H = 2$ to 82.6 at $H = 10$, then only to 79.1 and 80.8, and the
+# negative ELBO from 137.9 to 100.6, 98.8 and 99.6 (the importance-weighted bound on $-\log p(x)$: 135.8, 97.6,
+# 95.6, 96.5). The KL rises from 6.8 to 18.0 nats at $H = 10$ and then stays near 19: the code carries more about each
+# image up to $H = 10$ and hardly more beyond. The reason is in the KL-per-dimension bars: 9 of 10 latents are used at
+# $H = 10$, and only 11 of 25 and 10 of 50 at the larger sizes; the others collapse to the prior and the decoder
 # ignores them. The reconstructions show what the bound measures: at $H = 2$ the 5 comes back as an 8 and the 9 and 8
-# are blurred, at $H \ge 10$ every digit keeps its shape.
+# are blurred; at $H \ge 10$ every digit keeps its shape but that 5, which $H = 10$ and $H = 25$ still bend towards a 6
+# and only $H = 50$ gets right.
 #
 # **Strengths and weaknesses.** A small $H$ is a strong bottleneck: the latent space is compact and can be drawn and
 # sampled in full (every point of the 2-D plane decodes to a plausible digit, as in Problem 3), samples are always
 # digit-like, and the model cannot memorize; but it underfits: blurry reconstructions that merge similar classes, and
-# a bound about 40 nats worse. A large $H$ gives much better reconstructions and likelihood and more varied samples,
+# a bound about 38 nats worse. A large $H$ gives much better reconstructions and likelihood and more varied samples,
 # but the code cannot be visualized or walked through, its posteriors fill only part of a 25- or 50-dimensional prior,
 # so more samples from $\mathcal{N}(0, I)$ land where no image was encoded (the broken strokes), and most of the extra
-# dimensions are wasted (36 of 50 inactive here): more parameters and compute for almost no gain beyond $H = 10$.
+# dimensions are wasted (40 of 50 inactive here): more parameters and compute for almost no gain beyond $H = 10$.
 
 # %% [markdown]
 # ## Problem 3: the KL weight $\lambda$ at $H = 2$
@@ -328,13 +329,13 @@ show(figures.compare_curves(members3, problem3.varies))
 # %% [markdown]
 # **The comparison.** At $\lambda = 1$ the plane holds all ten digits, each in a region of its own (7, 9 and 4 at the
 # bottom, 1 on the left, 8, 5, 3 and 2 in the middle, 6 and 0 on the right), with smooth transitions and, within a
-# class, changes of slant and width. At $\lambda = 5$ the classes are still there but the 4 has nearly merged into the
-# 9 and the styles vary less. At $\lambda = 10$ the plane is ordered almost along `z[1]` alone, in bands of prototypes
-# (0, 2, 6 and 3, 5 and 9, 7, 1): `z[0]` barely matters, the 4 and the 8 appear only as blends, and the styles are
-# gone. At $\lambda = 40$ every point of the plane decodes to the same blurry average digit: the posterior has
+# class, changes of slant and width. At $\lambda = 5$ the classes are still there but the 4 has shrunk to a small
+# region beside the 9 and the styles vary less. At $\lambda = 10$ the plane is ordered almost along `z[1]` alone, in
+# bands of prototypes (0, 6, 2, 3, 9 and 7 from top to bottom, with 1 and 8 down the left edge): `z[0]` barely
+# matters, the 4 and the 5 are gone, and so are the styles. At $\lambda = 40$ every point of the plane decodes to the same blurry average digit: the posterior has
 # collapsed to the prior (KL 0.00 nats, 0 of 2 active units, from the first epoch on), and the decoder ignores $z$. In
-# numbers: as $\lambda$ goes 1, 5, 10, 40, the test KL falls 6.70, 4.40, 3.03, 0.00 nats, the reconstruction term
-# rises 134.4, 141.3, 153.1, 205.9, and the $\lambda$-free negative ELBO worsens 141.1, 145.7, 156.1, 205.9; the
+# numbers: as $\lambda$ goes 1, 5, 10, 40, the test KL falls 6.83, 4.48, 3.05, 0.00 nats, the reconstruction term
+# rises 131.1, 139.5, 151.5, 205.8, and the $\lambda$-free negative ELBO worsens 137.9, 144.0, 154.5, 205.8; the
 # reconstructions go from recognizable digits to one blob for every image.
 #
 # **The difference, and the advantage of a larger KL weight.** $\lambda$ sets the price of information: each nat the
