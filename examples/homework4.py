@@ -329,14 +329,14 @@ show(figures.compare_curves(members3, problem3.varies))
 # %% [markdown]
 # **The comparison.** At $\lambda = 1$ the plane holds all ten digits, each in a region of its own (7, 9 and 4 at the
 # bottom, 1 on the left, 8, 5, 3 and 2 in the middle, 6 and 0 on the right), with smooth transitions and, within a
-# class, changes of slant and width. At $\lambda = 5$ the classes are still there but the 4 has shrunk to a small
-# region beside the 9 and the styles vary less. At $\lambda = 10$ the plane is ordered almost along `z[1]` alone, in
-# bands of prototypes (0, 6, 2, 3, 9 and 7 from top to bottom, with 1 and 8 down the left edge): `z[0]` barely
-# matters, the 4 and the 5 are gone, and so are the styles. At $\lambda = 40$ every point of the plane decodes to the same blurry average digit: the posterior has
-# collapsed to the prior (KL 0.00 nats, 0 of 2 active units, from the first epoch on), and the decoder ignores $z$. In
-# numbers: as $\lambda$ goes 1, 5, 10, 40, the test KL falls 6.83, 4.48, 3.05, 0.00 nats, the reconstruction term
-# rises 131.1, 139.5, 151.5, 205.8, and the $\lambda$-free negative ELBO worsens 137.9, 144.0, 154.5, 205.8; the
-# reconstructions go from recognizable digits to one blob for every image.
+# class, changes of slant and width. At $\lambda = 5$ the classes are still there but the 4 has shrunk to a small region
+# beside the 9 and the styles vary less. At $\lambda = 10$ the plane is ordered almost along `z[1]` alone, in bands of
+# prototypes (0, 6, 2, 3, 9 and 7 from top to bottom, with 1 and 8 down the left edge): `z[0]` barely matters, the 4 and
+# the 5 are gone, and so are the styles. At $\lambda = 40$ every point of the plane decodes to the same blurry average
+# digit: the posterior has collapsed to the prior (KL 0.00 nats, 0 of 2 active units, from the first epoch on), and the
+# decoder ignores $z$. In numbers: as $\lambda$ goes 1, 5, 10, 40, the test KL falls 6.83, 4.48, 3.05, 0.00 nats, the
+# reconstruction term rises 131.1, 139.5, 151.5, 205.8, and the $\lambda$-free negative ELBO worsens 137.9, 144.0,
+# 154.5, 205.8; the reconstructions go from recognizable digits to one blob for every image.
 #
 # **The difference, and the advantage of a larger KL weight.** $\lambda$ sets the price of information: each nat the
 # code carries about $x$ must buy $\lambda$ nats of reconstruction (Problem 1 (b): a larger $\lambda$ is a tighter KL
