@@ -192,3 +192,17 @@ def test_ctrl_c_stops_a_stacked_sweep_and_the_same_command_continues_bit_for_bit
         resumed, uncut = load_run(folder), load_run(tmp_path / "whole" / folder.name)
         pairs = zip(resumed.model.state_dict().values(), uncut.model.state_dict().values(), strict=True)
         assert all(torch.equal(a, b) for a, b in pairs)
+
+
+def test_the_metrics_table_cuts_nothing_at_80_columns():
+    """Two axes and every metric are wider than 80 columns: headers and numbers break, never end in '…'."""
+    from rich.console import Console
+
+    from vaecli.cli.ablate import _metrics_table
+
+    row = {"H": 2.0, "lam": 40.0, "capacity": 5.0, "capacity epochs": 10.0, "recon": 141.0, "KL": 5.0}
+    row |= {"neg_elbo": 146.0, "iw100_nll": 140.98, "active_units": "2/2", "train_seconds": 61.43}
+    console = Console(width=80, record=True)
+    console.print(_metrics_table([row], 100))
+    text = console.export_text()
+    assert "…" not in text and "141.00" in text and "140.98" in text and "epochs" in text

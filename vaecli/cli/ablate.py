@@ -213,7 +213,7 @@ def _metrics_table(rows: list[dict], iw_samples: int) -> Table:
         "train_seconds": "train s",
     }
     for column in columns:
-        table.add_column(names.get(column, column), justify="right")
+        table.add_column(names.get(column, column), justify="right", overflow="fold")
     for row in rows:
         cells = []
         for column in columns:
