@@ -2,6 +2,7 @@
 
 import inspect
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -166,12 +167,22 @@ def test_info_and_runs(tiny_mnist, tmp_path):
     assert data["config"]["lam"] == 5.0 and data["epochs_trained"] == 1
     assert set(data["files"]) == {"model.safetensors", "metrics.json", "loss.png"}
     (store / "half-done").mkdir()
+    (store / "half-done" / ".lock").touch()  # what a run killed in its first epoch leaves
+    (store / "ablate-lam1-5-e1-0a1b2c3d").mkdir()  # an ablation's folder is no run
+    (store / "ablate-lam1-5-e1-0a1b2c3d" / "report.md").write_text("# VAE ablation over lam\n")
     listed = json.loads(invoke("runs", "--runs-dir", store, "--json").stdout)
     assert {Path(e["path"]).name for e in listed} == {run.name, "half-done"}
     assert next(e for e in listed if e["path"] == str(run))["final"]["test_neg_elbo"] > 0
     table = invoke("runs", "--runs-dir", store)
-    assert run.name in table.stdout and "unfinished" in table.stdout
+    assert run.name in table.stdout and "unfinished" in table.stdout and "ablate" not in table.stdout
     assert "No runs" in invoke("runs", "--runs-dir", tmp_path / "empty").stdout
+
+
+def test_runs_shows_the_time_of_today_and_the_date_of_other_days():
+    from vaecli.cli.store import _when
+
+    noon = time.mktime((2026, 12, 2, 12, 5, 0, 0, 0, -1))
+    assert _when(noon, "2026-12-02") == "12:05" and _when(noon, "2026-12-03") == "2026-12-02"
 
 
 def test_shell_completion_completes_commands_and_options(tmp_path):

@@ -67,6 +67,13 @@ def info(
     Console().print(grid)
 
 
+def _when(seconds: float, today: str) -> str:
+    """A run's time as `ls -l` shows it, short enough for an 80-column table: the time of day for today's, else
+    the date."""
+    day = time.strftime("%Y-%m-%d", time.localtime(seconds))
+    return time.strftime("%H:%M", time.localtime(seconds)) if day == today else day
+
+
 @app.command()
 def runs(runs_dir: RunsDirOpt = None, as_json: JsonOpt = False) -> None:
     """List the run store: one row per run, newest first."""
@@ -96,11 +103,14 @@ def runs(runs_dir: RunsDirOpt = None, as_json: JsonOpt = False) -> None:
         console.print(f"No runs in {runs_dir or default_store()}.")
         return
     table = Table(title=f"runs in {runs_dir or default_store()}", title_justify="left")
-    table.add_column("name", no_wrap=True)
-    for column in ("H", "lam", "epochs", "test -ELBO", "date"):
+    table.add_column("name", no_wrap=True)  # whole, to copy
+    for column in ("H", "lam", "epochs"):
         table.add_column(column, justify="right")
+    table.add_column("test -ELBO", justify="right")  # or why not: "interrupted: epoch 3/20"
+    table.add_column("date", justify="right", no_wrap=True)
+    today = time.strftime("%Y-%m-%d")
     for e in entries:
-        date = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.modified))
+        date = _when(e.modified, today)
         if e.config is None:
             style = "yellow" if e.training else "red"  # training, before its first epoch ends: not a fault
             table.add_row(e.path.name, "", "", "", Text(e.problem or "?", style=style), date)

@@ -338,6 +338,12 @@ class StoredRun:
     training: run_lock.Holder | None = None  # the process training it now, if one is
 
 
+def is_run_folder(folder: Path) -> bool:
+    """Whether `folder` is a run's, finished or not: it holds a model, a resume state or the run's lock file
+    (made before training starts, and kept). Other folders in a store, such as ablate's, are not runs."""
+    return any((folder / name).is_file() for name in (MODEL_FILE, RESUME_FILE, run_lock.LOCK_FILE))
+
+
 def list_runs(store: Path | None = None) -> list[StoredRun]:
     """Every run folder in the store, finished or not, newest first; unreadable ones say why.
 
@@ -348,7 +354,7 @@ def list_runs(store: Path | None = None) -> list[StoredRun]:
     if not store.is_dir():
         return []
     entries = []
-    for folder in sorted(p for p in store.iterdir() if p.is_dir()):
+    for folder in sorted(p for p in store.iterdir() if p.is_dir() and is_run_folder(p)):
         model = folder / MODEL_FILE
         holder = run_lock.holder(folder)  # probed without waiting
         if not model.is_file():
