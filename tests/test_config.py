@@ -1,6 +1,6 @@
 import pytest
 
-from vaecli.config import ModelConfig, TrainConfig
+from vaecli.config import ModelConfig, TrainConfig, epochs_text
 from vaecli.errors import ConfigError
 
 
@@ -58,3 +58,9 @@ def test_bad_model_settings_are_refused(kwargs, message):
 def test_bad_json_is_refused(text, message):
     with pytest.raises(ConfigError, match=message):
         TrainConfig.from_json(text)
+
+
+def test_reports_count_epochs_in_english():
+    assert (epochs_text(1), epochs_text(20)) == ("1 epoch", "20 epochs")
+    assert TrainConfig(capacity=5.0, capacity_epochs=1).describe_objective() == "elbo, capacity 5 nats over 1 epoch"
+    assert TrainConfig(kl_warmup=2).describe_objective() == "elbo, KL warm-up 2 epochs"

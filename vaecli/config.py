@@ -90,6 +90,11 @@ MAX_STACK = 16  # members per stacked group: bounds memory (weights, gradients a
 MAX_JOBS = 4  # fits side by side by default: each holds the GIL for its Python, about a fifth of a step
 
 
+def epochs_text(n: int) -> str:
+    """'1 epoch', '20 epochs': a count of epochs as every report and title says it."""
+    return f"{n} epoch" + ("" if n == 1 else "s")
+
+
 def _check_int(name: str, value: Any, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(f"{name} must be an integer, got {value!r}")
@@ -262,11 +267,11 @@ class TrainConfig:
             return f"iwae k={self.k}"
         parts = ["elbo"]
         if self.kl_warmup:
-            parts.append(f"KL warm-up {self.kl_warmup} epochs")
+            parts.append(f"KL warm-up {epochs_text(self.kl_warmup)}")
         if self.free_bits:
             parts.append(f"free bits {self.free_bits:g}")
         if self.capacity:
-            ramp = f" over {self.capacity_epochs} epochs" if self.capacity_epochs else ""
+            ramp = f" over {epochs_text(self.capacity_epochs)}" if self.capacity_epochs else ""
             parts.append(f"capacity {self.capacity:g} nats{ramp}")
         return ", ".join(parts)
 

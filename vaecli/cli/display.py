@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from vaecli.cli import threads
-from vaecli.config import TrainConfig
+from vaecli.config import TrainConfig, epochs_text
 from vaecli.engine.observer import Observer
 from vaecli.studies.observer import Placement, SweepObserver
 
@@ -362,7 +362,7 @@ def summary(outcome: "Outcome") -> Panel:
     grid.add_row("folder", str(run.path))
     files = sorted(p for p in run.path.iterdir() if p.is_file() and not p.name.startswith("."))
     grid.add_row("files", ", ".join(f"{p.name} ({_size(p.stat().st_size)})" for p in files))
-    grid.add_row("config", describe(run.config) + f", {run.config.epochs} epochs, seed {run.config.seed}")
+    grid.add_row("config", describe(run.config) + f", {epochs_text(run.config.epochs)}, seed {run.config.seed}")
     if run.final is not None:
         t = run.final.test
         grid.add_row("test", f"recon {t.recon:.2f}  KL {t.kl:.2f}  -ELBO {t.neg_elbo:.2f} nats per image")

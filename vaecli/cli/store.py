@@ -12,7 +12,7 @@ from rich.text import Text
 
 from vaecli.cli.app import app
 from vaecli.cli.options import RunsDirOpt
-from vaecli.config import TrainConfig
+from vaecli.config import TrainConfig, epochs_text
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
@@ -45,7 +45,7 @@ def info(
     )
     grid.add_row(
         "training",
-        f"lam={config['lam']:g}, {config['epochs']} epochs, batch {config['batch_size']}, "
+        f"lam={config['lam']:g}, {epochs_text(config['epochs'])}, batch {config['batch_size']}, "
         f"{TrainConfig.from_dict(config).describe_lr()}, seed {config['seed']}, {config['dataset']}"
         + (", binarized" if config["binarize"] else ""),
     )

@@ -20,7 +20,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from vaecli import atomic  # noqa: E402
-from vaecli.config import DATASET_TITLES, TrainConfig  # noqa: E402
+from vaecli.config import DATASET_TITLES, TrainConfig, epochs_text  # noqa: E402
 from vaecli.engine.records import EpochRecord  # noqa: E402
 from vaecli.errors import OutputError  # noqa: E402
 
@@ -35,7 +35,7 @@ def describe(config: TrainConfig) -> str:
     """A short label of a model: 'H=2, lam=1, 20 epochs, MNIST' ('H=2, lam=40, elbo, free bits 1, ...')."""
     data = DATASET_TITLES[config.dataset]
     objective = "" if config.plain_elbo else f", {config.describe_objective()}"
-    return f"H={config.model.latent_dim}, lam={config.lam:g}{objective}, {config.epochs} epochs, {data}"
+    return f"H={config.model.latent_dim}, lam={config.lam:g}{objective}, {epochs_text(config.epochs)}, {data}"
 
 
 def save(fig: Figure, path: Path, dpi: int = 120) -> Path:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from vaecli.config import DATASET_TITLES, ModelConfig, TrainConfig
+from vaecli.config import DATASET_TITLES, ModelConfig, TrainConfig, epochs_text
 from vaecli.core.data import Dataset, Split, default_data_dir, find_raw_dir, load_dataset
 from vaecli.core.model import VAE
 from vaecli.errors import ConfigError
@@ -197,7 +197,7 @@ class DeriveChecks:
             model = row.model
             data, note = self.dataset("mnist")
             title = DATASET_TITLES.get(data.name, data.name)
-            label = f"{row.run} (H={s.hidden}, lam=1, {s.epochs} epochs, {title})"
+            label = f"{row.run} (H={s.hidden}, lam=1, {epochs_text(s.epochs)}, {title})"
         x, what = pick_image(data, s.image)
         lines = [f"model: {label}", f"image: {what}", f"data: {note}"]
         if model.config.recon == "gaussian":
@@ -215,7 +215,7 @@ class DeriveChecks:
             layers = "-".join(map(str, c.model.hidden_layers))
             findings.sweep = sorted(rows, key=lambda r: r.lam)
             findings.context[3] = [
-                f"runs: H={c.model.latent_dim}, layers {layers}, {c.epochs} epochs, seed {c.seed}, "
+                f"runs: H={c.model.latent_dim}, layers {layers}, {epochs_text(c.epochs)}, seed {c.seed}, "
                 f"one per λ; {sum(r.reused for r in rows)} of {len(rows)} reused",
                 f"run store: {Path(rows[0].run).parent}" if rows[0].run != "in memory" else "trained in memory",
                 f"data: {note}",

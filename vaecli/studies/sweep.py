@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from vaecli.config import DATASET_TITLES, MAX_JOBS, STACK_MODES, TrainConfig
+from vaecli.config import DATASET_TITLES, MAX_JOBS, STACK_MODES, TrainConfig, epochs_text
 from vaecli.core.data import Dataset
 from vaecli.core.model import VAE
 from vaecli.engine.device import resolve_device
@@ -390,7 +390,7 @@ def report(
     lines = [
         f"# VAE ablation over {' and '.join(sweep.varies)}",
         "",
-        f"Data: {data}. Model: 784-{layers}-H, {base.model.recon} likelihood; {base.epochs} epochs, batch "
+        f"Data: {data}. Model: 784-{layers}-H, {base.model.recon} likelihood; {epochs_text(base.epochs)}, batch "
         f"{base.batch_size}, Adam {base.describe_lr()}; seeds {', '.join(map(str, sweep.seeds))}.",
         "",
         f"Objective: {_objectives(sweep, members)}.",

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from vaecli import __version__, atomic
-from vaecli.config import DATASET_TITLES, TrainConfig
+from vaecli.config import DATASET_TITLES, TrainConfig, epochs_text
 from vaecli.core.data import Dataset
 from vaecli.core.model import VAE
 from vaecli.engine.records import EpochRecord
@@ -144,7 +144,7 @@ def caption(config: TrainConfig, final: EpochRecord | None) -> tuple[str, str]:
     """(config line, test metrics line) of a run, as the page shows them."""
     model = config.model
     layers = "-".join(map(str, model.hidden_layers)) or "none"
-    epochs = f"{config.epochs} epoch" + ("s" if config.epochs != 1 else "")
+    epochs = epochs_text(config.epochs)
     setup = (
         f"H={model.latent_dim}, lam={config.lam:g}, layers {layers}, {model.recon}, "
         f"{DATASET_TITLES[config.dataset]}, {epochs}, seed {config.seed}" + (", binarized" if config.binarize else "")
