@@ -22,7 +22,8 @@ from dataclasses import dataclass, replace
 from common import add_data_dir, check_data_dir, machine
 
 import vaecli
-from vaecli.config import LR_SCHEDULES, ModelConfig, TrainConfig
+from vaecli.choices import LR_SCHEDULES
+from vaecli.config import ModelConfig, TrainConfig
 from vaecli.core.data import Dataset
 from vaecli.engine.device import resolve_device, resolve_precision
 

@@ -53,7 +53,7 @@ import torch
 
 import vaecli
 from vaecli import checks, derive, export, figures, sweep
-from vaecli.views.ablation import save_ablation
+from vaecli.views.ablation import save_ablation, to_markdown
 
 DATA_DIR = Path(os.environ["VAECLI_DATA_DIR"]) if os.environ.get("VAECLI_DATA_DIR") else None
 EPOCHS = int(os.environ.get("HW4_EPOCHS", "20"))
@@ -269,7 +269,7 @@ show_md(checks_table(findings, 3))
 # %%
 members2, ablation2 = ablations["problem2"]
 shown2 = sweep.first_seed(members2, problem2)  # one model per setting (here: each member)
-show_md(sweep.to_markdown(ablation2.rows))
+show_md(to_markdown(ablation2.rows))
 show(figures.compare_samples(shown2, problem2.varies))
 
 # %% [markdown]
@@ -313,7 +313,7 @@ show(figures.compare_curves(members2, problem2.varies))
 # %%
 members3, ablation3 = ablations["problem3"]
 shown3 = sweep.first_seed(members3, problem3)
-show_md(sweep.to_markdown(ablation3.rows))
+show_md(to_markdown(ablation3.rows))
 show(figures.compare_manifolds(shown3, problem3.varies))
 
 # %% [markdown]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TINY, invoke, one_line_error
-from vaecli.cli.options import join_number_lists
+from vaecli.cli.lists import join_number_lists
 
 
 def test_train_writes_a_run_folder(tiny_mnist, tmp_path):

@@ -16,13 +16,13 @@ def test_json_round_trip_and_digest():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"lam": -1}, "lam must be at least 0"),
-        ({"lam": float("nan")}, "lam must be a finite number"),
-        ({"epochs": 0}, "epochs must be at least 1"),
-        ({"batch_size": 0}, "batch_size must be at least 1"),
-        ({"lr": 0}, "lr must be greater than 0"),
-        ({"dataset": "cifar"}, "dataset must be one of"),
-        ({"binarize": "yes"}, "binarize must be true or false"),
+        ({"lam": -1}, "`lam` must be at least 0"),
+        ({"lam": float("nan")}, "`lam` must be a finite number"),
+        ({"epochs": 0}, "`epochs` must be at least 1"),
+        ({"batch_size": 0}, "`batch_size` must be at least 1"),
+        ({"lr": 0}, "`lr` must be greater than 0"),
+        ({"dataset": "cifar"}, "`dataset` must be one of"),
+        ({"binarize": "yes"}, "`binarize` must be true or false"),
     ],
 )
 def test_bad_train_settings_are_refused(kwargs, message):
@@ -33,11 +33,11 @@ def test_bad_train_settings_are_refused(kwargs, message):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"latent_dim": 0}, "latent_dim must be at least 1"),
-        ({"latent_dim": 2.5}, "latent_dim must be an integer"),
-        ({"latent_dim": True}, "latent_dim must be an integer"),
-        ({"hidden_layers": (512, 0)}, "hidden layer size must be at least 1"),
-        ({"recon": "laplace"}, "recon must be one of"),
+        ({"latent_dim": 0}, "`latent_dim` must be at least 1"),
+        ({"latent_dim": 2.5}, "`latent_dim` must be an integer"),
+        ({"latent_dim": True}, "`latent_dim` must be an integer"),
+        ({"hidden_layers": (512, 0)}, "`hidden_layers` must be at least 1"),
+        ({"recon": "laplace"}, "`recon` must be one of"),
     ],
 )
 def test_bad_model_settings_are_refused(kwargs, message):
@@ -51,7 +51,7 @@ def test_bad_model_settings_are_refused(kwargs, message):
         ("{not json", "not valid JSON"),
         ('{"lam": 1, "colour": "red"}', "unknown keys: colour"),
         ('{"model": {"latent_dim": 2, "depth": 3}}', "unknown keys: depth"),
-        ('{"model": {"hidden_layers": 5}}', "hidden_layers must be a list"),
+        ('{"model": {"hidden_layers": 5}}', "`hidden_layers` must be a list"),
         ('["a list"]', "must be a JSON object"),
     ],
 )

@@ -6,7 +6,7 @@ import pytest
 import typer
 
 from tests.conftest import TINY, invoke, one_line_error
-from vaecli.cli.options import number_problem, parse_floats
+from vaecli.cli.lists import number_problem, parse_floats
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf", "-1"])

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tests.conftest import invoke, one_line_error
-from vaecli.cli.options import TRAINING_OPTIONS
+from vaecli.cli.training import TRAINING_OPTIONS
 from vaecli.config import ModelConfig, TrainConfig
 from vaecli.core.data import load_dataset
 from vaecli.core.loss import (

@@ -4,7 +4,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-from vaecli.config import MAX_JOBS, ModelConfig, TrainConfig
+from vaecli.choices import MAX_JOBS
+from vaecli.config import ModelConfig, TrainConfig
 from vaecli.core.data import load_dataset
 from vaecli.engine.loop import train
 from vaecli.errors import ConfigError
@@ -17,13 +18,11 @@ from vaecli.studies.sweep import (
     Sweep,
     SweepOptions,
     choose_executor,
-    report,
     run_sweep,
     stacks_faster,
     table_rows,
-    to_csv,
-    to_markdown,
 )
+from vaecli.views.ablation import report, to_csv, to_markdown
 
 BASE = TrainConfig(model=ModelConfig(latent_dim=2, hidden_layers=(16,)), epochs=1, batch_size=32)
 
@@ -82,15 +81,15 @@ def test_bad_sweeps_are_refused(kwargs, message):
 
 
 def test_invalid_member_values_fail_before_training():
-    with pytest.raises(ConfigError, match="latent_dim must be at least 1"):
+    with pytest.raises(ConfigError, match="`latent_dim` must be at least 1"):
         Sweep(BASE, hidden=(2, 0)).members()
-    with pytest.raises(ConfigError, match="lam must be at least 0"):
+    with pytest.raises(ConfigError, match="`lam` must be at least 0"):
         Sweep(BASE, lams=(-1.0,)).members()
 
 
 def test_command_reproduces_the_sweep():
     sweep = Sweep(BASE, lams=(1.0, 5.0, 10.0, 40.0), seeds=(0, 1))
-    assert sweep.command() == ("vaecli ablate --lam 1 5 10 40 --seeds 0 1 --epochs 1 --batch-size 32 --layers 16")
+    assert sweep.command() == ("vaecli ablate --lam 1 5 10 40 --seeds 0 1 --epochs 1 --layers 16 --batch-size 32")
     assert sweep.name().startswith("ablate-lam1-5-10-40-e1-")
     assert Sweep(BASE, hidden=(2, 10)).name() != Sweep(BASE, hidden=(2, 25)).name()
 

@@ -61,8 +61,8 @@ def with_free_bits(config: TrainConfig, x: torch.Tensor) -> TrainConfig:
 def autograd_grads(config: TrainConfig, x: torch.Tensor, eps: torch.Tensor) -> dict[str, torch.Tensor]:
     """The gradients of step T's objective by autograd (under autocast in bf16), at the initial weights."""
     model = build_model(config)
-    warm, capacity = schedule(config, T, STEPS_PER_EPOCH)
-    objective, _ = batch_loss_fn(model, config, CPU, config.precision)(x, eps, config.lam * warm, capacity)
+    lam, capacity = schedule(config, T, STEPS_PER_EPOCH)
+    objective, _ = batch_loss_fn(model, config, CPU, config.precision)(x, eps, lam, capacity)
     objective.backward()
     return {name: p.grad for name, p in model.named_parameters()}
 

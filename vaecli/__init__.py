@@ -51,6 +51,8 @@ _EXPORTS = {
 _MODULES = {
     "atomic": "vaecli.atomic",
     "config": "vaecli.config",
+    "choices": "vaecli.choices",
+    "options": "vaecli.options",
     "errors": "vaecli.errors",
     "model": "vaecli.core.model",
     "loss": "vaecli.core.loss",

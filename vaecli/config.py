@@ -1,80 +1,32 @@
 """ModelConfig and TrainConfig: frozen dataclasses that round-trip through JSON.
 
 Loading rejects unknown keys and wrong types, so a config read from a shared
-file is as trustworthy as one built in code.
+file is as trustworthy as one built in code. Each field that a user sets carries
+its Option (help, range, flag, sweep axis) as metadata: vaecli/options.py makes the
+table of options from them, and the CLI, the config files and the reproduce lines
+all come from that table.
 """
 
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields
 from enum import Enum
 from typing import Any
 
+from vaecli.choices import (
+    DATASET_TITLES,
+    LEARNING_RATES,
+    MAX_EPOCHS,
+    MAX_K,
+    MAX_SEED,
+    DatasetName,
+    LrSchedule,
+    ObjectiveName,
+    Precision,
+    Recon,
+)
 from vaecli.errors import ConfigError
-
-
-# the choices and limits of the options, defined once here (free of torch, so --help can show them fast);
-# the CLI takes the Enums, configs hold their values: plain strings
-class Recon(str, Enum):
-    """The likelihood p(x|z)."""
-
-    bernoulli = "bernoulli"
-    gaussian = "gaussian"
-
-
-class DatasetName(str, Enum):
-    mnist = "mnist"
-    fashion_mnist = "fashion-mnist"
-
-
-class Precision(str, Enum):
-    auto = "auto"
-    fp32 = "fp32"
-    bf16 = "bf16"
-
-
-class Device(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-    mps = "mps"
-
-
-class ObjectiveName(str, Enum):
-    """What training maximizes: the ELBO (with lam and its variants) or the importance-weighted bound."""
-
-    elbo = "elbo"
-    iwae = "iwae"
-
-
-class LrSchedule(str, Enum):
-    """How Adam's learning rate moves over a fit (engine/steps.learning_rate)."""
-
-    constant = "constant"
-    cosine = "cosine"
-    onecycle = "onecycle"
-
-
-class StackMode(str, Enum):
-    """How a sweep trains its members: see studies/sweep.choose_executor."""
-
-    auto = "auto"
-    on = "on"
-    off = "off"
-
-
-RECON_KINDS = tuple(k.value for k in Recon)
-DATASET_TITLES = {DatasetName.mnist.value: "MNIST", DatasetName.fashion_mnist.value: "Fashion-MNIST"}
-DATASETS = tuple(k.value for k in DatasetName)
-PRECISIONS = tuple(k.value for k in Precision)
-DEVICES = tuple(k.value for k in Device)
-STACK_MODES = tuple(k.value for k in StackMode)
-OBJECTIVES = tuple(k.value for k in ObjectiveName)
-LR_SCHEDULES = tuple(k.value for k in LrSchedule)
-# each schedule's learning rate when none is given (the peak of a schedule): "constant" keeps the first
-# release's, so `lr_schedule="constant"` alone is that recipe, and its runs keep their names
-LEARNING_RATES = {"constant": 1e-3, "cosine": 3e-3, "onecycle": 3e-3}
 
 
 class _ScheduleLr(float):
@@ -83,36 +35,75 @@ class _ScheduleLr(float):
 
 
 SCHEDULE_LR = _ScheduleLr("nan")  # TrainConfig.lr's default: the schedule's own, from LEARNING_RATES
-MAX_K = 5000  # importance samples per training image: K decodes of every image at every step
-MAX_N = 100  # the largest --n of a figure: 100 x 100 tiles is already 2800 x 2800 pixels
-MAX_MEMBERS = 64  # beyond this a sweep needs an explicit yes
-MAX_STACK = 16  # members per stacked group: bounds memory (weights, gradients and Adam state M times over)
-MAX_JOBS = 4  # fits side by side by default: each holds the GIL for its Python, about a fifth of a step
 
 
-def epochs_text(n: int) -> str:
-    """'1 epoch', '20 epochs': a count of epochs as every report and title says it."""
-    return f"{n} epoch" + ("" if n == 1 else "s")
+@dataclass(frozen=True)
+class Option:
+    """What a config field is to a user: checked here, shown by `--help`, swept by `ablate`.
+
+    `flag` defaults to the field's name with dashes; `axis` is (label, short) for a
+    field that `ablate` may vary: its table column and its part of a sweep's folder name.
+    """
+
+    help: str
+    flag: str | None = None
+    short: str | None = None  # "-H"
+    minimum: float | None = None
+    maximum: float | None = None
+    above: bool = False  # the minimum itself is refused (a learning rate > 0)
+    choices: type[Enum] | None = None
+    metavar: str | None = None
+    show_default: str | None = None
+    axis: tuple[str, str] | None = None
 
 
-def _check_int(name: str, value: Any, minimum: int) -> None:
+def option(default: Any, help: str, **kwargs: Any) -> Any:
+    """A dataclass field with its Option: `lam: float = option(1.0, "Weight of the KL term.", minimum=0.0)`."""
+    return field(default=default, metadata={"option": Option(help, **kwargs)})
+
+
+def option_of(f: Field) -> Option | None:
+    return f.metadata.get("option")
+
+
+def _check_int(name: str, value: Any, minimum: float | None, maximum: float | None = None) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{name} must be an integer, got {value!r}")
-    if value < minimum:
-        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+        raise ConfigError(f"`{name}` must be an integer, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"`{name}` must be at least {minimum:g}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"`{name}` must be at most {maximum:g}, got {value}")
 
 
-def _check_float(name: str, value: Any, minimum: float, *, strict: bool = False) -> None:
+def _check_float(name: str, value: Any, minimum: float | None, *, strict: bool = False) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ConfigError(f"{name} must be a finite number, got {value!r}")
-    if value < minimum or (strict and value == minimum):
+        raise ConfigError(f"`{name}` must be a finite number, got {value!r}")
+    if minimum is not None and (value < minimum or (strict and value == minimum)):
         bound = "greater than" if strict else "at least"
-        raise ConfigError(f"{name} must be {bound} {minimum:g}, got {value:g}")
+        raise ConfigError(f"`{name}` must be {bound} {minimum:g}, got {value:g}")
 
 
-def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+def _check_field(f: Field, value: Any) -> None:
+    """The checks that a field's type and Option give: a type, a range, a choice."""
+    spec = option_of(f)
+    if spec is None:
+        return
+    if spec.choices is not None:
+        choices = [c.value for c in spec.choices]
+        if value not in choices:
+            raise ConfigError(f"`{f.name}` must be one of {', '.join(choices)}; got {value!r}")
+    elif f.type in (bool, "bool"):
+        if not isinstance(value, bool):
+            raise ConfigError(f"`{f.name}` must be true or false, got {value!r}")
+    elif f.type in (int, "int"):
+        _check_int(f.name, value, spec.minimum, spec.maximum)
+    elif f.type in (float, "float"):
+        _check_float(f.name, value, spec.minimum, strict=spec.above)
+
+
+def _check_fields(config: Any) -> None:
+    for f in fields(config):
+        _check_field(f, getattr(config, f.name))
 
 
 def _check_keys(cls: type, data: Any) -> None:
@@ -123,26 +114,45 @@ def _check_keys(cls: type, data: Any) -> None:
         raise ConfigError(f"{cls.__name__} has unknown keys: {', '.join(sorted(unknown))}")
 
 
+def default_of(f: Field) -> Any:
+    return f.default_factory() if f.default is MISSING else f.default  # type: ignore[operator]
+
+
+def epochs_text(n: int) -> str:
+    """'1 epoch', '20 epochs': a count of epochs as every report and title says it."""
+    return f"{n} epoch" + ("" if n == 1 else "s")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """The network: image -> MLP -> (mu, logvar) of size latent_dim -> mirrored MLP -> logits."""
 
-    latent_dim: int = 2
-    hidden_layers: tuple[int, ...] = (512, 256)
-    image_shape: tuple[int, int] = (28, 28)
-    recon: str = "bernoulli"  # likelihood p(x|z): "bernoulli" (BCE) or "gaussian" (squared error)
+    latent_dim: int = option(
+        2, "Latent size H (mu and logvar each have H units).", flag="--hidden", short="-H", minimum=1, axis=("H", "h")
+    )
+    hidden_layers: tuple[int, ...] = option(
+        (512, 256),
+        "Encoder hidden layer sizes (decoder mirrors them), e.g. --layers 512 256.",
+        flag="--layers",
+        minimum=1,
+        metavar="N [N ...]",
+        show_default="512 256",
+    )
+    image_shape: tuple[int, int] = (28, 28)  # the data set's, not an option
+    recon: str = option(
+        "bernoulli", "Likelihood: bernoulli (BCE on logits) or gaussian (summed squared error).", choices=Recon
+    )
 
     def __post_init__(self) -> None:
-        _check_int("latent_dim", self.latent_dim, 1)
         if not isinstance(self.hidden_layers, tuple):
-            raise ConfigError(f"hidden_layers must be a tuple of sizes, got {self.hidden_layers!r}")
+            raise ConfigError(f"`hidden_layers` must be a tuple of sizes, got {self.hidden_layers!r}")
         for size in self.hidden_layers:
-            _check_int("each hidden layer size", size, 1)
+            _check_int("hidden_layers", size, 1)
         if not isinstance(self.image_shape, tuple) or len(self.image_shape) != 2:
             raise ConfigError(f"image_shape must be (height, width), got {self.image_shape!r}")
         for side in self.image_shape:
             _check_int("image side", side, 1)
-        _check_choice("recon", self.recon, RECON_KINDS)
+        _check_fields(self)
 
     @property
     def input_dim(self) -> int:
@@ -155,7 +165,7 @@ class ModelConfig:
         for key in ("hidden_layers", "image_shape"):
             if key in data:
                 if not isinstance(data[key], list | tuple):
-                    raise ConfigError(f"{key} must be a list, got {data[key]!r}")
+                    raise ConfigError(f"`{key}` must be a list, got {data[key]!r}")
                 data[key] = tuple(data[key])
         return cls(**data)
 
@@ -169,45 +179,93 @@ class TrainConfig:
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
-    lam: float = 1.0  # weight of the KL term: loss = recon + lam * KL
-    epochs: int = 20
-    batch_size: int = 128
-    lr: float = SCHEDULE_LR  # Adam's learning rate, the peak of a schedule; by default the schedule's (LEARNING_RATES)
-    seed: int = 0
-    dataset: str = "mnist"
-    binarize: bool = False  # dynamic binarization: a fresh Bernoulli draw of every batch
+    lam: float = option(  # weight of the KL term: loss = recon + lam * KL
+        1.0, "Weight of the KL term (≥ 0): loss = recon + lam * KL.", minimum=0.0, axis=("lam", "lam")
+    )
+    # the objective (core/loss.py); fields added after the first release are left out of the JSON at the
+    # value that does what runs before them did (ADDED_LATER), so that those runs keep their names
+    objective: str = option(  # "elbo": recon + lam * KL and its variants below; "iwae": the IW-k bound
+        "elbo",
+        "elbo: recon + lam * KL, with the variants below; iwae: the importance-weighted bound with --k samples.",
+        choices=ObjectiveName,
+        axis=("objective", ""),
+    )
+    k: int = option(  # importance samples per image, for "iwae" (k = 1 is the ELBO)
+        1,
+        "Importance samples per image, for --objective iwae (1: the ELBO).",
+        minimum=1,
+        maximum=MAX_K,
+        axis=("k", "k"),
+    )
+    kl_warmup: int = option(  # epochs over which the KL weight rises linearly from 0 to lam, step by step
+        0,
+        "KL warm-up: the KL weight rises linearly from 0 to lam over E epochs.",
+        minimum=0,
+        maximum=MAX_EPOCHS,
+        metavar="E",
+        axis=("KL warm-up", "wu"),
+    )
+    free_bits: float = option(  # nats: each latent dimension's batch-mean KL counts as at least this much
+        0.0,
+        "Free bits: each latent dimension's KL counts as ≥ F nats.",
+        minimum=0.0,
+        metavar="F",
+        axis=("free bits", "fb"),
+    )
+    capacity: float = option(  # nats: the KL term becomes lam * |KL - C(t)|, C(t) rising to this (0: off)
+        0.0,
+        "Capacity: the KL term is lam * |KL - C(t)|, C(t) up to C.",
+        minimum=0.0,
+        metavar="C",
+        axis=("capacity", "cap"),
+    )
+    capacity_epochs: int = option(  # epochs over which C(t) rises linearly from 0 to capacity (0: at once)
+        0,
+        "Epochs over which C(t) rises from 0 to --capacity (0: at once).",
+        minimum=0,
+        maximum=MAX_EPOCHS,
+        metavar="E",
+        axis=("capacity epochs", "capep"),
+    )
+    epochs: int = option(20, "Passes over the training set.", minimum=1, maximum=MAX_EPOCHS)
+    batch_size: int = option(128, "Images per optimizer step.", minimum=1)
+    lr: float = option(  # Adam's learning rate, the peak of a schedule; by default the schedule's (LEARNING_RATES)
+        SCHEDULE_LR,
+        "Adam's learning rate (> 0), the peak of a schedule.",
+        minimum=0.0,
+        above=True,
+        show_default=f"{LEARNING_RATES['cosine']:g}; {LEARNING_RATES['constant']:g} with --lr-schedule constant",
+    )
+    lr_schedule: str = option(  # Adam's learning rate over the fit (engine/steps.learning_rate)
+        "cosine",
+        "Adam's learning rate over the fit: constant; cosine (a short warm-up, then down to 0 at the "
+        "last epoch); onecycle (up over 30 % of the fit, then down).",
+        choices=LrSchedule,
+        axis=("schedule", ""),  # each member at its schedule's own rate unless lr gives one for all
+    )
+    seed: int = option(
+        0, "Seed for init, shuffling and noise; same seed on CPU, same weights.", minimum=0, maximum=MAX_SEED
+    )
+    dataset: str = option("mnist", "mnist or fashion-mnist.", choices=DatasetName)
+    binarize: bool = option(False, "Dynamic binarization: a fresh Bernoulli draw of every batch.")
     # how the arithmetic is done: both change the trained weights (rounding), so both are in the hash
     # "bf16": bfloat16 autocast for the layers; weights and Adam stay fp32. "auto": bf16 where the
     # device multiplies bfloat16 natively (AVX512-BF16 or AMX CPUs, CUDA compute capability 8+), else fp32
-    precision: str = "auto"
-    compile: bool = False  # torch.compile the training step
-    # the objective (core/loss.py); fields added after the first release are left out of the JSON at the
-    # value that does what runs before them did (ADDED_LATER), so that those runs keep their names
-    objective: str = "elbo"  # "elbo": recon + lam * KL and its variants below; "iwae": the IW-k bound
-    k: int = 1  # importance samples per image, for "iwae" (k = 1 is the ELBO)
-    kl_warmup: int = 0  # epochs over which the KL weight rises linearly from 0 to lam, step by step
-    free_bits: float = 0.0  # nats: each latent dimension's batch-mean KL counts as at least this much
-    capacity: float = 0.0  # nats: the KL term becomes lam * |KL - C(t)|, C(t) rising to this (0: off)
-    capacity_epochs: int = 0  # epochs over which C(t) rises linearly from 0 to capacity (0: C from the start)
-    lr_schedule: str = "cosine"  # Adam's learning rate over the fit (engine/steps.learning_rate)
+    precision: str = option(
+        "auto",
+        "bf16: the layers in bfloat16 autocast (weights and Adam stay fp32); "
+        "auto: bf16 where the CPU or GPU has native bfloat16 (AVX512-BF16, AMX, Ampere+), else fp32.",
+        choices=Precision,
+    )
+    compile: bool = option(False, "torch.compile the training step (costs a compilation up front).")
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, ModelConfig):
             raise ConfigError(f"model must be a ModelConfig, got {type(self.model).__name__}")
-        _check_float("lam", self.lam, 0.0)
-        _check_int("epochs", self.epochs, 1)
-        _check_int("batch_size", self.batch_size, 1)
-        _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        _check_field(next(f for f in fields(self) if f.name == "lr_schedule"), self.lr_schedule)
         if self.lr_follows_schedule:  # not given, here or in the config this one replaces
             object.__setattr__(self, "lr", _ScheduleLr(LEARNING_RATES[self.lr_schedule]))
-        _check_float("lr", self.lr, 0.0, strict=True)
-        _check_int("seed", self.seed, 0)
-        _check_choice("dataset", self.dataset, DATASETS)
-        if not isinstance(self.binarize, bool):
-            raise ConfigError(f"binarize must be true or false, got {self.binarize!r}")
-        _check_choice("precision", self.precision, PRECISIONS)
-        if not isinstance(self.compile, bool):
-            raise ConfigError(f"compile must be true or false, got {self.compile!r}")
+        _check_fields(self)
         self._check_objective()
         # 1 and 1.0 are the same lam: keep one spelling so the JSON (and hash) agree
         for name in ("lam", "free_bits", "capacity"):
@@ -216,39 +274,33 @@ class TrainConfig:
             object.__setattr__(self, "lr", float(self.lr))
 
     def _check_objective(self) -> None:
-        _check_choice("objective", self.objective, OBJECTIVES)
-        _check_int("k", self.k, 1)
-        if self.k > MAX_K:
-            raise ConfigError(f"k must be at most {MAX_K}, got {self.k}")
-        _check_int("kl_warmup", self.kl_warmup, 0)
-        _check_float("free_bits", self.free_bits, 0.0)
-        _check_float("capacity", self.capacity, 0.0)
-        _check_int("capacity_epochs", self.capacity_epochs, 0)
+        """The combinations of fields that make no sense, one line each (fields in backquotes: the CLI names
+        them by their flags)."""
         if self.kl_warmup > self.epochs:
-            raise ConfigError(f"--kl-warmup ({self.kl_warmup} epochs) must be at most --epochs ({self.epochs})")
+            raise ConfigError(f"`kl_warmup` ({self.kl_warmup} epochs) must be at most `epochs` ({self.epochs})")
         if self.capacity_epochs > self.epochs:
-            raise ConfigError(f"--capacity-epochs ({self.capacity_epochs}) must be at most --epochs ({self.epochs})")
+            raise ConfigError(f"`capacity_epochs` ({self.capacity_epochs}) must be at most `epochs` ({self.epochs})")
         if self.capacity_epochs and not self.capacity:
-            raise ConfigError("--capacity-epochs ramps a capacity: give --capacity C too")
+            raise ConfigError("`capacity_epochs` ramps a capacity: give `capacity` C too")
         if self.capacity and self.free_bits:
-            raise ConfigError("--free-bits and --capacity both hold the KL up; use one of them")
+            raise ConfigError("`free_bits` and `capacity` both hold the KL up; use one of them")
         if self.capacity and self.kl_warmup:
-            raise ConfigError("--capacity already ramps what the KL may hold (--capacity-epochs); drop --kl-warmup")
+            raise ConfigError("`capacity` already ramps what the KL may hold (`capacity_epochs`); drop `kl_warmup`")
         if self.compile and (self.kl_warmup or self.capacity_epochs):
             # a compiled step is specialized on the KL weight: a ramp would compile it again at every step
-            raise ConfigError("--compile cannot follow a ramp (--kl-warmup, --capacity-epochs); drop one of them")
+            raise ConfigError("`compile` cannot follow a ramp (`kl_warmup`, `capacity_epochs`); drop one of them")
         if self.objective == "elbo" and self.k != 1:
-            raise ConfigError(f"--k {self.k} is the importance-weighted bound's: add --objective iwae")
+            raise ConfigError(f"`k` {self.k} is the importance-weighted bound's: add `objective` iwae")
         if self.objective == "iwae":
             refused = [
-                ("--lam", self.lam != 1.0, "the bound has no KL weight: it is log p(x) as k grows"),
-                ("--kl-warmup", self.kl_warmup > 0, "the bound has no KL term to warm up"),
-                ("--free-bits", self.free_bits > 0, "the bound has no KL term to hold up"),
-                ("--capacity", self.capacity > 0, "the bound has no KL term to hold"),
+                ("lam", self.lam != 1.0, "the bound has no KL weight: it is log p(x) as k grows"),
+                ("kl_warmup", self.kl_warmup > 0, "the bound has no KL term to warm up"),
+                ("free_bits", self.free_bits > 0, "the bound has no KL term to hold up"),
+                ("capacity", self.capacity > 0, "the bound has no KL term to hold"),
             ]
-            for flag, given, why in refused:
+            for name, given, why in refused:
                 if given:
-                    raise ConfigError(f"--objective iwae cannot take {flag}: {why}")
+                    raise ConfigError(f"`objective` iwae cannot take `{name}`: {why}")
 
     @property
     def lr_follows_schedule(self) -> bool:
@@ -278,6 +330,30 @@ class TrainConfig:
     def describe_lr(self) -> str:
         """'lr 0.001' or 'lr 0.003, cosine': Adam's learning rate as a report says it."""
         return f"lr {self.lr:g}" + ("" if self.lr_schedule == "constant" else f", {self.lr_schedule}")
+
+    def describe(self, long: bool = False, seed: bool = True) -> str:
+        """The one description of a run, in words: what every report, title, header and page says.
+
+        Short: 'H=2, lam=1, 20 epochs, MNIST' (the objective after lam when it is not the plain ELBO).
+        Long adds the network, the likelihood, the data's binarization, the batch, Adam, the seed and
+        the arithmetic: 'H=2, lam=1, iwae k=5, layers 512-256, bernoulli likelihood, MNIST (binarized),
+        20 epochs, batch 128, Adam lr 0.003, cosine, seed 0, precision auto' (`seed` False: without the seed,
+        for a sweep's members, which vary it).
+        """
+        model = self.model
+        head = f"H={model.latent_dim}, lam={self.lam:g}" + ("" if self.plain_elbo else f", {self.describe_objective()}")
+        data = DATASET_TITLES[self.dataset]
+        if not long:
+            return f"{head}, {epochs_text(self.epochs)}, {data}"
+        layers = "-".join(map(str, model.hidden_layers)) or "none"
+        return (
+            f"{head}, layers {layers}, {model.recon} likelihood, {data}"
+            + (" (binarized)" if self.binarize else "")
+            + f", {epochs_text(self.epochs)}, batch {self.batch_size}, Adam {self.describe_lr()}"
+            + (f", seed {self.seed}" if seed else "")
+            + f", precision {self.precision}"
+            + (", compiled" if self.compile else "")
+        )
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

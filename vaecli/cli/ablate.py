@@ -8,23 +8,18 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from vaecli.choices import MAX_MEMBERS, StackMode
 from vaecli.cli.app import app
 from vaecli.cli.display import member_numbers
-from vaecli.cli.options import (
-    SWEEP_LISTS,
-    QuietOpt,
-    TrainingOptions,
-    number_lists,
-    parse_floats,
-    parse_ints,
-    sweep_lists,
-    training_options,
-)
-from vaecli.config import MAX_MEMBERS, StackMode
+from vaecli.cli.lists import number_lists, parse_floats, parse_ints
+from vaecli.cli.params import QuietOpt
+from vaecli.cli.training import SWEEP_LISTS, TrainingOptions, sweep_lists, training_options
 from vaecli.errors import ConfigError, TrainingDiverged
+from vaecli.options import BY_NAME
 
-WORD_FLAGS = ("--objective", "--lr-schedule")  # lists of words: --lr-schedule constant cosine
-LIST_FLAGS = ("--hidden", "-H", "--lam", "--seeds", "--layers", *("--" + n.replace("_", "-") for n in SWEEP_LISTS))
+# lists of words (--lr-schedule constant cosine) and of numbers (--free-bits 0 0.5 1), from the table of options
+WORD_FLAGS = tuple(BY_NAME[name].flag for name in SWEEP_LISTS if BY_NAME[name].spec.choices is not None)
+LIST_FLAGS = ("--hidden", "-H", "--lam", "--seeds", "--layers", *(BY_NAME[name].flag for name in SWEEP_LISTS))
 
 
 @app.command(cls=number_lists(*LIST_FLAGS, words=WORD_FLAGS))
@@ -99,7 +94,6 @@ def ablate(
     """
     from vaecli.cli.display import SweepDisplay
     from vaecli.core.data import load_dataset
-    from vaecli.store import runs
     from vaecli.studies import sweep
     from vaecli.views.ablation import save_ablation
 
@@ -108,14 +102,14 @@ def ablate(
     members = plan.members()
     if len(members) > MAX_MEMBERS and not yes:
         raise ConfigError(f"this sweep has {len(members)} members (more than {MAX_MEMBERS}); add --yes to run it")
-    folder = out if out is not None else Path(options.runs_dir or runs.default_store()) / plan.name()
+    folder = out if out is not None else options.store / plan.name()
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"{folder} is a file; --out must be a folder")
 
     console = Console(quiet=quiet)
     data = load_dataset(base.dataset, options.data_dir, download_missing=options.download)
     settings = sweep.SweepOptions(
-        store=options.runs_dir,
+        store=options.store,
         device=options.device,
         force=options.force,
         iw_samples=iw_samples,
@@ -128,7 +122,7 @@ def ablate(
         if tensorboard:
             from vaecli.views.tensorboard import TensorBoardSweep
 
-            board = TensorBoardSweep(display, data.test.images, store=options.runs_dir)
+            board = TensorBoardSweep(display, data.test.images, store=options.store)
         executor = _cluster(cluster, cpus_per_member, retries, jobs, stack)
         results = sweep.run_sweep(plan, data, settings, executor=executor, observer=board or display)
     finally:
@@ -138,7 +132,7 @@ def ablate(
 
     ablation = save_ablation(results, plan, data.test.images, folder, iw_samples)
     console.print(_metrics_table(ablation.rows, iw_samples))
-    board_store = (settings.store or runs.default_store()) if board is not None else None
+    board_store = options.store if board is not None else None
     _summary(console, results, folder, board_store)
 
 

@@ -1,7 +1,10 @@
 """The Typer app, its one error path, and the root options (--version)."""
 
 import inspect
+import os
+import re
 import sys
+import traceback
 from collections.abc import Sequence
 from typing import Annotated, Any
 
@@ -12,6 +15,7 @@ from typer.core import TyperGroup
 
 from vaecli import __version__
 from vaecli.errors import Interrupted, VaeError
+from vaecli.options import flag_of
 
 # click's own error base (typer vendors click and exports only BadParameter and TyperException above it)
 ClickException: type[typer.TyperException] = next(
@@ -21,10 +25,32 @@ ClickException: type[typer.TyperException] = next(
 stderr = Console(stderr=True, soft_wrap=True)
 
 
+DEBUG = "VAECLI_DEBUG"  # set to 1: the full traceback behind every `error:` line
+FIELD = re.compile(r"`([a-z][a-z0-9_]*)`")  # a config field or parameter, as library errors name them
+
+
 def fail(message: str, code: int = 1) -> None:
-    """Print one `error: ...` line on stderr and exit with `code`."""
+    """Print one `error: ...` line on stderr (behind the traceback, with VAECLI_DEBUG=1) and exit with `code`."""
+    if os.environ.get(DEBUG, "") not in ("", "0"):
+        traceback.print_exc()
     stderr.print(Text.assemble(("error: ", "bold red"), message))
     sys.exit(code)
+
+
+def in_flags(message: str, command: Any = None) -> str:
+    """A library error as the command line says it: each `field` it names (latent_dim, kl_warmup, device)
+    becomes the flag that sets it (--hidden, --kl-warmup, --device); anything else in backquotes stays."""
+
+    def flag(match: re.Match) -> str:
+        name = match.group(1)
+        known = flag_of(name)
+        if known is None and command is not None:
+            params = {p.name: p for p in getattr(command, "params", [])}
+            opts = getattr(params.get(name), "opts", None)
+            known = opts[0] if opts and opts[0].startswith("--") else None
+        return known or match.group(0)
+
+    return FIELD.sub(flag, message)
 
 
 def reflow(help_text: str | None) -> str | None:
@@ -42,6 +68,13 @@ class Group(TyperGroup):
         super().__init__(*args, **kwargs)
         for command in self.commands.values():
             command.help = reflow(command.help)
+
+    _invoked: Any = None  # the subcommand being run, whose parameters a library error may name
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        name, command, rest = super().resolve_command(ctx, args)
+        self._invoked = command
+        return name, command, rest
 
     def invoke(self, ctx: Any) -> Any:
         try:
@@ -63,7 +96,7 @@ class Group(TyperGroup):
                 args, prog_name, complete_var, standalone_mode=False, windows_expand_args=windows_expand_args, **extra
             )
         except VaeError as e:
-            fail(str(e), e.exit_code)
+            fail(in_flags(str(e), self._invoked), e.exit_code)
         except ClickException as e:
             # the program is always vaecli here, also under a test runner that names it otherwise
             ctx = getattr(e, "ctx", None)

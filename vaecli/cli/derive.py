@@ -10,21 +10,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from vaecli.choices import Device
 from vaecli.cli.app import app
-from vaecli.cli.options import (
-    DataDirOpt,
-    DeviceOpt,
-    DownloadOpt,
-    EpochsOpt,
-    LayersOpt,
-    ModelOpt,
-    RunsDirOpt,
-    SeedOpt,
-    number_lists,
-    parse_floats,
-    parse_ints,
-)
-from vaecli.config import Device
+from vaecli.cli.lists import number_lists, parse_floats, parse_ints
+from vaecli.cli.params import DataDirOpt, DeviceOpt, DownloadOpt, ModelOpt, RunsDirOpt, option_info
 from vaecli.studies.observer import SweepObserver
 
 if TYPE_CHECKING:
@@ -192,9 +181,9 @@ def derive(
     lams: Annotated[
         str, typer.Option(metavar="λ [λ ...]", show_default="1 5 10 40", help="The λ of the runs of part 3.")
     ] = "1,5,10,40",
-    epochs: EpochsOpt = 2,
-    layers: LayersOpt = "512,256",
-    seed: SeedOpt = 0,
+    epochs: Annotated[int, option_info("epochs")] = 2,
+    layers: Annotated[str, option_info("layers")] = "512,256",
+    seed: Annotated[int, option_info("seed")] = 0,
     image: Annotated[int, typer.Option(min=0, help="Which test image to check on.")] = 0,
     synthetic: Annotated[bool, typer.Option("--synthetic", help="Check on synthetic images, not MNIST.")] = False,
     device: DeviceOpt = Device.auto,

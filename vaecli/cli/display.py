@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from vaecli.cli import threads
-from vaecli.config import TrainConfig, epochs_text
+from vaecli.config import TrainConfig
 from vaecli.engine.observer import Observer
 from vaecli.studies.observer import Placement, SweepObserver
 
@@ -19,13 +19,6 @@ if TYPE_CHECKING:
     from vaecli.engine.records import EpochRecord
     from vaecli.store.lock import Holder
     from vaecli.store.runs import Outcome
-
-
-def describe(config: TrainConfig) -> str:
-    layers = "-".join(map(str, config.model.hidden_layers)) or "none"
-    objective = "" if config.plain_elbo else f", {config.describe_objective()}"
-    h, lam = config.model.latent_dim, config.lam
-    return f"H={h}, lam={lam:g}{objective}, layers {layers}, {config.model.recon}, {config.dataset}"
 
 
 def _fmt(value: float) -> str:
@@ -98,10 +91,7 @@ class TrainingDisplay(Observer):
         self.objective = self.objective or not config.plain_elbo
         if self.as_json or self.console.quiet:
             return
-        self.console.print(
-            f"Training {self.training_what(config)} on {device}: "
-            f"{steps_per_epoch} batches of {config.batch_size} per epoch, Adam {config.describe_lr()}"
-        )
+        self.console.print(f"Training {self.training_what(config)} on {device}: {steps_per_epoch} batches per epoch")
         if threads.chose_passive and not self.said_passive:
             self.said_passive = True
             self.console.print(
@@ -128,7 +118,7 @@ class TrainingDisplay(Observer):
             self.progress.reset(self.task, total=self.epochs * self.steps, completed=done, rate="")
 
     def training_what(self, config: TrainConfig) -> str:
-        return f"a VAE ({describe(config)})"
+        return f"a VAE ({config.describe(long=True)})"
 
     def waiting(self, holder: "Holder") -> None:
         """Another process is training the run: say who, once, rather than wait in silence."""
@@ -236,7 +226,8 @@ class SweepDisplay(TrainingDisplay, SweepObserver):
             description = f"sweep member {index + 1}/{self.members}"
             self.progress.update(self.sweep_task, completed=index, description=description)
             config = self.configs[index]
-            self.console.rule(f"member {index + 1}/{self.members}: {describe(config)}, seed {config.seed}", style="dim")
+            what = f"member {index + 1}/{self.members}: {config.describe()}, seed {config.seed}"
+            self.console.rule(what, style="dim")
         return self
 
     def on_failed(self, index: int, error: Any) -> None:
@@ -248,7 +239,7 @@ class SweepDisplay(TrainingDisplay, SweepObserver):
 
     # a cluster's members: one line each as it is queued, runs (where), is retried, finishes
     def on_queued(self, index: int, config: TrainConfig) -> None:
-        self._line(index, "queued", f"{describe(config)}, seed {config.seed}")
+        self._line(index, "queued", f"{config.describe()}, seed {config.seed}")
 
     def on_running(self, index: int, placement: Placement) -> None:
         display = self.displays.get(index)
@@ -362,7 +353,7 @@ def summary(outcome: "Outcome") -> Panel:
     grid.add_row("folder", str(run.path))
     files = sorted(p for p in run.path.iterdir() if p.is_file() and not p.name.startswith("."))
     grid.add_row("files", ", ".join(f"{p.name} ({_size(p.stat().st_size)})" for p in files))
-    grid.add_row("config", describe(run.config) + f", {epochs_text(run.config.epochs)}, seed {run.config.seed}")
+    grid.add_row("config", run.config.describe(long=True))
     if run.final is not None:
         t = run.final.test
         grid.add_row("test", f"recon {t.recon:.2f}  KL {t.kl:.2f}  -ELBO {t.neg_elbo:.2f} nats per image")

@@ -8,9 +8,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from vaecli.choices import Device
 from vaecli.cli.app import app
-from vaecli.cli.options import DataDirOpt, DeviceOpt, DownloadOpt
-from vaecli.config import Device
+from vaecli.cli.params import DataDirOpt, DeviceOpt, DownloadOpt
 
 
 @app.command("eval")

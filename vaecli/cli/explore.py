@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.text import Text
 
 from vaecli.cli.app import app, stderr
-from vaecli.cli.options import DataDirOpt, DownloadOpt, QuietOpt
+from vaecli.cli.params import DataDirOpt, DownloadOpt, QuietOpt
 
 
 @app.command()

@@ -10,18 +10,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
+from vaecli.choices import MAX_N
 from vaecli.cli.app import app
-from vaecli.cli.options import (
-    ModelOpt,
-    QuietOpt,
-    TrainingOptions,
-    number_lists,
-    obtain_run,
-    parse_floats,
-    parse_ints,
-    training_options,
-)
-from vaecli.config import MAX_N
+from vaecli.cli.lists import number_lists, parse_floats, parse_ints
+from vaecli.cli.params import ModelOpt, QuietOpt
+from vaecli.cli.training import TrainingOptions, obtain_run, training_options
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -11,8 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from vaecli.cli.app import app
-from vaecli.cli.options import RunsDirOpt
-from vaecli.config import TrainConfig, epochs_text
+from vaecli.cli.params import RunsDirOpt
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
@@ -36,19 +35,9 @@ def info(
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()
-    config, model = data["config"], data["config"]["model"]
     grid.add_row("run", data["path"])
-    grid.add_row(
-        "model",
-        f"H={model['latent_dim']}, layers {model['hidden_layers']}, {model['recon']} likelihood, "
-        f"{data['parameters']:,} parameters",
-    )
-    grid.add_row(
-        "training",
-        f"lam={config['lam']:g}, {epochs_text(config['epochs'])}, batch {config['batch_size']}, "
-        f"{TrainConfig.from_dict(config).describe_lr()}, seed {config['seed']}, {config['dataset']}"
-        + (", binarized" if config["binarize"] else ""),
-    )
+    grid.add_row("config", data["description"])
+    grid.add_row("model", f"{data['parameters']:,} parameters")
     final = data["final"] or {}
     score = f": {final['test_objective']:.2f} nats on the test set" if final.get("test_objective") is not None else ""
     grid.add_row("objective", data["objective"] + score)
@@ -77,9 +66,10 @@ def _when(seconds: float, today: str) -> str:
 @app.command()
 def runs(runs_dir: RunsDirOpt = None, as_json: JsonOpt = False) -> None:
     """List the run store: one row per run, newest first."""
-    from vaecli.store.runs import default_store, list_runs
+    from vaecli.store.runs import list_runs, store_path
 
-    entries = list_runs(runs_dir)
+    store = store_path(runs_dir)
+    entries = list_runs(store)
     if as_json:
         print(
             json.dumps(
@@ -100,9 +90,9 @@ def runs(runs_dir: RunsDirOpt = None, as_json: JsonOpt = False) -> None:
         return
     console = Console()
     if not entries:
-        console.print(f"No runs in {runs_dir or default_store()}.")
+        console.print(f"No runs in {store}.")
         return
-    table = Table(title=f"runs in {runs_dir or default_store()}", title_justify="left")
+    table = Table(title=f"runs in {store}", title_justify="left")
     table.add_column("name", no_wrap=True)  # whole, to copy
     for column in ("H", "lam", "epochs"):
         table.add_column(column, justify="right")

@@ -9,15 +9,9 @@ from rich.console import Console
 
 from vaecli.cli.app import app
 from vaecli.cli.display import TrainingDisplay, summary
-from vaecli.cli.options import (
-    TRAINING_OPTIONS,
-    QuietOpt,
-    TrainingOptions,
-    WaitOpt,
-    number_lists,
-    train_with_display,
-    training_options,
-)
+from vaecli.cli.lists import number_lists
+from vaecli.cli.params import QuietOpt, WaitOpt
+from vaecli.cli.training import TRAINING_OPTIONS, TrainingOptions, train_with_display, training_options, with_file
 from vaecli.engine.observer import Observers
 
 if TYPE_CHECKING:
@@ -53,6 +47,18 @@ def train(
             help="Also write TensorBoard events into <run folder>/tensorboard (needs the tensorboard extra).",
         ),
     ] = False,
+    config_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            metavar="FILE",
+            help="Options from a file: TOML (hidden = 10, layers = [512, 256], ...; what --print-config prints) "
+            "or a run's config.json. Options given here win over the file's.",
+        ),
+    ] = None,
+    print_config: Annotated[
+        bool, typer.Option("--print-config", help="Print the config as a file that --config reads, and exit.")
+    ] = False,
 ) -> None:
     """Train a VAE and save weights, metrics and loss curves in a run folder.
 
@@ -61,8 +67,15 @@ def train(
     command again) continues it. A run that another process is training is
     waited for, then reused.
     """
+    if config_file is not None:
+        options = with_file(options, config_file, lambda name: _given(ctx, name))
     if resume is not None:
         options, out = _resume_options(ctx, options, resume, out)
+    if print_config:
+        from vaecli.configfile import to_toml
+
+        print(to_toml(options.config), end="")
+        return
     console = Console(quiet=quiet or as_json)
     display = TrainingDisplay(console, as_json=as_json and not quiet)
     data, board = _tensorboard(options, out) if tensorboard else (None, None)
@@ -109,7 +122,7 @@ def _tensorboard(options: TrainingOptions, out: Path | None) -> tuple["Dataset",
     from vaecli.views.tensorboard import TensorBoardObserver
 
     config = options.config
-    folder = RunRequest(config, out=out, store=options.runs_dir).folder
+    folder = RunRequest(config, out=out, store=options.store).folder
     data = load_dataset(config.dataset, options.data_dir, download_missing=options.download)
     return data, TensorBoardObserver([(config, folder)], data.test.images)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from vaecli.config import DATASET_TITLES as TITLES
+from vaecli.choices import DATASET_TITLES as TITLES
 from vaecli.errors import DataError
 
 # torchvision's folder name for each data set, and what it downloads into

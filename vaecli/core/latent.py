@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from vaecli.config import MAX_N
+from vaecli.choices import MAX_N
 from vaecli.core.model import VAE
 from vaecli.errors import ConfigError
 

@@ -2,7 +2,7 @@
 
 import torch
 
-from vaecli.config import DEVICES
+from vaecli.choices import DEVICES
 from vaecli.errors import ConfigError
 
 

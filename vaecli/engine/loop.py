@@ -91,11 +91,11 @@ class _Fit:
         dev: torch.device,
         stacked: bool,
         observer: Observer,
-        precision: str | None = None,
+        precision: str,
     ) -> None:
         first = configs[0]
         self.dev, self.stacked, self.observer, self.epochs = dev, stacked, observer, first.epochs
-        self.precision = resolve_precision(precision or first.precision, dev)
+        self.precision = precision  # "fp32" or "bf16", resolved where the fit was entered
         self.data = data.to(dev)
         self.n, self.batch_size = len(self.data.train.images), first.batch_size
         self.steps = math.ceil(self.n / self.batch_size)
@@ -201,8 +201,7 @@ class _Fit:
                 continue
             objective = test.total(config.lam)
             if not config.plain_elbo:
-                warm, capacity = schedule(config, last_step, self.steps)
-                lam = config.lam * warm
+                lam, capacity = schedule(config, last_step, self.steps)
                 objective = test_objective(model, member.test_images, test, config, lam, capacity, generator)
             train_terms = Terms(recon_sum / self.n, kl_sum / self.n)
             record = EpochRecord(self.epoch, config.lam, train_terms, test, seconds, objective_sum / self.n, objective)
@@ -281,13 +280,16 @@ def fit(
         stacked = len(configs) > 1
     if not stacked and len(configs) > 1:
         raise ConfigError("several members train stacked only")
+    # the device and the arithmetic, resolved once here, where the engine is entered
     dev = resolve_device(device)
+    arithmetic = resolve_precision(precision or configs[0].precision, dev)
     for config in configs:
         check_data(config, data)
         _check_options(config, dev)
-    memory.check_fits(configs, dev, len(data.train.images) + len(data.test.images), data.train.images.shape[1])
+    n_images, pixels = len(data.train.images) + len(data.test.images), data.train.images.shape[1]
+    memory.check_fits(configs, dev, n_images, pixels, arithmetic)
     observer = observer or Observer()
-    run = _Fit(configs, data, dev, stacked, observer, precision)
+    run = _Fit(configs, data, dev, stacked, observer, arithmetic)
     if resume is not None:
         run.resume(resume)
     observer.on_start(configs[0], run.steps, dev)

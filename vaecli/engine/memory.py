@@ -17,7 +17,6 @@ from pathlib import Path
 import torch
 
 from vaecli.config import ModelConfig, TrainConfig
-from vaecli.engine.device import resolve_precision
 from vaecli.errors import OutOfMemory
 
 MARGIN = 1.5  # every part rounded up by half: allocator slack, caches and the temporaries not counted here
@@ -44,9 +43,17 @@ def parameter_count(model: ModelConfig) -> int:
 
 
 def estimate(
-    config: TrainConfig, device: torch.device, members: int = 1, n_images: int = 0, pixels: int = 0
+    config: TrainConfig,
+    device: torch.device,
+    members: int = 1,
+    n_images: int = 0,
+    pixels: int = 0,
+    precision: str | None = None,
 ) -> dict[str, int]:
     """Bytes that a fit of `members` stacked models of `config` needs on `device`, by part, margin included.
+
+    precision: the fit's arithmetic as the engine resolved it (None: the config's, where "auto" counts
+    the bf16 copies, so the estimate errs high).
 
     n_images, pixels: the data set's (train and test) images, which move to the
     device; on the CPU they are already loaded, so not counted. The resume state
@@ -64,7 +71,7 @@ def estimate(
         "Adam state": 2 * weights * members,  # its two moments
         "activations": max(train, evaluate),  # the two never live at once
     }
-    if resolve_precision(config.precision, device) == "bf16":
+    if (precision or config.precision) in ("bf16", "auto"):
         # bfloat16 copies of the weights and of their gradients (engine/written_step.py; autocast caches the former)
         parts["bf16 copies"] = weights * members
     if device.type == "cpu":
@@ -118,13 +125,15 @@ def _refusal(what: str, parts: dict[str, int], where: str, free: int, hint: str)
     )
 
 
-def check_fits(configs: Sequence[TrainConfig], device: torch.device, n_images: int, pixels: int) -> None:
+def check_fits(
+    configs: Sequence[TrainConfig], device: torch.device, n_images: int, pixels: int, precision: str | None = None
+) -> None:
     """Raise OutOfMemory when the estimate of fitting `configs` (stacked when several) exceeds what `device` has."""
     members = len(configs)
     config = max(configs, key=lambda c: c.model.latent_dim)  # a stack pads every latent to the largest
     what = "this model needs" if members == 1 else f"these {members} stacked models need"
     hint = HINT if members == 1 else f"{HINT}, or --stack off"
-    parts = estimate(config, device, members, n_images, pixels)
+    parts = estimate(config, device, members, n_images, pixels, precision)
     free = available(device)
     if free is not None and sum(parts.values()) > free:
         raise _refusal(what, parts, "CPU" if device.type == "cpu" else "GPU", free, hint)

@@ -70,16 +70,19 @@ def step_noise(x: torch.Tensor, config: TrainConfig, noise_gen: torch.Generator)
     return x, torch.randn(shape, generator=noise_gen, device=x.device)
 
 
-def schedule(config: TrainConfig, t: int, steps_per_epoch: int) -> tuple[float, float]:
-    """(warm, capacity) at global step t (0-based): lam * warm is the step's KL weight.
+def warmup(config: TrainConfig, t: int, steps_per_epoch: int) -> float:
+    """The share of lam applied at global step t (0-based): it rises linearly, step by step, from 0 to 1
+    over the first kl_warmup epochs (Bowman et al. 2016, "Generating sentences from a continuous space",
+    section 3.1), and is 1 without a warm-up."""
+    return min(1.0, t / (config.kl_warmup * steps_per_epoch)) if config.kl_warmup else 1.0
 
-    warm rises linearly, step by step, from 0 to 1 over the first kl_warmup epochs (Bowman et al. 2016,
-    "Generating sentences from a continuous space", section 3.1); the capacity C(t) from 0 to `capacity`
-    over capacity_epochs (Burgess et al. 2018, section 5). Both are constant without them.
-    """
-    warm = min(1.0, t / (config.kl_warmup * steps_per_epoch)) if config.kl_warmup else 1.0
+
+def schedule(config: TrainConfig, t: int, steps_per_epoch: int) -> tuple[float, float]:
+    """(KL weight, capacity) applied at global step t (0-based): lam times its warm-up share, and the
+    capacity C(t), which rises from 0 to `capacity` over capacity_epochs (Burgess et al. 2018, section 5)
+    and is constant without them."""
     ramp = min(1.0, t / (config.capacity_epochs * steps_per_epoch)) if config.capacity_epochs else 1.0
-    return warm, config.capacity * ramp
+    return config.lam * warmup(config, t, steps_per_epoch), config.capacity * ramp
 
 
 WARMUP_SHARE = 0.05  # of a cosine fit's steps, over which the rate rises linearly to --lr
@@ -184,14 +187,8 @@ def train_step(
     """
     written = written_step(config, device, precision)
     if written is not None:
-        return written(model, optimizer, config, lambda t: _weights(config, t, steps_per_epoch))
+        return written(model, optimizer, config, lambda t: schedule(config, t, steps_per_epoch))
     return autograd_step(model, optimizer, config, device, precision, steps_per_epoch)
-
-
-def _weights(config: TrainConfig, t: int, steps_per_epoch: int) -> tuple[float, float]:
-    """(KL weight, capacity) at step t."""
-    warm, capacity = schedule(config, t, steps_per_epoch)
-    return config.lam * warm, capacity
 
 
 def autograd_step(
@@ -208,7 +205,7 @@ def autograd_step(
     full_batch_loss = torch.compile(batch_loss, dynamic=False) if config.compile else batch_loss
 
     def step(x: torch.Tensor, eps: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
-        lam, capacity = _weights(config, t, steps_per_epoch)
+        lam, capacity = schedule(config, t, steps_per_epoch)
         forward = full_batch_loss if len(x) == config.batch_size else batch_loss
         loss_value, means = forward(x, eps, lam, capacity)
         optimizer.zero_grad(set_to_none=True)
@@ -303,7 +300,8 @@ class StackedModels:
         if self.bf16:
             out = VAEOutput(*(t.float() for t in out))
         shared = self.configs[0]  # the objective is part of the stack key
-        warm, capacity = schedule(shared, t, self.steps_per_epoch)
+        warm = warmup(shared, t, self.steps_per_epoch)  # the members differ in lam, not in its schedule
+        _, capacity = schedule(shared, t, self.steps_per_epoch)
         lam = self.lam if warm == 1.0 else self.lam * warm
         set_learning_rate(self.optimizer, shared, t, self.steps_per_epoch)
         losses, recon, kl = member_objectives(out, x, noise, shared, lam, capacity, self.latent_dims)

@@ -217,6 +217,7 @@ def run_info(path: Path | str) -> dict[str, Any]:
         "path": str(path),
         "vaecli_version": run.info.get("vaecli_version"),
         "config": run.config.to_dict(),
+        "description": run.config.describe(long=True),
         "objective": run.config.describe_objective(),
         "parameters": sum(p.numel() for p in run.model.parameters()),
         "epochs_trained": len(run.history),

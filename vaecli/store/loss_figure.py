@@ -20,7 +20,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from vaecli import atomic  # noqa: E402
-from vaecli.config import DATASET_TITLES, TrainConfig, epochs_text  # noqa: E402
+from vaecli.config import TrainConfig  # noqa: E402
 from vaecli.engine.records import EpochRecord  # noqa: E402
 from vaecli.errors import OutputError  # noqa: E402
 
@@ -29,13 +29,6 @@ FORMATS = ("png", "pdf", "svg")
 DRAWING = threading.Lock()
 # fixed metadata, so the same figure gives the same bytes
 _METADATA = {"png": {"Software": None}, "pdf": {"CreationDate": None, "Producer": None}, "svg": {"Date": None}}
-
-
-def describe(config: TrainConfig) -> str:
-    """A short label of a model: 'H=2, lam=1, 20 epochs, MNIST' ('H=2, lam=40, elbo, free bits 1, ...')."""
-    data = DATASET_TITLES[config.dataset]
-    objective = "" if config.plain_elbo else f", {config.describe_objective()}"
-    return f"H={config.model.latent_dim}, lam={config.lam:g}{objective}, {epochs_text(config.epochs)}, {data}"
 
 
 def save(fig: Figure, path: Path, dpi: int = 120) -> Path:
@@ -80,7 +73,7 @@ def loss_curves(history: list[EpochRecord], config: TrainConfig) -> Figure:
     axes[0].legend(fontsize=8)
     final = history[-1].test
     fig.suptitle(
-        f"VAE training curves ({describe(config)}); final test: recon {final.recon:.1f}, "
+        f"VAE training curves ({config.describe()}); final test: recon {final.recon:.1f}, "
         f"KL {final.kl:.2f}, -ELBO {final.neg_elbo:.1f} nats",
         fontsize=11,
     )

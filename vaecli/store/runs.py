@@ -49,6 +49,11 @@ def default_store() -> Path:
     return Path(os.environ.get("VAECLI_RUNS") or "runs").expanduser()
 
 
+def store_path(store: Path | str | None) -> Path:
+    """The run store's folder: `store`, or the default where it is None (the one place that default is taken)."""
+    return Path(store) if store is not None else default_store()
+
+
 def run_name(config: TrainConfig) -> str:
     """`h2-lam1-e20-s0-1a2b3c4d`; an objective other than the plain ELBO shows too: `h50-lam1-iwae5-e20-...`."""
     prefix = "fashion-" if config.dataset == "fashion-mnist" else ""
@@ -67,7 +72,7 @@ def run_name(config: TrainConfig) -> str:
 
 
 def run_folder(config: TrainConfig, store: Path | None = None) -> Path:
-    return Path(store or default_store()) / run_name(config)
+    return store_path(store) / run_name(config)
 
 
 def finished_config(folder: Path) -> TrainConfig | None:
@@ -350,7 +355,7 @@ def list_runs(store: Path | None = None) -> list[StoredRun]:
     An unfinished run is "training" while a live process holds its lock (a finished
     one may be being trained again, with --force), else "interrupted".
     """
-    store = Path(store or default_store())
+    store = store_path(store)
     if not store.is_dir():
         return []
     entries = []

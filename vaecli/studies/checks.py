@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from vaecli.config import DATASET_TITLES, ModelConfig, TrainConfig, epochs_text
+from vaecli.choices import DATASET_TITLES
+from vaecli.config import ModelConfig, TrainConfig, epochs_text
 from vaecli.core.data import Dataset, Split, default_data_dir, find_raw_dir, load_dataset
 from vaecli.core.model import VAE
 from vaecli.errors import ConfigError
@@ -184,12 +185,10 @@ class DeriveChecks:
         """The model and image that parts 1 and 2 are checked on, and lines describing them."""
         if self._subject is not None:
             return self._subject
-        from vaecli.store.loss_figure import describe
-
         s = self.settings
         if s.model is not None:
             run = load_run(s.model)
-            model, label = run.model, f"{run.path} ({describe(run.config)})"
+            model, label = run.model, f"{run.path} ({run.config.describe()})"
             data, note = self.dataset(run.config.dataset)
         else:
             (row,) = self.sweep((1.0,))

@@ -20,7 +20,8 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
 from vaecli import __version__
-from vaecli.config import DATASET_TITLES, TrainConfig
+from vaecli.choices import DATASET_TITLES
+from vaecli.config import TrainConfig
 from vaecli.core.data import Dataset, Split, default_data_dir, load_dataset
 from vaecli.engine.device import resolve_device
 from vaecli.engine.interrupt import StopRequest

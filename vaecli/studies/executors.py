@@ -19,7 +19,8 @@ from typing import Protocol
 
 import torch
 
-from vaecli.config import MAX_STACK, TrainConfig
+from vaecli.choices import MAX_STACK
+from vaecli.config import TrainConfig
 from vaecli.core.data import Dataset
 from vaecli.engine.interrupt import StopRequest, stop_on_sigint
 from vaecli.engine.loop import train_stacked

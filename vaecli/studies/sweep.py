@@ -6,9 +6,7 @@ that need training and hands them to an executor (studies/executors.py): one by
 one, side by side in threads, or stacked; each member ends as it would alone.
 """
 
-import csv
 import hashlib
-import io
 import itertools
 import math
 import statistics
@@ -19,13 +17,16 @@ from typing import Any
 
 import torch
 
-from vaecli.config import DATASET_TITLES, MAX_JOBS, STACK_MODES, TrainConfig, epochs_text
+from vaecli import options
+from vaecli.choices import MAX_JOBS, STACK_MODES
+from vaecli.config import TrainConfig
 from vaecli.core.data import Dataset
 from vaecli.core.model import VAE
 from vaecli.engine.device import resolve_device
 from vaecli.engine.records import EpochRecord
 from vaecli.engine.steps import stackable
 from vaecli.errors import ConfigError, VaeError
+from vaecli.options import Row
 from vaecli.store.checkpoint import load_run
 from vaecli.store.runs import is_finished, run_folder
 from vaecli.studies.executors import Executor, FitContext, OneByOne, SideBySide, Stacked
@@ -35,15 +36,29 @@ from vaecli.studies.scores import RunMetrics, stored_scores
 
 @dataclass(frozen=True)
 class Axis:
-    """An option a sweep may vary: its column in the table, its flag, its part of a folder name, its field."""
+    """An option a sweep may vary (a row of the table of options whose Option has an axis): its column in the
+    table, its flag, its part of a folder name, its field."""
 
-    label: str  # the table's column and a panel's label: "H", "lam", "free bits"
-    flag: str  # "--free-bits"
-    short: str  # in the sweep's folder name: "fb0-0.5-1"
-    field: str  # the TrainConfig field it sets; latent_dim is the model's
+    row: Row
+
+    @property
+    def label(self) -> str:  # the table's column and a panel's label: "H", "lam", "free bits"
+        return self.row.spec.axis[0] if self.row.spec.axis else self.row.name
+
+    @property
+    def short(self) -> str:  # in the sweep's folder name: "fb0-0.5-1"
+        return self.row.spec.axis[1] if self.row.spec.axis else self.row.name
+
+    @property
+    def flag(self) -> str:
+        return self.row.flag
+
+    @property
+    def field(self) -> str:  # the config field it sets; latent_dim is the model's
+        return self.row.field
 
     def get(self, config: TrainConfig) -> Any:
-        return config.model.latent_dim if self.field == "latent_dim" else getattr(config, self.field)
+        return self.row.get(config)
 
     @staticmethod
     def text(value: Any) -> str:
@@ -51,18 +66,7 @@ class Axis:
 
 
 # every option a sweep may vary, by its option name, H and lam first
-AXES = {
-    "hidden": Axis("H", "--hidden", "h", "latent_dim"),
-    "lam": Axis("lam", "--lam", "lam", "lam"),
-    "objective": Axis("objective", "--objective", "", "objective"),
-    "k": Axis("k", "--k", "k", "k"),
-    "kl_warmup": Axis("KL warm-up", "--kl-warmup", "wu", "kl_warmup"),
-    "free_bits": Axis("free bits", "--free-bits", "fb", "free_bits"),
-    "capacity": Axis("capacity", "--capacity", "cap", "capacity"),
-    "capacity_epochs": Axis("capacity epochs", "--capacity-epochs", "capep", "capacity_epochs"),
-    # each member at its schedule's own rate (LEARNING_RATES) unless --lr gives one for all
-    "lr_schedule": Axis("schedule", "--lr-schedule", "", "lr_schedule"),
-}
+AXES = {row.name: Axis(row) for row in options.AXES}
 
 AXIS_LABELS = {axis.label for axis in AXES.values()}
 
@@ -128,38 +132,24 @@ class Sweep:
 
     def name(self) -> str:
         """A folder name that says what was swept, with a hash of the whole sweep."""
-        given = [("hidden", self.hidden), ("lam", self.lams), *self.vary]
-        parts = [AXES[name].short + "-".join(map(Axis.text, values)) for name, values in given if values]
+        parts = [AXES[name].short + "-".join(map(Axis.text, values)) for name, values in self.given]
         digest = hashlib.sha256("".join(m.digest() for m in self.members()).encode()).hexdigest()[:8]
         return f"ablate-{'-'.join(parts) or 'base'}-e{self.base.epochs}-{digest}"
 
+    @property
+    def given(self) -> list[tuple[str, tuple[Any, ...]]]:
+        """The axes given values to compare, by option name, in the order of a setting."""
+        return [(name, values) for name, values in [("hidden", self.hidden), ("lam", self.lams), *self.vary] if values]
+
     def command(self) -> str:
-        """The `vaecli ablate` command line that reproduces this sweep exactly."""
-        default, base = TrainConfig(), self.base
+        """The `vaecli ablate` command line that reproduces this sweep exactly: the axes, the seeds, then every
+        option of the base config that is not its default (the table of options names them all)."""
         words = ["vaecli", "ablate"]
-        varied = {"hidden": self.hidden, "lam": self.lams, **dict(self.vary)}
-        for name, axis in AXES.items():
-            values = varied.get(name) or ()
-            if values:
-                words += [axis.flag, *map(Axis.text, values)]
-            elif axis.get(base) != axis.get(default):
-                words += [axis.flag, Axis.text(axis.get(base))]
+        for name, values in self.given:
+            words += [AXES[name].flag, *map(options.value_text, values)]
         if self.seeds != (0,):
             words += ["--seeds", *map(str, self.seeds)]
-        options = [
-            ("--epochs", base.epochs, default.epochs),
-            ("--batch-size", base.batch_size, default.batch_size),
-            ("--lr", base.lr, base.lr if base.lr_follows_schedule else None),  # the schedule's own by default
-            ("--recon", base.model.recon, default.model.recon),
-            ("--dataset", base.dataset, default.dataset),
-        ]
-        for flag, value, usual in options:
-            if value != usual:
-                words += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
-        if base.model.hidden_layers != default.model.hidden_layers:
-            words += ["--layers", *map(str, base.model.hidden_layers)]
-        if base.binarize:
-            words.append("--binarize")
+        words += options.command_words(self.base, skip=[AXES[name].field for name, _ in self.given] + ["seed"])
         return " ".join(words)
 
 
@@ -348,83 +338,3 @@ def table_rows(members: list[Member], sweep: Sweep, iw_samples: int | None = Non
         row["kl_per_dim"] = [statistics.fmean(d) for d in zip(*(s.kl_per_dim for s, _ in scored), strict=True)]
         rows.append(row)
     return rows
-
-
-def to_csv(rows: list[dict[str, Any]]) -> str:
-    """The table as CSV; the per-dimension KL list is left to the JSON."""
-    fields = [k for k in rows[0] if k != "kl_per_dim"] if rows else []
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items() if k in fields})
-    return buffer.getvalue()
-
-
-def to_markdown(rows: list[dict[str, Any]]) -> str:
-    """The table as GitHub Markdown, mean ± std when there are several seeds."""
-    fields = [k for k in rows[0] if k != "kl_per_dim" and not k.endswith("_std")] if rows else []
-    lines = ["| " + " | ".join(fields) + " |", "|" + "---|" * len(fields)]
-    for row in rows:
-        cells = []
-        for k in fields:
-            value = row[k]
-            if isinstance(value, float):
-                text = Axis.text(value) if k in AXIS_LABELS else f"{value:.2f}"
-            else:
-                text = str(value)
-            if f"{k}_std" in row and not math.isnan(row[f"{k}_std"]):
-                text += f" ± {row[f'{k}_std']:.2f}"
-            cells.append(text)
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def report(
-    sweep: Sweep, rows: list[dict[str, Any]], figures: Sequence[tuple[str, str]], members: Sequence[Member] = ()
-) -> str:
-    """report.md: what was compared, on which data, the figures, the table and the command."""
-    base = sweep.base
-    data = DATASET_TITLES[base.dataset] + (" (dynamically binarized)" if base.binarize else " (pixels in [0, 1])")
-    layers = "-".join(map(str, base.model.hidden_layers))
-    lines = [
-        f"# VAE ablation over {' and '.join(sweep.varies)}",
-        "",
-        f"Data: {data}. Model: 784-{layers}-H, {base.model.recon} likelihood; {epochs_text(base.epochs)}, batch "
-        f"{base.batch_size}, Adam {base.describe_lr()}; seeds {', '.join(map(str, sweep.seeds))}.",
-        "",
-        f"Objective: {_objectives(sweep, members)}.",
-        "",
-        "Reproduce with:",
-        "",
-        "```bash",
-        sweep.command(),
-        "```",
-        "",
-        "## Metrics (test set, nats per image)",
-        "",
-        to_markdown(rows),
-    ]
-    failed = [m for m in members if m.error is not None]
-    if failed:
-        lines += ["## Failed members", ""]
-        lines += [f"- {m.label(sweep.varies)}, seed {m.config.seed}: {m.error}" for m in failed]
-        lines.append("")
-    for title, filename in figures:
-        lines += [f"## {title}", "", f"![{title}]({filename})", ""]
-    return "\n".join(lines)
-
-
-def _objectives(sweep: Sweep, members: Sequence[Member]) -> str:
-    """What the members optimised: one objective for all, or each setting's."""
-    configs = [m.config for m in members] or sweep.members()
-    named = list(dict.fromkeys(c.describe_objective() for c in configs))
-    if len(named) == 1:
-        return named[0]
-    by_setting = {sweep.setting_of(c): c for c in configs}
-    labels = [AXES[name].label for name, _ in sweep.axes]
-    return "; ".join(
-        ", ".join(f"{label}={Axis.text(v)}" for label, v in zip(labels, setting, strict=True) if label in sweep.varies)
-        + f": {config.describe_objective()}"
-        for setting, config in by_setting.items()
-    )

@@ -1,12 +1,17 @@
 """An ablation's folder: the comparison figures, metrics.csv, metrics.json and report.md, from a sweep's members."""
 
+import csv
+import io
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from vaecli import atomic
-from vaecli.studies.sweep import Member, Sweep, first_seed, report, table_rows, to_csv
+from vaecli.studies.sweep import AXES, AXIS_LABELS, Axis, Member, Sweep, first_seed, table_rows
 from vaecli.views import figures
 
 
@@ -66,3 +71,80 @@ def _member_entry(member: Member) -> dict:
     if member.error is not None:
         return entry | {"failed": str(member.error)}
     return entry | (member.metrics.to_dict() if member.metrics is not None else {})
+
+
+def to_csv(rows: list[dict[str, Any]]) -> str:
+    """The table as CSV; the per-dimension KL list is left to the JSON."""
+    fields = [k for k in rows[0] if k != "kl_per_dim"] if rows else []
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items() if k in fields})
+    return buffer.getvalue()
+
+
+def to_markdown(rows: list[dict[str, Any]]) -> str:
+    """The table as GitHub Markdown, mean ± std when there are several seeds."""
+    fields = [k for k in rows[0] if k != "kl_per_dim" and not k.endswith("_std")] if rows else []
+    lines = ["| " + " | ".join(fields) + " |", "|" + "---|" * len(fields)]
+    for row in rows:
+        cells = []
+        for k in fields:
+            value = row[k]
+            if isinstance(value, float):
+                text = Axis.text(value) if k in AXIS_LABELS else f"{value:.2f}"
+            else:
+                text = str(value)
+            if f"{k}_std" in row and not math.isnan(row[f"{k}_std"]):
+                text += f" ± {row[f'{k}_std']:.2f}"
+            cells.append(text)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def report(
+    sweep: Sweep, rows: list[dict[str, Any]], figures: Sequence[tuple[str, str]], members: Sequence[Member] = ()
+) -> str:
+    """report.md: what was compared, on which data, the figures, the table and the command."""
+    lines = [
+        f"# VAE ablation over {' and '.join(sweep.varies)}",
+        "",
+        f"Every member: {sweep.base.describe(long=True, seed=False)}; but for {' and '.join(sweep.varies)}, "
+        f"as compared below; seeds {', '.join(map(str, sweep.seeds))}.",
+        "",
+        f"Objective: {_objectives(sweep, members)}.",
+        "",
+        "Reproduce with:",
+        "",
+        "```bash",
+        sweep.command(),
+        "```",
+        "",
+        "## Metrics (test set, nats per image)",
+        "",
+        to_markdown(rows),
+    ]
+    failed = [m for m in members if m.error is not None]
+    if failed:
+        lines += ["## Failed members", ""]
+        lines += [f"- {m.label(sweep.varies)}, seed {m.config.seed}: {m.error}" for m in failed]
+        lines.append("")
+    for title, filename in figures:
+        lines += [f"## {title}", "", f"![{title}]({filename})", ""]
+    return "\n".join(lines)
+
+
+def _objectives(sweep: Sweep, members: Sequence[Member]) -> str:
+    """What the members optimised: one objective for all, or each setting's."""
+    configs = [m.config for m in members] or sweep.members()
+    named = list(dict.fromkeys(c.describe_objective() for c in configs))
+    if len(named) == 1:
+        return named[0]
+    by_setting = {sweep.setting_of(c): c for c in configs}
+    labels = [AXES[name].label for name, _ in sweep.axes]
+    return "; ".join(
+        ", ".join(f"{label}={Axis.text(v)}" for label, v in zip(labels, setting, strict=True) if label in sweep.varies)
+        + f": {config.describe_objective()}"
+        for setting, config in by_setting.items()
+    )

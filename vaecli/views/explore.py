@@ -21,7 +21,8 @@ import torch
 from torch import nn
 
 from vaecli import __version__, atomic
-from vaecli.config import DATASET_TITLES, TrainConfig, epochs_text
+from vaecli.choices import DATASET_TITLES
+from vaecli.config import TrainConfig
 from vaecli.core.data import Dataset
 from vaecli.core.model import VAE
 from vaecli.engine.records import EpochRecord
@@ -141,14 +142,8 @@ def _pixels_u8(images: torch.Tensor) -> torch.Tensor:
 
 
 def caption(config: TrainConfig, final: EpochRecord | None) -> tuple[str, str]:
-    """(config line, test metrics line) of a run, as the page shows them."""
-    model = config.model
-    layers = "-".join(map(str, model.hidden_layers)) or "none"
-    epochs = epochs_text(config.epochs)
-    setup = (
-        f"H={model.latent_dim}, lam={config.lam:g}, layers {layers}, {model.recon}, "
-        f"{DATASET_TITLES[config.dataset]}, {epochs}, seed {config.seed}" + (", binarized" if config.binarize else "")
-    )
+    """(config line, test metrics line) of a run, as the page shows them: the config in its long description."""
+    setup = config.describe(long=True)
     if final is None:
         return setup, "test metrics: not recorded"
     t = final.test

@@ -19,13 +19,13 @@ from matplotlib.ticker import MaxNLocator
 from vaecli.core import latent
 from vaecli.core.model import VAE
 from vaecli.errors import ConfigError
-from vaecli.store.loss_figure import DRAWING, FORMATS, describe, epoch_axis, loss_curves, save
+from vaecli.store.loss_figure import DRAWING, FORMATS, epoch_axis, loss_curves, save
 
 if TYPE_CHECKING:
     from vaecli.store.checkpoint import Run
     from vaecli.studies.sweep import Member
 
-__all__ = ["DRAWING", "FORMATS", "describe", "loss_curves", "save"]  # re-exported: one place to save figures
+__all__ = ["DRAWING", "FORMATS", "loss_curves", "save"]  # re-exported: one place to save figures
 
 # ---------------------------------------------------------------- figures of a trained model
 #
@@ -42,7 +42,7 @@ DPI = 120  # save()'s default, which the full figures are laid out for
 
 def run_label(run: "Run") -> str:
     """'H=2, lam=1, 20 epochs, MNIST; test -ELBO 143.2 nats' (the -ELBO when the run recorded one)."""
-    label = describe(run.config)
+    label = run.config.describe()
     final = run.final
     if final is not None:
         label += f"; test {MINUS}ELBO {final.test.neg_elbo:.1f} nats"
