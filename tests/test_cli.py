@@ -88,7 +88,7 @@ def test_help_paragraphs_wrap_to_the_terminal(monkeypatch):
         (["--lam", "-1"], ["--lam"]),
         (["--epochs", "0"], ["--epochs"]),
         (["--batch-size", "0"], ["--batch-size"]),
-        (["--lr", "0"], ["lr must be greater than 0"]),
+        (["--lr", "0"], ["--lr", "must be a finite number > 0"]),
         (["--recon", "laplace"], ["--recon", "laplace"]),
         (["--device", "tpu"], ["--device"]),
         (["--dataset", "cifar"], ["--dataset"]),

@@ -128,8 +128,14 @@ def test_without_a_test_set_the_page_says_so(tmp_path):
 def test_caption_shows_config_and_test_metrics(saved):
     run = saved[1]
     setup, metrics = explore.caption(run.config, run.final)
-    assert setup.startswith("H=2, lam=1, layers 32-16, bernoulli, MNIST, 1 epoch, seed 0")
+    assert setup == run.config.describe(long=True)
+    assert setup.startswith("H=2, lam=1, layers 32-16, bernoulli likelihood, MNIST, 1 epoch, batch 32, Adam lr")
     assert f"\u2212ELBO {run.final.test.neg_elbo:.2f} nats" in metrics
+
+
+def test_an_iwae_runs_caption_says_so():
+    setup, _ = explore.caption(TrainConfig(objective="iwae", k=5), None)
+    assert setup.startswith("H=2, lam=1, iwae k=5, layers 512-256")
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,7 @@ def test_ablate_lam_list_says_the_same(value, tiny_mnist):
 
 
 def test_train_lr_nan_is_one_line(tiny_mnist):
-    one_line_error(invoke("train", *TINY, "--lr", "nan", "--data-dir", tiny_mnist), "lr must be a finite number")
+    one_line_error(invoke("train", *TINY, "--lr", "nan", "--data-dir", tiny_mnist), "--lr", "finite number", code=2)
 
 
 def test_lam_zero_is_allowed(tiny_mnist):

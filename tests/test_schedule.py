@@ -69,9 +69,9 @@ def test_each_schedule_has_its_own_default_rate_and_a_given_one_wins():
     assert TrainConfig(lr_schedule="onecycle").lr == 3e-3
     assert TrainConfig(lr=1e-4).lr == 1e-4 and TrainConfig(lr=1e-4, lr_schedule="constant").lr == 1e-4
     assert TrainConfig(lr=1) == TrainConfig(lr=1.0)
-    with pytest.raises(ConfigError, match="lr_schedule must be one of constant, cosine, onecycle"):
+    with pytest.raises(ConfigError, match="`lr_schedule` must be one of constant, cosine, onecycle"):
         TrainConfig(lr_schedule="step")
-    with pytest.raises(ConfigError, match="lr must be greater than 0"):
+    with pytest.raises(ConfigError, match="`lr` must be greater than 0"):
         TrainConfig(lr=0.0)
 
 
@@ -87,7 +87,7 @@ def test_replacing_the_schedule_takes_its_rate_unless_a_rate_was_given():
     loaded = TrainConfig.from_json(TrainConfig().to_json())  # a stored run's rate was given by then
     assert loaded == TrainConfig() and replace(loaded, lr_schedule="constant").lr == 3e-3
     assert repr(TrainConfig()).count("lr=0.003") == 1 and TrainConfig().to_dict()["lr"] == 0.003
-    with pytest.raises(ConfigError, match="lr must be a finite number"):
+    with pytest.raises(ConfigError, match="`lr` must be a finite number"):
         TrainConfig(lr=float("nan"))
 
 

@@ -144,9 +144,10 @@ class Sweep:
     def command(self) -> str:
         """The `vaecli ablate` command line that reproduces this sweep exactly: the axes, the seeds, then every
         option of the base config that is not its default (the table of options names them all)."""
-        words = ["vaecli", "ablate"]
-        for name, values in self.given:
-            words += [AXES[name].flag, *map(options.value_text, values)]
+        words, given = ["vaecli", "ablate"], dict(self.given)
+        for name in AXES:  # in the table's order, whatever the order they were given in
+            if name in given:
+                words += [AXES[name].flag, *map(options.value_text, given[name])]
         if self.seeds != (0,):
             words += ["--seeds", *map(str, self.seeds)]
         words += options.command_words(self.base, skip=[AXES[name].field for name, _ in self.given] + ["seed"])
