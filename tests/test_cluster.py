@@ -30,9 +30,9 @@ from vaecli.engine.observer import Observer
 from vaecli.engine.records import EpochRecord
 from vaecli.store.checkpoint import RESUME_FILE, load_run
 from vaecli.store.runs import run_folder
-from vaecli.studies import cluster_worker
 from vaecli.studies.cluster import Cluster
-from vaecli.studies.cluster_connect import connect
+from vaecli.studies.cluster import worker as cluster_worker
+from vaecli.studies.cluster.connect import connect
 from vaecli.studies.observer import Placement, SweepObserver
 from vaecli.studies.sweep import Sweep, SweepOptions, run_sweep
 

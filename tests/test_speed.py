@@ -54,9 +54,9 @@ def test_precision_and_compile_are_part_of_the_config():
     assert len({c.digest() for c in variants}) == 4
     back = TrainConfig.from_json(TrainConfig(precision="bf16", compile=True).to_json())
     assert back.precision == "bf16" and back.compile is True
-    with pytest.raises(ConfigError, match="precision must be one of"):
+    with pytest.raises(ConfigError, match="`precision` must be one of"):
         TrainConfig(precision="fp8")
-    with pytest.raises(ConfigError, match="compile must be true or false"):
+    with pytest.raises(ConfigError, match="`compile` must be true or false"):
         TrainConfig(compile="yes")
 
 

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from vaecli.choices import MAX_MEMBERS, StackMode
-from vaecli.cli.app import app
+from vaecli.cli.app import command
 from vaecli.cli.display import member_numbers
 from vaecli.cli.lists import number_lists, parse_floats, parse_ints
 from vaecli.cli.params import QuietOpt
@@ -22,7 +22,7 @@ WORD_FLAGS = tuple(BY_NAME[name].flag for name in SWEEP_LISTS if BY_NAME[name].s
 LIST_FLAGS = ("--hidden", "-H", "--lam", "--seeds", "--layers", *(BY_NAME[name].flag for name in SWEEP_LISTS))
 
 
-@app.command(cls=number_lists(*LIST_FLAGS, words=WORD_FLAGS))
+@command(cls=number_lists(*LIST_FLAGS, words=WORD_FLAGS))
 @training_options(exclude=("hidden", "lam", "seed", *SWEEP_LISTS))
 @sweep_lists
 def ablate(

@@ -5,8 +5,8 @@ import os
 import re
 import sys
 import traceback
-from collections.abc import Sequence
-from typing import Annotated, Any
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -23,6 +23,7 @@ ClickException: type[typer.TyperException] = next(
 )
 
 stderr = Console(stderr=True, soft_wrap=True)
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 DEBUG = "VAECLI_DEBUG"  # set to 1: the full traceback behind every `error:` line
@@ -107,6 +108,25 @@ class Group(TyperGroup):
         if standalone_mode:
             sys.exit(code)
         return code
+
+
+def command(name: str | None = None, **settings: Any) -> Callable[[F], F]:
+    """Mark a function as a command, with typer's settings for it (`cls=`, `rich_help_panel=`); nothing is
+    registered until `register` puts it on the app, in the one list of commands (vaecli/cli/__init__.py)."""
+
+    def mark(function: F) -> F:
+        function.__vaecli_command__ = (name, settings)  # type: ignore[attr-defined]
+        return function
+
+    return mark
+
+
+def register(commands: Sequence[Callable[..., Any]]) -> typer.Typer:
+    """Put `commands` (marked by `command`) on the app, in this order: the order of --help."""
+    for function in commands:
+        name, settings = function.__vaecli_command__  # type: ignore[attr-defined]
+        app.command(name, **settings)(function)
+    return app
 
 
 app = typer.Typer(

@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from vaecli.choices import Device
-from vaecli.cli.app import app
+from vaecli.cli.app import command
 from vaecli.cli.lists import number_lists, parse_floats, parse_ints
 from vaecli.cli.params import DataDirOpt, DeviceOpt, DownloadOpt, ModelOpt, RunsDirOpt, option_info
 from vaecli.studies.observer import SweepObserver
@@ -166,7 +166,7 @@ def _output_format(fmt: Format, out: Path | None) -> str:
     return fmt.value
 
 
-@app.command(cls=number_lists("--lams", "--layers"))
+@command(cls=number_lists("--lams", "--layers"))
 def derive(
     part: Annotated[int | None, typer.Argument(min=1, max=4, help="Show only this part: 1, 2, 3 or 4.")] = None,
     fmt: Annotated[

@@ -9,11 +9,11 @@ from rich.console import Console
 from rich.table import Table
 
 from vaecli.choices import Device
-from vaecli.cli.app import app
+from vaecli.cli.app import command
 from vaecli.cli.params import DataDirOpt, DeviceOpt, DownloadOpt
 
 
-@app.command("eval")
+@command("eval")
 def evaluate(
     run: Annotated[Path, typer.Argument(help="A run folder or a model.safetensors file.")],
     iw_samples: Annotated[

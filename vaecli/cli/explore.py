@@ -7,11 +7,11 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from vaecli.cli.app import app, stderr
+from vaecli.cli.app import command, stderr
 from vaecli.cli.params import DataDirOpt, DownloadOpt, QuietOpt
 
 
-@app.command()
+@command()
 def explore(
     runs: Annotated[
         list[Path],

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 
 from vaecli.choices import MAX_N
-from vaecli.cli.app import app
+from vaecli.cli.app import command
 from vaecli.cli.lists import number_lists, parse_floats, parse_ints
 from vaecli.cli.params import ModelOpt, QuietOpt
 from vaecli.cli.training import TrainingOptions, obtain_run, training_options
@@ -85,7 +85,7 @@ def _write(fig: "Figure", run: "Run", out: Path | None, name: str, console: Cons
     console.print(f"wrote {path}")
 
 
-@app.command(cls=number_lists("--layers"), rich_help_panel=PANEL)
+@command(cls=number_lists("--layers"), rich_help_panel=PANEL)
 @training_options
 def sample(
     options: TrainingOptions,
@@ -133,7 +133,7 @@ def _parse_dims(text: str, latent_dim: int) -> tuple[int, int]:
         raise typer.BadParameter(str(e), param_hint="--dims") from None
 
 
-@app.command(cls=number_lists("--layers", "--range", "--dims"), rich_help_panel=PANEL)
+@command(cls=number_lists("--layers", "--range", "--dims"), rich_help_panel=PANEL)
 @training_options
 def grid(
     options: TrainingOptions,
@@ -170,7 +170,7 @@ def grid(
     _write(figures.latent_grid(run, n, chosen, span), run, out, "grid", console)
 
 
-@app.command(cls=number_lists("--layers"), rich_help_panel=PANEL)
+@command(cls=number_lists("--layers"), rich_help_panel=PANEL)
 @training_options
 def recon(
     options: TrainingOptions,
@@ -192,7 +192,7 @@ def recon(
     _write(figures.reconstructions(run, test.images, n, nrow, options.config.seed), run, out, "recon", console)
 
 
-@app.command(cls=number_lists("--layers"), rich_help_panel=PANEL)
+@command(cls=number_lists("--layers"), rich_help_panel=PANEL)
 @training_options
 def traverse(
     options: TrainingOptions,
@@ -224,7 +224,7 @@ def traverse(
     _write(fig, run, out, "traverse", console)
 
 
-@app.command(cls=number_lists("--layers"), rich_help_panel=PANEL)
+@command(cls=number_lists("--layers"), rich_help_panel=PANEL)
 @training_options
 def latent(
     options: TrainingOptions,

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from vaecli.cli.app import app
+from vaecli.cli.app import command
 from vaecli.cli.params import RunsDirOpt
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
@@ -20,7 +20,7 @@ def _size(n: int) -> str:
     return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
 
 
-@app.command()
+@command()
 def info(
     run: Annotated[Path, typer.Argument(help="A run folder or a model.safetensors file.")],
     as_json: JsonOpt = False,
@@ -63,7 +63,7 @@ def _when(seconds: float, today: str) -> str:
     return time.strftime("%H:%M", time.localtime(seconds)) if day == today else day
 
 
-@app.command()
+@command()
 def runs(runs_dir: RunsDirOpt = None, as_json: JsonOpt = False) -> None:
     """List the run store: one row per run, newest first."""
     from vaecli.store.runs import list_runs, store_path

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
-from vaecli.cli.app import app
+from vaecli.cli.app import command
 from vaecli.cli.display import TrainingDisplay, summary
 from vaecli.cli.lists import number_lists
 from vaecli.cli.params import QuietOpt, WaitOpt
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 RESUME_ALLOWS = {"device", "data_dir", "download"}
 
 
-@app.command(cls=number_lists("--layers"))
+@command(cls=number_lists("--layers"))
 @training_options
 def train(
     ctx: typer.Context,

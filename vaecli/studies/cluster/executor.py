@@ -13,8 +13,8 @@ config on the driver: the driver resolves the arithmetic of "auto" once and send
 it along, refuses results from a worker whose vaecli or torch differs from its
 own, and workers read their own copy of the data set only where it is the
 driver's, byte for byte (else the driver's tensors come through Ray's object
-store). Ray is imported only by the cluster modules (this one, cluster_connect,
-cluster_worker) and only when a Cluster fits: `vaecli ablate` without --cluster
+store). Ray is imported only by the cluster modules (this one, connect.py,
+worker.py) and only when a Cluster fits: `vaecli ablate` without --cluster
 never loads it.
 """
 
@@ -36,9 +36,9 @@ from vaecli.errors import CheckpointError, ConfigError, Interrupted, RunStoreErr
 from vaecli.store.checkpoint import MODEL_FILE, RESUME_FILE, load_run, read_state_header
 from vaecli.store.lock import Holder, RunLock, holder
 from vaecli.store.runs import Outcome, another_interrupted_run, finished_config, land_run, run_folder
-from vaecli.studies.cluster_connect import connect, import_ray
-from vaecli.studies.cluster_coordinator import Coordinator
-from vaecli.studies.cluster_worker import POLL_SECONDS, data_digest, dataset_bytes, member_task, versions
+from vaecli.studies.cluster.connect import connect, import_ray
+from vaecli.studies.cluster.coordinator import Coordinator
+from vaecli.studies.cluster.worker import POLL_SECONDS, data_digest, dataset_bytes, member_task, versions
 from vaecli.studies.executors import FitContext, Fitted
 from vaecli.studies.observer import Placement
 
