@@ -28,7 +28,7 @@ def test_explicit_folder_without_data_names_where_it_looked(tmp_path):
         data.load_dataset("mnist", tmp_path / "nowhere")
     message = str(info.value)
     assert str(tmp_path / "nowhere" / "MNIST" / "raw") in message
-    assert "--data-dir" in message and "VAECLI_DATA_DIR" in message
+    assert "`data_dir`" in message and "VAECLI_DATA_DIR" in message
 
 
 def test_default_folder_downloads_and_reports_failure(monkeypatch, tmp_path):

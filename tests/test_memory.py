@@ -71,8 +71,8 @@ def test_check_fits_names_the_biggest_parts(monkeypatch):
     message = str(caught.value)
     assert "\n" not in message and message.startswith("this model needs about ")
     assert "resume state" in message and "Adam state" in message and "the CPU has 21.5 GB available" in message
-    assert message.endswith("use a smaller --hidden or --layers, or a smaller --batch-size")
-    with pytest.raises(OutOfMemory, match="these 3 stacked models need .* --stack off"):
+    assert message.endswith("use a smaller `latent_dim` or `hidden_layers`, or a smaller `batch_size`")
+    with pytest.raises(OutOfMemory, match="these 3 stacked models need .* `stack` off"):
         memory.check_fits([config(latent_dim=h, layers=(100_000, 100_000)) for h in (2, 5, 10)], CPU, 96, 784)
 
 
@@ -96,7 +96,7 @@ def test_allocation_failures_become_one_line(error, fragments):
     with pytest.raises(OutOfMemory) as caught, memory.one_line_oom():
         raise error
     message = str(caught.value)
-    assert message.startswith("training ran out of memory") and "--batch-size" in message and "\n" not in message
+    assert message.startswith("training ran out of memory") and "`batch_size`" in message and "\n" not in message
     assert caught.value.__cause__ is None and caught.value.__suppress_context__
     for fragment in fragments:
         assert fragment in message

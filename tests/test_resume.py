@@ -97,7 +97,7 @@ def test_a_nan_loss_names_the_epoch_and_step(data, monkeypatch):
         return LossTerms(terms.recon * torch.nan, terms.kl, lam) if len(calls) == 6 else terms
 
     monkeypatch.setattr(loss, "vae_loss", poisoned)
-    message = r"the loss was nan at epoch 2, step 2; try a lower --lr \(now 0.003, e.g. 0.0003"
+    message = r"the loss was nan at epoch 2, step 2; try a lower `lr` \(now 0.003, e.g. 0.0003"
     with pytest.raises(TrainingDiverged, match=message):
         train(CFG, data, device="cpu")
 

@@ -71,7 +71,7 @@ def test_unlisted_settings_take_the_base():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"hidden": (2, 2)}, "--hidden lists a value twice"),
+        ({"hidden": (2, 2)}, "`latent_dim` lists a value twice"),
         ({"seeds": ()}, "at least one seed"),
     ],
 )
@@ -235,9 +235,9 @@ def test_side_by_side_is_for_the_cpu(tiny_mnist):
     assert sweep_module.concurrent_jobs(None, cpu, BASE, 1) == 1
     assert sweep_module.concurrent_jobs(None, cuda, BASE, 4) == 1
     assert sweep_module.concurrent_jobs(3, cpu, BASE, 2) == 2
-    with pytest.raises(ConfigError, match="on cuda use --stack on"):
+    with pytest.raises(ConfigError, match="on cuda use `stack` on"):
         sweep_module.concurrent_jobs(2, cuda, BASE, 4)
-    with pytest.raises(ConfigError, match="--jobs cannot --compile"):
+    with pytest.raises(ConfigError, match="`jobs` cannot `compile`"):
         sweep_module.concurrent_jobs(2, cpu, replace(BASE, compile=True), 4)
     with pytest.raises(ConfigError, match="at least 1"):
         sweep_module.concurrent_jobs(0, cpu, BASE, 4)

@@ -76,7 +76,7 @@ def test_image_shape_must_match(tiny_mnist):
 
 def test_devices_are_checked():
     assert resolve_device("cpu") == torch.device("cpu")
-    with pytest.raises(ConfigError, match="device must be one of"):
+    with pytest.raises(ConfigError, match="`device` must be one of"):
         resolve_device("tpu")
     if not torch.cuda.is_available():
         assert resolve_device("auto") == torch.device("cpu")

@@ -53,6 +53,7 @@ _MODULES = {
     "config": "vaecli.config",
     "choices": "vaecli.choices",
     "options": "vaecli.options",
+    "configfile": "vaecli.configfile",
     "errors": "vaecli.errors",
     "model": "vaecli.core.model",
     "loss": "vaecli.core.loss",

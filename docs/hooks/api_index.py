@@ -12,6 +12,9 @@ MARKER = "<!-- vaecli-exports -->"
 # the API page that documents each layer (mkdocs.yml's Python API section)
 PAGES = {
     "vaecli.config": "config.md",
+    "vaecli.options": "config.md",
+    "vaecli.configfile": "config.md",
+    "vaecli.choices": "config.md",
     "vaecli.errors": "config.md",
     "vaecli.atomic": "config.md",
     "vaecli.core": "core.md",

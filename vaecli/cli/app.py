@@ -28,6 +28,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 DEBUG = "VAECLI_DEBUG"  # set to 1: the full traceback behind every `error:` line
 FIELD = re.compile(r"`([a-z][a-z0-9_]*)`")  # a config field or parameter, as library errors name them
+PARAMETERS = {"store": "runs_dir"}  # the library's name of a parameter -> the command's, where they differ
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -47,7 +48,7 @@ def in_flags(message: str, command: Any = None) -> str:
         known = flag_of(name)
         if known is None and command is not None:
             params = {p.name: p for p in getattr(command, "params", [])}
-            opts = getattr(params.get(name), "opts", None)
+            opts = getattr(params.get(PARAMETERS.get(name, name)), "opts", None)
             known = opts[0] if opts and opts[0].startswith("--") else None
         return known or match.group(0)
 

@@ -146,7 +146,7 @@ def download(name: str, root: Path) -> None:
         reason = " ".join(str(e).split())  # torchvision's message spans lines: the error is one
         raise DataError(
             f"could not download {TITLES[name]} into {root} ({reason}); if you are offline, point "
-            f"--data-dir or VAECLI_DATA_DIR at a folder holding {FOLDERS[name]}/raw/*-ubyte"
+            f"`data_dir` or VAECLI_DATA_DIR at a folder holding {FOLDERS[name]}/raw/*-ubyte"
         ) from e
 
 
@@ -180,8 +180,8 @@ def load_dataset(
     if folder is None:
         looked = ", ".join(str(d) for d in candidate_dirs(name, root))
         raise DataError(
-            f"{TITLES[name]} not found (looked in {looked}); point --data-dir or VAECLI_DATA_DIR "
-            f"at a folder holding {FOLDERS[name]}/raw/*-ubyte, or add --download to fetch it"
+            f"{TITLES[name]} not found (looked in {looked}); point `data_dir` or VAECLI_DATA_DIR "
+            f"at a folder holding {FOLDERS[name]}/raw/*-ubyte, or add `download` to fetch it"
         )
     train_images, train_labels = _read_split(folder, "train")
     test_images, test_labels = _read_split(folder, "test")

@@ -9,13 +9,13 @@ from vaecli.errors import ConfigError
 def resolve_device(name: str = "auto") -> torch.device:
     """'auto' picks CUDA when present, else the CPU; a named device must exist."""
     if name not in DEVICES:
-        raise ConfigError(f"device must be one of {', '.join(DEVICES)}; got {name!r}")
+        raise ConfigError(f"`device` must be one of {', '.join(DEVICES)}; got {name!r}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda asked for, but PyTorch sees no CUDA GPU; use --device cpu or auto")
+        raise ConfigError("`device` cuda asked for, but PyTorch sees no CUDA GPU; use `device` cpu or auto")
     if name == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError("--device mps asked for, but this PyTorch has no Apple MPS support; use --device cpu")
+        raise ConfigError("`device` mps asked for, but this PyTorch has no Apple MPS support; use `device` cpu")
     return torch.device(name)
 
 

@@ -47,9 +47,9 @@ def check_data(config: TrainConfig, data: Dataset) -> None:
 
 def _check_options(config: TrainConfig, device: torch.device) -> None:
     if config.precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ConfigError("--precision bf16 asked for, but this GPU has no bfloat16; use --precision fp32")
+        raise ConfigError("`precision` bf16 asked for, but this GPU has no bfloat16; use `precision` fp32")
     if config.compile and device.type == "cpu" and not (os.environ.get("CXX") or shutil.which("g++")):
-        raise ConfigError("--compile on the CPU needs a C++ compiler (g++ or $CXX); install one or drop --compile")
+        raise ConfigError("`compile` on the CPU needs a C++ compiler (g++ or $CXX); install one or drop `compile`")
 
 
 def _check_resumable(state: TrainState, config: TrainConfig, device: torch.device, n: int, steps: int) -> None:
@@ -57,7 +57,7 @@ def _check_resumable(state: TrainState, config: TrainConfig, device: torch.devic
     if state.config != config:
         raise ConfigError("the saved training state belongs to another config")
     if state.device != device.type:
-        raise ConfigError(f"the run was interrupted on {state.device}; resume it there (--device {state.device})")
+        raise ConfigError(f"the run was interrupted on {state.device}; resume it there (`device` {state.device})")
     if len(state.order) not in (0, n) or (state.step > 0) != (len(state.order) == n):
         raise ConfigError(f"the saved shuffle has {len(state.order)} entries, but the data have {n} training images")
     if not (1 <= state.epoch <= config.epochs and 0 <= state.step < steps and len(state.history) == state.epoch - 1):
@@ -65,7 +65,7 @@ def _check_resumable(state: TrainState, config: TrainConfig, device: torch.devic
 
 
 def diverged(config: TrainConfig, what: str) -> TrainingDiverged:
-    return TrainingDiverged(f"training diverged: {what}; try a lower --lr (now {config.lr:g}, e.g. {config.lr / 10:g})")
+    return TrainingDiverged(f"training diverged: {what}; try a lower `lr` (now {config.lr:g}, e.g. {config.lr / 10:g})")
 
 
 @dataclass

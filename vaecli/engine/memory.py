@@ -22,7 +22,7 @@ from vaecli.errors import OutOfMemory
 MARGIN = 1.5  # every part rounded up by half: allocator slack, caches and the temporaries not counted here
 TRAIN_COPIES = 4  # per layer output: the forward's, the backward's gradient, and the loss's temporaries
 EVAL_BATCH = 2000  # images per evaluation batch: engine/records.evaluate's default
-HINT = "use a smaller --hidden or --layers, or a smaller --batch-size"
+HINT = "use a smaller `latent_dim` or `hidden_layers`, or a smaller `batch_size`"
 # what PyTorch's allocators say when they fail (CPU: c10's DefaultCPUAllocator; CUDA and MPS: "out of memory")
 _OOM_WORDS = ("can't allocate memory", "not enough memory", "out of memory")
 
@@ -132,7 +132,7 @@ def check_fits(
     members = len(configs)
     config = max(configs, key=lambda c: c.model.latent_dim)  # a stack pads every latent to the largest
     what = "this model needs" if members == 1 else f"these {members} stacked models need"
-    hint = HINT if members == 1 else f"{HINT}, or --stack off"
+    hint = HINT if members == 1 else f"{HINT}, or `stack` off"
     parts = estimate(config, device, members, n_images, pixels, precision)
     free = available(device)
     if free is not None and sum(parts.values()) > free:

@@ -282,7 +282,7 @@ class StackedModels:
         if len({stack_key(c) for c in configs}) > 1:
             raise ConfigError("stacked members must share everything but lam, seed and latent size; train them apart")
         if not all(stackable(c) for c in configs):
-            raise ConfigError("stacked training cannot --compile; train these members apart")
+            raise ConfigError("stacked training cannot `compile`; train these members apart")
         self.configs, self.device, self.bf16 = list(configs), device, precision == "bf16"
         self.steps_per_epoch = steps_per_epoch
         self.model = StackedVAE([build_model(c) for c in configs]).to(device)

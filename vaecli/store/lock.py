@@ -250,16 +250,16 @@ def _user() -> str | None:
 
 
 def _busy(folder: Path, wait: float | None) -> str:
-    waited = "not waiting for it (--wait 0)" if not wait else f"gave up after waiting {wait:g} s (--wait)"
+    waited = "not waiting for it (`wait` 0)" if not wait else f"gave up after waiting {wait:g} s (`wait`)"
     return (
         f"{folder} is being trained by {_recorded(folder)}; {waited}; run the same command again once it is done "
-        "to reuse the run, or without --wait to wait for it"
+        "to reuse the run, or without `wait` to wait for it"
     )
 
 
 def _lock_error(folder: Path, error: OSError) -> VaeError:
     if error.errno == errno.ENOSYS:  # a file system without flock (some network ones)
         return RunStoreError(
-            f"{folder}: its file system cannot lock files; keep the run store on a local disk (--runs-dir, VAECLI_RUNS)"
+            f"{folder}: its file system cannot lock files; keep the run store on a local disk (`store`, VAECLI_RUNS)"
         )
     return OutputError(f"cannot lock {folder / LOCK_FILE}: {error.strerror or error}")

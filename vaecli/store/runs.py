@@ -243,7 +243,7 @@ def save_run(folder: Path, result: TrainResult) -> Run:
 
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
-        raise CheckpointError(f"{folder} is a file, not a run folder; choose another --out")
+        raise CheckpointError(f"{folder} is a file, not a run folder; choose another `out`")
     info = {
         "vaecli_version": __version__,
         "device": result.device,
@@ -299,7 +299,7 @@ def another_interrupted_run(folder: Path) -> RunStoreError:
     """The error of a folder whose interrupted run has another config than the one asked for."""
     return RunStoreError(
         f"{folder} holds an interrupted run with a different config; continue it with "
-        f"vaecli train --resume {folder}, or add --force to start this one over"
+        f"vaecli train --resume {folder}, or add `force` to start this one over"
     )
 
 
@@ -319,14 +319,14 @@ def resume_config(path: Path) -> tuple[Path, TrainConfig]:
 def is_finished(config: TrainConfig, folder: Path, force: bool = False) -> bool:
     """True when `folder` holds the finished run of `config` to reuse; a run of another config there is an error."""
     if folder.exists() and not folder.is_dir():
-        raise RunStoreError(f"{folder} is a file, not a run folder; choose another --out")
+        raise RunStoreError(f"{folder} is a file, not a run folder; choose another `out`")
     existing = finished_config(folder)
     if existing is None or force:
         return False
     if existing != config:
         raise RunStoreError(
             f"{folder} already holds a run with a different config; "
-            "choose another --out, or add --force to overwrite it"
+            "choose another `out`, or add `force` to overwrite it"
         )
     return True
 

@@ -92,9 +92,9 @@ class Sweep:
             if name not in AXES or name in ("hidden", "lam"):
                 raise ConfigError(f"a sweep cannot vary {name!r}; it varies {', '.join(AXES)}")
             if not values:
-                raise ConfigError(f"{AXES[name].flag} needs at least one value")
-        lists = [("--hidden", self.hidden), ("--lam", self.lams), ("--seeds", self.seeds)]
-        for flag, values in lists + [(AXES[n].flag, v) for n, v in self.vary]:
+                raise ConfigError(f"`{AXES[name].field}` needs at least one value")
+        lists = [("`latent_dim`", self.hidden), ("`lam`", self.lams), ("`seeds`", self.seeds)]
+        for flag, values in lists + [(f"`{AXES[n].field}`", v) for n, v in self.vary]:
             if len(set(values)) != len(values):
                 raise ConfigError(f"{flag} lists a value twice: {' '.join(map(Axis.text, values))}")
 
@@ -190,7 +190,7 @@ class SweepOptions:
 
     def __post_init__(self) -> None:
         if self.stack not in STACK_MODES:
-            raise ConfigError(f"--stack must be one of {', '.join(STACK_MODES)}; got {self.stack!r}")
+            raise ConfigError(f"`stack` must be one of {', '.join(STACK_MODES)}; got {self.stack!r}")
 
 
 def run_sweep(
@@ -249,7 +249,7 @@ def choose_executor(options: SweepOptions, device: torch.device, config: TrainCo
     """Stacked where asked for (or, with stack "auto", where stacks_faster), else side by side where
     concurrent_jobs gives more than one job, else one by one."""
     if options.stack == "on" and not stackable(config):
-        raise ConfigError("--stack on cannot --compile; drop one of them")
+        raise ConfigError("`stack` on cannot `compile`; drop one of them")
     jobs = concurrent_jobs(options.jobs, device, config, fits)
     rest = SideBySide(jobs) if jobs > 1 else OneByOne()
     if options.stack == "on" or (options.stack == "auto" and stacks_faster(device)):
@@ -264,11 +264,11 @@ def concurrent_jobs(jobs: int | None, device: torch.device, config: TrainConfig,
     and 1 on a GPU, where stacking (--stack) fills the device instead."""
     if jobs is not None:
         if jobs < 1:
-            raise ConfigError(f"--jobs must be at least 1, got {jobs}")
+            raise ConfigError(f"`jobs` must be at least 1, got {jobs}")
         if jobs > 1 and device.type != "cpu":
-            raise ConfigError(f"--jobs trains members side by side on the CPU; on {device.type} use --stack on")
+            raise ConfigError(f"`jobs` trains members side by side on the CPU; on {device.type} use `stack` on")
         if jobs > 1 and config.compile:
-            raise ConfigError("--jobs cannot --compile; drop one of them")
+            raise ConfigError("`jobs` cannot `compile`; drop one of them")
         return max(1, min(jobs, fits))
     threads = torch.get_num_threads()
     if device.type != "cpu" or config.compile or threads < 2:
