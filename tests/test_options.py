@@ -5,7 +5,7 @@ from dataclasses import fields
 
 import pytest
 
-from tests.conftest import invoke, one_line_error, run_vaecli
+from tests.conftest import TINY, invoke, one_line_error, run_vaecli
 from vaecli.cli.training import SWEEP_LISTS, TRAINING_OPTIONS
 from vaecli.config import ModelConfig, TrainConfig
 from vaecli.configfile import read_options, to_toml
@@ -63,12 +63,19 @@ def test_a_config_survives_the_command_line_and_the_config_file(config, tmp_path
     assert again.stdout == printed.stdout
 
 
-def test_a_runs_own_config_json_is_a_config_file(tmp_path):
+def test_a_runs_config_is_a_config_file(tmp_path):
     old = '{"batch_size":128,"binarize":false,"dataset":"mnist","epochs":20,"lam":1.0,"lr":0.001,'
     old += '"model":{"hidden_layers":[512,256],"image_shape":[28,28],"latent_dim":2,"recon":"bernoulli"},"seed":0}'
-    (tmp_path / "config.json").write_text(old)  # a first-release run: fp32 at a constant rate
-    config = build(read_options(tmp_path / "config.json"))
+    (tmp_path / "old.json").write_text(old)  # a first-release run's config: fp32 at a constant rate
+    config = build(read_options(tmp_path / "old.json"))
     assert config == TrainConfig.from_json(old) and config.digest() == TrainConfig.from_json(old).digest()
+
+
+def test_a_run_folder_is_a_config_file(tiny_mnist, tmp_path):
+    assert invoke("train", *TINY, "--hidden", "3", "--data-dir", tiny_mnist, "--out", tmp_path / "run").exit_code == 0
+    again = invoke("train", "--config", tmp_path / "run", "--data-dir", tiny_mnist, "--out", tmp_path / "run")
+    assert again.exit_code == 0 and "reusing it" in again.stdout, again.output
+    assert "hidden = 3\n" in invoke("train", "--config", tmp_path / "run", "--print-config").stdout
 
 
 def test_the_command_line_wins_over_the_file(tmp_path):

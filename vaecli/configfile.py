@@ -1,9 +1,9 @@
 """Config files: what `--config FILE` reads and `--print-config` writes, by the names of the table of options.
 
 A TOML file of options (`hidden = 10`, `layers = [512, 256]`, `lam = 4.0`), any
-subset of them; or JSON: a run's own config.json (complete, read as the run's
-config, so an old run's file means what it meant then), or an object holding
-any of the options. Keys are option names or config fields (`hidden` or
+subset of them (checked together when the config is made); a run: its folder
+or its metrics.json, whose config is read as the run's (so an old run's config
+means what it meant then); or a JSON object holding any of the options. Keys are option names or config fields (`hidden` or
 `latent_dim`); a wrong key, type or value names the file and the key.
 """
 
@@ -24,7 +24,7 @@ else:  # the same module, before it joined the standard library
     import tomli as tomllib
 
 
-# the keys every run's config.json has held since the first release
+# the keys every run's config has held since the first release
 RUN_KEYS = {"model", "lam", "epochs", "batch_size", "lr", "seed", "dataset", "binarize"}
 
 
@@ -64,18 +64,22 @@ def in_keys(path: Path, message: str) -> str:
 def read_options(path: Path) -> dict[str, Any]:
     """The options that the file at `path` sets, by option name, checked one by one as the config checks them."""
     path = Path(path)
+    if path.is_dir():  # a run folder: its config, from metrics.json
+        path = path / "metrics.json"
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: cannot read the config file ({getattr(e, 'strerror', None) or e})") from None
     data = _parse(path, text)
-    if RUN_KEYS <= set(data):  # a run's config.json: the whole config, with the meaning it had when it was written
+    if isinstance(data.get("config"), dict) and "history" in data:  # a run's metrics.json
+        data = data["config"]
+    if RUN_KEYS <= set(data):  # a run's config: the whole of it, with the meaning it had when it was written
         try:
             config = TrainConfig.from_dict(data)
         except ConfigError as e:
             raise ConfigError(in_keys(path, str(e))) from None
         return {row.name: row.get(config) for row in ROWS if not (row.field == "lr" and config.lr_follows_schedule)}
-    model = data.pop("model", {})  # part of a config.json: its model's keys are options too
+    model = data.pop("model", {})  # part of a run's config: its model's keys are options too
     if not isinstance(model, dict):
         raise ConfigError(f"{path}: 'model' must be an object of options, got {model!r}")
     values = {}

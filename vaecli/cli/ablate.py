@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from vaecli.choices import MAX_MEMBERS, StackMode
-from vaecli.cli.app import command
+from vaecli.cli.app import command, stdout
 from vaecli.cli.display import member_numbers
 from vaecli.cli.lists import number_lists, parse_floats, parse_ints
 from vaecli.cli.params import QuietOpt
@@ -106,7 +106,7 @@ def ablate(
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"{folder} is a file; --out must be a folder")
 
-    console = Console(quiet=quiet)
+    console = stdout(quiet=quiet)
     data = load_dataset(base.dataset, options.data_dir, download_missing=options.download)
     settings = sweep.SweepOptions(
         store=options.store,

@@ -23,6 +23,12 @@ ClickException: type[typer.TyperException] = next(
 )
 
 stderr = Console(stderr=True, soft_wrap=True)
+
+
+def stdout(quiet: bool = False, **settings: Any) -> Console:
+    """The console a command prints to. Where stdout is not a terminal (a log file, a pipe, a notebook's
+    cell) lines are not broken at 80 columns, so that a log keeps each line whole."""
+    return Console(quiet=quiet, soft_wrap=not sys.stdout.isatty(), **settings)
 F = TypeVar("F", bound=Callable[..., Any])
 
 

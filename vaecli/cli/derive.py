@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from vaecli.choices import Device
-from vaecli.cli.app import command
+from vaecli.cli.app import command, stdout
 from vaecli.cli.lists import number_lists, parse_floats, parse_ints
 from vaecli.cli.params import DataDirOpt, DeviceOpt, DownloadOpt, ModelOpt, RunsDirOpt, option_info
 from vaecli.studies.observer import SweepObserver
@@ -208,7 +208,7 @@ def derive(
     lam_values = parse_floats(lams, "--lams", minimum=0.0)
     if len(lam_values) < 2 and (part in (None, 3)) and checks:
         raise typer.BadParameter("give at least two values to compare", param_hint="--lams")
-    console = Console(highlight=False)
+    console = stdout(highlight=False)
     settings = DeriveSettings(
         model=model,
         hidden=hidden,

@@ -5,11 +5,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from vaecli.choices import Device
-from vaecli.cli.app import command
+from vaecli.cli.app import command, stdout
 from vaecli.cli.params import DataDirOpt, DeviceOpt, DownloadOpt
 
 
@@ -36,7 +35,7 @@ def evaluate(
 
     loaded = load_run(run)
     data = load_dataset(loaded.config.dataset, data_dir, download_missing=download or None)
-    console = Console(quiet=as_json)
+    console = stdout(quiet=as_json)
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task(f"IW bound, k={iw_samples}", total=len(data.test.images))
         metrics = stored_scores(

@@ -4,10 +4,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.text import Text
 
-from vaecli.cli.app import command, stderr
+from vaecli.cli.app import command, stderr, stdout
 from vaecli.cli.params import DataDirOpt, DownloadOpt, QuietOpt
 
 
@@ -39,7 +38,7 @@ def explore(
     from vaecli.errors import DataError
     from vaecli.views import explore as library
 
-    console = Console(quiet=quiet)
+    console = stdout(quiet=quiet)
     loaded = library.load_runs(runs)
     datasets = {}
     for name in sorted({run.config.dataset for run in loaded}):

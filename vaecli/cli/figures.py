@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 
 from vaecli.choices import MAX_N
-from vaecli.cli.app import command
+from vaecli.cli.app import command, stdout
 from vaecli.cli.lists import number_lists, parse_floats, parse_ints
 from vaecli.cli.params import ModelOpt, QuietOpt
 from vaecli.cli.training import TrainingOptions, obtain_run, training_options
@@ -104,7 +104,7 @@ def sample(
     """
     from vaecli.views import figures
 
-    console = Console(quiet=quiet)
+    console = stdout(quiet=quiet)
     run = _run(options, model, out, console)
     _write(figures.samples(run, n, nrow, options.config.seed), run, out, "sample", console)
 
@@ -165,7 +165,7 @@ def grid(
 
     span = _parse_range(value_range)
     chosen = _parse_dims(dims, _latent_dim(options, model))
-    console = Console(quiet=quiet)
+    console = stdout(quiet=quiet)
     run = _run(options, model, out, console)
     _write(figures.latent_grid(run, n, chosen, span), run, out, "grid", console)
 
@@ -186,7 +186,7 @@ def recon(
     """
     from vaecli.views import figures
 
-    console = Console(quiet=quiet)
+    console = stdout(quiet=quiet)
     run = _run(options, model, out, console)
     test = _test_split(run, options)
     _write(figures.reconstructions(run, test.images, n, nrow, options.config.seed), run, out, "recon", console)
@@ -212,7 +212,7 @@ def traverse(
     """
     from vaecli.views import figures
 
-    console = Console(quiet=quiet)
+    console = stdout(quiet=quiet)
     run = _run(options, model, out, console)
     test = _test_split(run, options)
     if image >= len(test.images):
@@ -235,7 +235,7 @@ def latent(
     """Scatter the test set's mean codes coloured by digit; for H > 2 their first two principal components."""
     from vaecli.views import figures
 
-    console = Console(quiet=quiet)
+    console = stdout(quiet=quiet)
     run = _run(options, model, out, console)
     test = _test_split(run, options)
     _write(figures.latent_scatter(run, test.images, test.labels), run, out, "latent", console)

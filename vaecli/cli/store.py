@@ -6,11 +6,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from vaecli.cli.app import command
+from vaecli.cli.app import command, stdout
 from vaecli.cli.params import RunsDirOpt
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
@@ -53,7 +52,7 @@ def info(
         )
     grid.add_row("files", ", ".join(f"{name} ({_size(n)})" for name, n in data["files"].items()))
     grid.add_row("version", f"vaecli {data['vaecli_version']}")
-    Console().print(grid)
+    stdout().print(grid)
 
 
 def _when(seconds: float, today: str) -> str:
@@ -88,7 +87,7 @@ def runs(runs_dir: RunsDirOpt = None, as_json: JsonOpt = False) -> None:
             )
         )
         return
-    console = Console()
+    console = stdout()
     if not entries:
         console.print(f"No runs in {store}.")
         return

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
-from vaecli.cli.app import command
+from vaecli.cli.app import command, stdout
 from vaecli.cli.display import TrainingDisplay, summary
 from vaecli.cli.lists import number_lists
 from vaecli.cli.params import QuietOpt, WaitOpt
@@ -53,7 +53,7 @@ def train(
             "--config",
             metavar="FILE",
             help="Options from a file: TOML (hidden = 10, layers = [512, 256], ...; what --print-config prints) "
-            "or a run's config.json. Options given here win over the file's.",
+            "or a run (its folder). Options given here win over the file's.",
         ),
     ] = None,
     print_config: Annotated[
@@ -76,7 +76,7 @@ def train(
 
         print(to_toml(options.config), end="")
         return
-    console = Console(quiet=quiet or as_json)
+    console = stdout(quiet=quiet or as_json)
     display = TrainingDisplay(console, as_json=as_json and not quiet)
     data, board = _tensorboard(options, out) if tensorboard else (None, None)
     shown = Observers(display, board) if board is not None else display
