@@ -29,12 +29,17 @@ def stdout(quiet: bool = False, **settings: Any) -> Console:
     """The console a command prints to. Where stdout is not a terminal (a log file, a pipe, a notebook's
     cell) lines are not broken at 80 columns, so that a log keeps each line whole."""
     return Console(quiet=quiet, soft_wrap=not sys.stdout.isatty(), **settings)
+
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 DEBUG = "VAECLI_DEBUG"  # set to 1: the full traceback behind every `error:` line
 FIELD = re.compile(r"`([a-z][a-z0-9_]*)`")  # a config field or parameter, as library errors name them
-PARAMETERS = {"store": "runs_dir"}  # the library's name of a parameter -> the command's, where they differ
+PARAMETERS = {
+    "store": "runs_dir",
+    "address": "cluster",
+}  # the library's name of a parameter -> the command's, where they differ
 
 
 def fail(message: str, code: int = 1) -> None:

@@ -219,7 +219,7 @@ def run_sweep(
         data,
         store=options.store,
         force=options.force,
-        device=options.device,
+        device=options.device,  # as asked: a fit resolves it where it enters the engine, a cluster on its workers
         observer=observer,
         iw_samples=options.iw_samples,
     )

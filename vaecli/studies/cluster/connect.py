@@ -26,7 +26,7 @@ def import_ray() -> Any:
     try:
         import ray
     except ImportError:
-        raise MissingExtra("--cluster needs Ray: pip install 'vaecli[ray]'") from None
+        raise MissingExtra("`address` (a cluster) needs Ray: pip install 'vaecli[ray]'") from None
     return ray
 
 
@@ -39,7 +39,7 @@ def cluster_address(address: str) -> str | None:
     address = address.removeprefix("ray://")
     host, sep, port = address.rpartition(":")
     if not sep or not host or not port.isdigit():
-        raise ConfigError(f"--cluster takes auto or HOST:PORT (a Ray head node's address), got {address!r}")
+        raise ConfigError(f"`address` takes auto or HOST:PORT (a Ray head node's address), got {address!r}")
     return address
 
 

@@ -55,9 +55,9 @@ class Cluster:
 
     def __init__(self, address: str = "auto", cpus_per_member: int = 1, retries: int = DEFAULT_RETRIES) -> None:
         if cpus_per_member < 1:
-            raise ConfigError(f"--cpus-per-member must be at least 1, got {cpus_per_member}")
+            raise ConfigError(f"`cpus_per_member` must be at least 1, got {cpus_per_member}")
         if retries < 0:
-            raise ConfigError(f"--retries must be 0 or more, got {retries}")
+            raise ConfigError(f"`retries` must be 0 or more, got {retries}")
         self.address, self.cpus_per_member, self.retries = address, cpus_per_member, retries
 
     def fit(self, members: Mapping[int, TrainConfig], context: FitContext) -> dict[int, Fitted]:
@@ -296,7 +296,7 @@ class _ClusterFit:
 def _worker_device(device: str) -> str:
     """Where the workers train: CUDA only when asked for (each member then takes a GPU), else their CPUs."""
     if device not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"--cluster trains on the workers' CPUs or CUDA GPUs, not on {device}")
+        raise ConfigError(f"`address` (a cluster) trains on the workers' CPUs or CUDA GPUs, not on {device}")
     return "cuda" if device == "cuda" else "cpu"
 
 
@@ -311,9 +311,9 @@ def _check_resources(cpus: int, gpus: int) -> None:
     nodes = _nodes()
     most_cpus = max((node["Resources"].get("CPU", 0) for node in nodes), default=0)
     if cpus > most_cpus:
-        raise ConfigError(f"--cpus-per-member {cpus}: no node of the cluster has more than {most_cpus:g} CPUs")
+        raise ConfigError(f"`cpus_per_member` {cpus}: no node of the cluster has more than {most_cpus:g} CPUs")
     if gpus and not any(node["Resources"].get("GPU", 0) >= gpus for node in nodes):
-        raise ConfigError("--device cuda: the cluster has no GPU; leave --device out to train on its CPUs")
+        raise ConfigError("`device` cuda: the cluster has no GPU; leave `device` out to train on its CPUs")
 
 
 def _slots(cpus: int, gpus: int) -> int:
