@@ -3,8 +3,9 @@
 A TOML file of options (`hidden = 10`, `layers = [512, 256]`, `lam = 4.0`), any
 subset of them (checked together when the config is made); a run: its folder
 or its metrics.json, whose config is read as the run's (so an old run's config
-means what it meant then); or a JSON object holding any of the options. Keys are option names or config fields (`hidden` or
-`latent_dim`); a wrong key, type or value names the file and the key.
+means what it meant then); or a JSON object holding any of the options. Keys
+are option names or config fields (`hidden` or `latent_dim`); a wrong key, type
+or value names the file and the key.
 """
 
 import json
