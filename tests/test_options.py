@@ -151,3 +151,43 @@ def test_the_reproduce_line_names_every_option_of_the_base():
         if row.name not in ("lam", "seed") and differs(row, base, TrainConfig()):
             assert row.flag in words, row.flag
     assert BY_NAME["lam"].flag in words and words.count("--lam") == 1
+
+
+SWEEP = """# the homework's Problem 2, small
+hidden = [2, 3]
+layers = [16]
+epochs = 1
+batch_size = 32
+seeds = [0, 1]
+"""
+
+
+def test_ablate_reads_a_sweep_file_and_keeps_a_copy(tiny_mnist, tmp_path):
+    (tmp_path / "sweep.toml").write_text(SWEEP)
+    where = ["--data-dir", tiny_mnist, "--runs-dir", tmp_path / "store", "--iw-samples", "2", "--device", "cpu"]
+    first = invoke("ablate", "--config", tmp_path / "sweep.toml", *where, "--out", tmp_path / "one")
+    assert first.exit_code == 0, first.output
+    assert "4 members (0 reused, 4 trained)" in first.stdout.replace("\n", " ")
+    assert "mean ± std over 2 seeds" in first.stdout
+    assert (tmp_path / "one" / "sweep.toml").read_text() == SWEEP
+    report = (tmp_path / "one" / "report.md").read_text()
+    assert "sha256" in report and "vaecli ablate --config sweep.toml" in report
+    assert "vaecli ablate --hidden 2 3 --seeds 0 1 --epochs 1 --layers 16 --batch-size 32" in report
+    again = invoke("ablate", "--config", tmp_path / "one" / "sweep.toml", *where, "--out", tmp_path / "two")
+    assert "4 members (4 reused, 0 trained)" in again.stdout.replace("\n", " "), again.output
+    one_seed = invoke("ablate", "--config", tmp_path / "sweep.toml", "--seeds", "0", *where, "--out", tmp_path / "3")
+    assert "2 members (2 reused, 0 trained)" in one_seed.stdout.replace("\n", " ") and "± std" not in one_seed.stdout
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("hidden = []\n", "'hidden' lists no values to compare"),
+        ('seeds = "0"\n', "'seeds' must be a list of whole numbers"),
+        ("free_bits = [0, -1]\nhidden = [2]\n", "'free_bits' must be at least 0"),
+        ("hidden = [2, 2]\n", "'hidden' lists a value twice"),
+    ],
+)
+def test_a_bad_sweep_file_names_the_file_and_the_key(tiny_mnist, tmp_path, text, fragment):
+    (tmp_path / "s.toml").write_text(text)
+    one_line_error(invoke("ablate", "--config", tmp_path / "s.toml", "--data-dir", tiny_mnist), "s.toml", fragment)

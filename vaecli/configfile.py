@@ -8,10 +8,12 @@ are option names or config fields (`hidden` or `latent_dim`); a wrong key, type
 or value names the file and the key.
 """
 
+import hashlib
 import json
 import math
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,8 +64,8 @@ def in_keys(path: Path, message: str) -> str:
     return f"{path}: " + re.sub(r"`([a-z][a-z0-9_]*)`", key, message)
 
 
-def read_options(path: Path) -> dict[str, Any]:
-    """The options that the file at `path` sets, by option name, checked one by one as the config checks them."""
+def _read(path: Path) -> tuple[Path, str, dict[str, Any]]:
+    """(the file read, its text, its keys and values)."""
     path = Path(path)
     if path.is_dir():  # a run folder: its config, from metrics.json
         path = path / "metrics.json"
@@ -71,7 +73,28 @@ def read_options(path: Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: cannot read the config file ({getattr(e, 'strerror', None) or e})") from None
-    data = _parse(path, text)
+    return path, text, _parse(path, text)
+
+
+def _items(path: Path, data: dict[str, Any]) -> list[tuple[str, Row, Any]]:
+    """(key, its row, value) of every option in `data`; a run's "model" object holds options too."""
+    model = data.pop("model", {})
+    if not isinstance(model, dict):
+        raise ConfigError(f"{path}: 'model' must be an object of options, got {model!r}")
+    items = []
+    for key, value in {**model, **data}.items():
+        if key == "image_shape":  # the data set's, not an option
+            continue
+        row = BY_NAME.get(key) or BY_FIELD.get(key)
+        if row is None:
+            raise ConfigError(f"{path}: unknown key {key!r}; the options are {', '.join(BY_NAME)}")
+        items.append((key, row, value))
+    return items
+
+
+def read_options(path: Path) -> dict[str, Any]:
+    """The options that the file at `path` sets, by option name, each of the type its option takes."""
+    path, _, data = _read(path)
     if isinstance(data.get("config"), dict) and "history" in data:  # a run's metrics.json
         data = data["config"]
     if RUN_KEYS <= set(data):  # a run's config: the whole of it, with the meaning it had when it was written
@@ -80,18 +103,45 @@ def read_options(path: Path) -> dict[str, Any]:
         except ConfigError as e:
             raise ConfigError(in_keys(path, str(e))) from None
         return {row.name: row.get(config) for row in ROWS if not (row.field == "lr" and config.lr_follows_schedule)}
-    model = data.pop("model", {})  # part of a run's config: its model's keys are options too
-    if not isinstance(model, dict):
-        raise ConfigError(f"{path}: 'model' must be an object of options, got {model!r}")
-    values = {}
-    for key, value in {**model, **data}.items():
-        if key == "image_shape":  # the data set's, not an option
-            continue
-        row = BY_NAME.get(key) or BY_FIELD.get(key)
-        if row is None:
-            raise ConfigError(f"{path}: unknown key {key!r}; the options are {', '.join(BY_NAME)}")
-        values[row.name] = _value(path, key, row, value)
-    return values
+    return {row.name: _value(path, key, row, value) for key, row, value in _items(path, data)}
+
+
+@dataclass(frozen=True)
+class SweepFile:
+    """What `ablate --config` reads: the base config's options, the values each compared option takes, the
+    seeds, and the file's text (kept beside the sweep's results, and named in its report by its digest)."""
+
+    path: Path
+    text: str
+    options: dict[str, Any]
+    axes: dict[str, tuple[Any, ...]]  # option name -> the values compared, e.g. {"hidden": (2, 10, 25, 50)}
+    seeds: tuple[int, ...] | None
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()[:12]
+
+
+def read_sweep(path: Path) -> SweepFile:
+    """A sweep file: options as in a config file, where a list of values for an option that `ablate` compares
+    (`hidden = [2, 10, 25, 50]`, `objective = ["elbo", "iwae"]`) is an axis, and `seeds` a list of seeds."""
+    path, text, data = _read(path)
+    seeds = data.pop("seeds", None)
+    if seeds is not None and (not isinstance(seeds, list) or not seeds or not all(_whole(s) and s >= 0 for s in seeds)):
+        raise ConfigError(f"{path}: 'seeds' must be a list of whole numbers 0 or more, got {seeds!r}")
+    options, axes = {}, {}
+    for key, row, value in _items(path, data):
+        if row.spec.axis is not None and isinstance(value, list):
+            if not value:
+                raise ConfigError(f"{path}: {key!r} lists no values to compare")
+            axes[row.name] = tuple(_value(path, key, row, v) for v in value)
+        else:
+            options[row.name] = _value(path, key, row, value)
+    return SweepFile(path, text, options, axes, tuple(seeds) if seeds is not None else None)
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _parse(path: Path, text: str) -> dict[str, Any]:
@@ -113,7 +163,7 @@ def _parse(path: Path, text: str) -> dict[str, Any]:
 def _value(path: Path, key: str, row: Row, value: Any) -> Any:
     """A file's value as the option takes it: a list of whole numbers as a tuple, a whole number as a float."""
     if row.kind is tuple:
-        if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        if not isinstance(value, list) or not all(_whole(v) for v in value):
             raise ConfigError(f"{path}: {key!r} must be a list of whole numbers, got {value!r}")
         return tuple(value)
     if row.kind is float and isinstance(value, int) and not isinstance(value, bool):

@@ -13,7 +13,7 @@ from vaecli.cli.app import command, stdout
 from vaecli.cli.display import member_numbers
 from vaecli.cli.lists import number_lists, parse_floats, parse_ints
 from vaecli.cli.params import QuietOpt
-from vaecli.cli.training import SWEEP_LISTS, TrainingOptions, sweep_lists, training_options
+from vaecli.cli.training import SWEEP_LISTS, TrainingOptions, given_here, sweep_lists, training_options, with_values
 from vaecli.errors import ConfigError, TrainingDiverged
 from vaecli.options import BY_NAME
 
@@ -26,6 +26,7 @@ LIST_FLAGS = ("--hidden", "-H", "--lam", "--seeds", "--layers", *(BY_NAME[name].
 @training_options(exclude=("hidden", "lam", "seed", *SWEEP_LISTS))
 @sweep_lists
 def ablate(
+    ctx: typer.Context,
     options: TrainingOptions,
     vary: dict[str, tuple],
     hidden: Annotated[
@@ -81,6 +82,16 @@ def ablate(
             "(needs the tensorboard extra); tensorboard --logdir <runs-dir> compares them.",
         ),
     ] = False,
+    config_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            metavar="FILE",
+            help="The sweep from a TOML file: options as train's --config reads them, a list of values for each "
+            "option to compare (hidden = [2, 10, 25, 50]) and seeds = [...]. Options given here win over the "
+            "file's; the sweep's folder keeps a copy.",
+        ),
+    ] = None,
 ) -> None:
     """Compare VAEs over latent sizes (--hidden), KL weights (--lam), objective options or learning-rate schedules.
 
@@ -97,9 +108,23 @@ def ablate(
     from vaecli.studies import sweep
     from vaecli.views.ablation import save_ablation
 
+    sweep_file = None
+    if config_file is not None:
+        from vaecli.configfile import read_sweep
+
+        sweep_file = read_sweep(config_file)
+        options = with_values(options, sweep_file.options, lambda name: given_here(ctx, name), sweep_file.path)
     base = options.config
-    plan = _plan(base, hidden, lam, seeds, vary)
-    members = plan.members()
+    lists = _lists(hidden, lam, seeds, vary, sweep_file, lambda name: given_here(ctx, name))
+    try:
+        plan = _plan(base, *lists)
+        members = plan.members()
+    except ConfigError as e:  # a value the sweep file gave, named by its key
+        if sweep_file is None:
+            raise
+        from vaecli.configfile import in_keys
+
+        raise ConfigError(in_keys(sweep_file.path, str(e))) from None
     if len(members) > MAX_MEMBERS and not yes:
         raise ConfigError(f"this sweep has {len(members)} members (more than {MAX_MEMBERS}); add --yes to run it")
     folder = out if out is not None else options.store / plan.name()
@@ -130,8 +155,8 @@ def ablate(
         if board is not None:
             board.close()
 
-    ablation = save_ablation(results, plan, data.test.images, folder, iw_samples)
-    console.print(_metrics_table(ablation.rows, iw_samples))
+    ablation = save_ablation(results, plan, data.test.images, folder, iw_samples, sweep_file)
+    console.print(_metrics_table(ablation.rows, iw_samples, len(plan.seeds)))
     board_store = options.store if board is not None else None
     _summary(console, results, folder, board_store)
 
@@ -149,24 +174,36 @@ def _cluster(address: str | None, cpus_per_member: int, retries: int, jobs: int 
     return Cluster(address, cpus_per_member=cpus_per_member, retries=retries)
 
 
-def _plan(base: Any, hidden: str | None, lam: str | None, seeds: str, vary: dict[str, tuple]) -> Any:
+def _lists(
+    hidden: str | None, lam: str | None, seeds: str, vary: dict[str, tuple], sweep_file: Any, given: Any
+) -> tuple[tuple, tuple, tuple, dict[str, tuple]]:
+    """(latent sizes, lams, seeds, the other axes) that the command line gives, the sweep file's where it gives
+    none."""
+    axes = dict(sweep_file.axes) if sweep_file is not None else {}
+    parsed = (
+        parse_ints(hidden, "--hidden") if hidden is not None else axes.pop("hidden", ()),
+        parse_floats(lam, "--lam", minimum=0.0) if lam is not None else axes.pop("lam", ()),
+    )
+    axes.pop("hidden", None), axes.pop("lam", None)
+    if sweep_file is not None and sweep_file.seeds is not None and not given("seeds"):
+        seeded = sweep_file.seeds
+    else:
+        seeded = parse_ints(seeds, "--seeds", minimum=0)
+    return (*parsed, seeded, {**axes, **vary})
+
+
+def _plan(base: Any, hidden: tuple, lams: tuple, seeds: tuple, vary: dict[str, tuple]) -> Any:
     """The Sweep that the options ask for."""
     from vaecli.studies.sweep import Sweep
 
     if len(vary.get("lr_schedule", ())) == 1:  # one schedule is a setting of every member, as --lr-schedule is to train
         vary = dict(vary)
         base = replace(base, lr_schedule=vary.pop("lr_schedule")[0])
-    if hidden is None and lam is None and not vary:
+    if not hidden and not lams and not vary:
         raise typer.BadParameter(
             "give the values to compare: --hidden 2 10 25 50 and/or --lam 1 5 10 40 (or --free-bits, --k, ...)"
         )
-    return Sweep(
-        base,
-        hidden=parse_ints(hidden, "--hidden") if hidden is not None else (),
-        lams=parse_floats(lam, "--lam", minimum=0.0) if lam is not None else (),
-        seeds=parse_ints(seeds, "--seeds", minimum=0),
-        vary=tuple(vary.items()),
-    )
+    return Sweep(base, hidden=hidden, lams=lams, seeds=seeds, vary=tuple(vary.items()))
 
 
 def _summary(console: Console, results: list, folder: Path, tensorboard_store: Path | None) -> None:
@@ -192,8 +229,9 @@ def _summary(console: Console, results: list, folder: Path, tensorboard_store: P
         )
 
 
-def _metrics_table(rows: list[dict], iw_samples: int) -> Table:
-    table = Table(title="test metrics, nats per image (mean ± std over seeds)", title_justify="left")
+def _metrics_table(rows: list[dict], iw_samples: int, seeds: int) -> Table:
+    spread = f" (mean ± std over {seeds} seeds)" if seeds > 1 else ""
+    table = Table(title=f"test metrics, nats per image{spread}", title_justify="left")
     from vaecli.studies.sweep import AXIS_LABELS, Axis
 
     axes = [k for k in (rows[0] if rows else {}) if k in AXIS_LABELS]

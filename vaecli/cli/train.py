@@ -11,7 +11,14 @@ from vaecli.cli.app import command, stdout
 from vaecli.cli.display import TrainingDisplay, summary
 from vaecli.cli.lists import number_lists
 from vaecli.cli.params import QuietOpt, WaitOpt
-from vaecli.cli.training import TRAINING_OPTIONS, TrainingOptions, train_with_display, training_options, with_file
+from vaecli.cli.training import (
+    TRAINING_OPTIONS,
+    TrainingOptions,
+    given_here,
+    train_with_display,
+    training_options,
+    with_file,
+)
 from vaecli.engine.observer import Observers
 
 if TYPE_CHECKING:
@@ -68,7 +75,7 @@ def train(
     waited for, then reused.
     """
     if config_file is not None:
-        options = with_file(options, config_file, lambda name: _given(ctx, name))
+        options = with_file(options, config_file, lambda name: given_here(ctx, name))
     if resume is not None:
         options, out = _resume_options(ctx, options, resume, out)
     if print_config:
@@ -93,12 +100,6 @@ def train(
     console.print(summary(outcome))
 
 
-def _given(ctx: typer.Context, name: str) -> bool:
-    """Whether the parameter `name` was set, not left at its default."""
-    source = ctx.get_parameter_source(name)  # None for a name the command does not have
-    return source is not None and source.name != "DEFAULT"
-
-
 def _resume_options(
     ctx: typer.Context, options: TrainingOptions, resume: Path, out: Path | None
 ) -> tuple[TrainingOptions, Path]:
@@ -107,7 +108,7 @@ def _resume_options(
 
     from vaecli.store.runs import resume_config
 
-    given = [name for name in [*TRAINING_OPTIONS, "out"] if name not in RESUME_ALLOWS and _given(ctx, name)]
+    given = [name for name in [*TRAINING_OPTIONS, "out"] if name not in RESUME_ALLOWS and given_here(ctx, name)]
     if given:
         flags = ", ".join("--" + name.replace("_", "-") for name in given)
         raise typer.BadParameter(f"the run keeps its own config and folder; drop {flags}", param_hint="--resume")

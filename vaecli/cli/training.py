@@ -103,14 +103,29 @@ def _with_parameters(
     return wrapper
 
 
+def given_here(ctx: Any, name: str) -> bool:
+    """Whether the command's parameter `name` was given on the command line, not left at its default."""
+    source = ctx.get_parameter_source(name)  # None for a name the command does not have
+    return source is not None and source.name != "DEFAULT"
+
+
 def with_file(options: TrainingOptions, path: Path, given: Callable[[str], bool]) -> TrainingOptions:
     """`options` with the config file's values under the ones the command line gave (`given(name)`)."""
+    from vaecli.configfile import read_options
+
+    return with_values(options, read_options(path), given, path)
+
+
+def with_values(
+    options: TrainingOptions, values: dict[str, Any], given: Callable[[str], bool], path: Path
+) -> TrainingOptions:
+    """`options` with `values` (read from the file at `path`) under the ones the command line gave."""
     from dataclasses import replace
 
-    from vaecli.configfile import in_keys, read_options
+    from vaecli.configfile import in_keys
     from vaecli.errors import ConfigError
 
-    values = read_options(path)
+    values = dict(values)
     config = options.config
     for row in ROWS:
         if given(row.name):

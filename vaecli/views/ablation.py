@@ -11,8 +11,11 @@ from typing import Any
 import torch
 
 from vaecli import atomic
+from vaecli.configfile import SweepFile
 from vaecli.studies.sweep import AXES, AXIS_LABELS, Axis, Member, Sweep, first_seed, table_rows
 from vaecli.views import figures
+
+SWEEP_COPY = "sweep.toml"  # the sweep file a sweep came from, kept beside its results
 
 
 @dataclass(frozen=True)
@@ -47,10 +50,18 @@ def save_figures(members: list[Member], sweep: Sweep, rows: list[dict], images: 
 
 
 def save_ablation(
-    members: list[Member], sweep: Sweep, images: torch.Tensor, folder: Path | str, iw_samples: int | None = None
+    members: list[Member],
+    sweep: Sweep,
+    images: torch.Tensor,
+    folder: Path | str,
+    iw_samples: int | None = None,
+    sweep_file: SweepFile | None = None,
 ) -> Ablation:
-    """Write the figures, metrics.csv, metrics.json and report.md of a scored sweep into `folder`."""
+    """Write the figures, metrics.csv, metrics.json and report.md of a scored sweep into `folder`, and a copy
+    of the sweep file it came from (`sweep_file`) as sweep.toml."""
     folder = Path(folder)
+    if sweep_file is not None:
+        atomic.write_text(folder / SWEEP_COPY, sweep_file.text)
     rows = table_rows(members, sweep, iw_samples)
     made = save_figures(members, sweep, rows, images, folder)
     atomic.write_text(folder / "metrics.csv", to_csv(rows))
@@ -62,7 +73,7 @@ def save_ablation(
             "members": [_member_entry(m) for m in members],
         },
     )
-    atomic.write_text(folder / "report.md", report(sweep, rows, made, members))
+    atomic.write_text(folder / "report.md", report(sweep, rows, made, members, sweep_file))
     return Ablation(rows, made)
 
 
@@ -104,9 +115,13 @@ def to_markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def report(
-    sweep: Sweep, rows: list[dict[str, Any]], figures: Sequence[tuple[str, str]], members: Sequence[Member] = ()
+    sweep: Sweep,
+    rows: list[dict[str, Any]],
+    figures: Sequence[tuple[str, str]],
+    members: Sequence[Member] = (),
+    sweep_file: SweepFile | None = None,
 ) -> str:
-    """report.md: what was compared, on which data, the figures, the table and the command."""
+    """report.md: what was compared, on which data, the figures, the table, the command (and the sweep file)."""
     lines = [
         f"# VAE ablation over {' and '.join(sweep.varies)}",
         "",
@@ -121,6 +136,14 @@ def report(
         sweep.command(),
         "```",
         "",
+    ]
+    if sweep_file is not None:
+        lines += [
+            f"The sweep came from `{sweep_file.path}` (sha256 `{sweep_file.digest}`), kept beside this report as "
+            f"[{SWEEP_COPY}]({SWEEP_COPY}): `vaecli ablate --config {SWEEP_COPY}` runs it again.",
+            "",
+        ]
+    lines += [
         "## Metrics (test set, nats per image)",
         "",
         to_markdown(rows),
