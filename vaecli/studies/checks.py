@@ -124,7 +124,7 @@ def find_data(
     synthetic images stand in.
     """
     if synthetic:
-        return synthetic_dataset(), "synthetic bar images (`synthetic`)"
+        return synthetic_dataset(), "synthetic bar images (--synthetic)"
     title = DATASET_TITLES[name]
     root = Path(data_dir) if data_dir is not None else default_data_dir()
     if data_dir is not None or os.environ.get("VAECLI_DATA_DIR") or download or find_raw_dir(name, root):
@@ -132,7 +132,7 @@ def find_data(
         return data, f"{title} from {data.source}"
     return synthetic_dataset(), (
         f"synthetic bar images: no {title} in {root} "
-        "(point `data_dir` or VAECLI_DATA_DIR at it, or add `download`, for real images)"
+        "(point --data-dir or VAECLI_DATA_DIR at it, or add --download, for real images)"
     )
 
 
