@@ -47,9 +47,39 @@ def number_lists(*names: str, words: tuple[str, ...] = ()) -> type[TyperCommand]
 
     class NumberListCommand(TyperCommand):
         def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+            check_lists(args, names, words, self.params)
             return super().parse_args(ctx, join_number_lists(args, names, words))
 
     return NumberListCommand
+
+
+def _is_value(arg: str) -> bool:
+    return not arg.startswith("-") or _is_number(arg)
+
+
+def check_lists(args: list[str], names: tuple[str, ...], words: tuple[str, ...], params: list[Any]) -> None:
+    """Refuse a list option given twice (`--hidden 2 --hidden 10` would keep one list) and, where the command
+    takes no arguments of its own, a value of a number list that is no number (`--hidden 2 x 10`)."""
+    option_of = {opt: p.name for p in params for opt in getattr(p, "opts", []) if opt.startswith("-")}
+    positional = any(getattr(p, "param_type_name", "") == "argument" for p in params)
+    seen: dict[str, str] = {}
+    for i, arg in enumerate(args):
+        if arg == "--":
+            return
+        if arg not in names and arg not in words:
+            continue
+        name = option_of.get(arg, arg)
+        if name in seen:
+            raise typer.BadParameter(f"given twice: give all its values after one {arg}", param_hint=arg)
+        seen[name] = arg
+        if arg in words or positional:
+            continue
+        end = i + 1
+        while end < len(args) and _is_value(args[end]):
+            end += 1
+        bad = [value for value in args[i + 1 : end] if not _is_number(value)]
+        if bad:
+            raise typer.BadParameter(f"expected numbers, got {bad[0]!r}", param_hint=arg)
 
 
 def number_problem(value: float, minimum: float = -math.inf, above: bool = False) -> str | None:

@@ -64,15 +64,26 @@ class EpochRecord:
 
     @classmethod
     def from_dict(cls, row: dict[str, Any]) -> "EpochRecord":
-        def optional(key: str) -> float | None:
-            return float(row[key]) if row.get(key) is not None else None
+        """A record from its JSON; a value that is not a number (a string, true) raises TypeError."""
 
+        def number(key: str) -> float:
+            value = row[key]
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise TypeError(f"{key!r} must be a number, got {value!r}")
+            return float(value)
+
+        def optional(key: str) -> float | None:
+            return number(key) if row.get(key) is not None else None
+
+        epoch = number("epoch")
+        if epoch != int(epoch):
+            raise TypeError(f"'epoch' must be a whole number, got {epoch!r}")
         return cls(
-            epoch=int(row["epoch"]),
-            lam=float(row["lam"]),
-            train=Terms(float(row["train_recon"]), float(row["train_kl"])),
-            test=Terms(float(row["test_recon"]), float(row["test_kl"])),
-            seconds=float(row["seconds"]),
+            epoch=int(epoch),
+            lam=number("lam"),
+            train=Terms(number("train_recon"), number("train_kl")),
+            test=Terms(number("test_recon"), number("test_kl")),
+            seconds=number("seconds"),
             train_objective=optional("train_objective"),
             test_objective=optional("test_objective"),
         )

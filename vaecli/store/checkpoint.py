@@ -160,12 +160,36 @@ def _load_weights(path: Path, config: TrainConfig) -> VAE:
     return model
 
 
+# the run facts of metrics.json beside its history and config, and the types they must have (None: absent)
+INFO_TYPES: dict[str, tuple[type, ...]] = {
+    "vaecli_version": (str,),
+    "device": (str,),
+    "precision": (str,),
+    "train_seconds": (int, float),
+    "objective": (str,),
+    "data": (str,),
+}
+
+
 def _read_history(path: Path) -> tuple[list[EpochRecord], dict[str, Any]]:
+    """metrics.json's per-epoch history and run facts, checked as strictly as the weights are."""
     try:
         data = json.loads(path.read_text())
-        history = [EpochRecord.from_dict(row) for row in data["history"]]
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path}: not a vaecli metrics file ({e.__class__.__name__}: {e})") from e
+    if not isinstance(data, dict) or not isinstance(data.get("history"), list):
+        raise CheckpointError(f"{path}: not a vaecli metrics file (no list of epochs under 'history')")
+    for key, types in INFO_TYPES.items():
+        value = data.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, types)):
+            kind = "a number" if float in types else "a string"
+            raise CheckpointError(f"{path}: {key!r} must be {kind}, got {value!r}; the run's files were changed")
+    try:
+        history = [EpochRecord.from_dict(row) for row in data["history"]]
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(
+            f"{path}: an epoch of 'history' is not a vaecli record ({e.__class__.__name__}: {e})"
+        ) from e
     info = {k: v for k, v in data.items() if k not in ("history", "config")}
     return history, info
 

@@ -289,7 +289,12 @@ def _interrupted_state(folder: Path, config: TrainConfig) -> TrainState | None:
     """The saved state of an interrupted fit of `config` in `folder`, None when there is none."""
     if not (folder / RESUME_FILE).is_file():
         return None
-    state = load_state(folder)
+    try:
+        state = load_state(folder)
+    except CheckpointError as e:  # a truncated or foreign state: say what to do, rather than fail the same way again
+        raise CheckpointError(
+            f"{e}; the interrupted run's saved state cannot be continued: add `force` to start this run over"
+        ) from None
     if state.config != config:
         raise another_interrupted_run(folder)
     return state
@@ -356,6 +361,8 @@ def list_runs(store: Path | None = None) -> list[StoredRun]:
     one may be being trained again, with --force), else "interrupted".
     """
     store = store_path(store)
+    if store.exists() and not store.is_dir():
+        raise RunStoreError(f"{store} is a file, not a run store; give `store` a folder")
     if not store.is_dir():
         return []
     entries = []
