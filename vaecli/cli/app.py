@@ -11,7 +11,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.text import Text
-from typer.core import TyperGroup
+from typer.core import TyperArgument, TyperGroup, TyperOption
 
 from vaecli import __version__
 from vaecli.errors import Interrupted, VaeError
@@ -23,6 +23,31 @@ ClickException: type[typer.TyperException] = next(
 )
 
 stderr = Console(stderr=True, soft_wrap=True)
+
+
+_value_shown = TyperOption.display_type_rich
+
+
+def _flag_shows_no_value(self: TyperOption, ctx: Any) -> str | None:
+    """--help's type column for an option: empty for a flag, which takes no value (typer 0.29 shows `<bool>`
+    after every flag, --quiet and --help included, as if one had to type a value)."""
+    return None if self.is_flag else _value_shown(self, ctx)
+
+
+_argument_shown = TyperArgument.display_type_rich
+
+
+def _list_shows_its_items(self: TyperArgument, ctx: Any) -> str | None:
+    """--help's type column for an argument: `<path>...` for several paths, not the annotation `<list[Path]>`."""
+    shown = _argument_shown(self, ctx)
+    if shown and shown.startswith("<list[") and shown.endswith("]>"):
+        return f"<{shown[6:-2].lower()}>..."
+    return shown
+
+
+# what --help shows is what a user types (typer's own help shows Python's annotations there)
+TyperOption.display_type_rich = _flag_shows_no_value  # type: ignore[method-assign]
+TyperArgument.display_type_rich = _list_shows_its_items  # type: ignore[method-assign,assignment]
 
 
 def stdout(quiet: bool = False, **settings: Any) -> Console:
