@@ -5,14 +5,14 @@ import shutil
 
 import pytest
 
-from tests.conftest import TINY, invoke, one_line_error
+from tests.conftest import FAST_TRAIN_ARGS, invoke, one_line_error
 from vaecli.store.checkpoint import METRICS_FILE, RESUME_FILE
 
 
 @pytest.fixture
 def trained(tiny_mnist, tmp_path):
     """A finished tiny run's folder."""
-    result = invoke("train", *TINY, "--data-dir", tiny_mnist, "--out", tmp_path / "run", "--quiet")
+    result = invoke("train", *FAST_TRAIN_ARGS, "--data-dir", tiny_mnist, "--out", tmp_path / "run", "--quiet")
     assert result.exit_code == 0, result.output
     return tmp_path / "run"
 
@@ -58,8 +58,8 @@ def test_a_truncated_resume_state_says_force_starts_over(tiny_mnist, trained, tm
     out = tmp_path / "broken"
     shutil.copytree(trained, out)
     (out / "model.safetensors").unlink()
-    (out / RESUME_FILE).write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"truncated")
-    args = ["train", *TINY, "--data-dir", tiny_mnist, "--out", out]
+    (out / RESUME_FILE).write_bytes(b'\x10\x00\x00\x00\x00\x00\x00\x00{"truncated')
+    args = ["train", *FAST_TRAIN_ARGS, "--data-dir", tiny_mnist, "--out", out]
     one_line_error(invoke(*args), str(out / RESUME_FILE), "add --force to start this run over")
     again = invoke(*args, "--force", "--quiet")
     assert again.exit_code == 0 and (out / "model.safetensors").is_file(), again.output

@@ -22,6 +22,7 @@ from vaecli.core.data import Dataset
 from vaecli.core.model import VAE
 from vaecli.engine.bound import importance_weighted_nll
 from vaecli.engine.records import evaluate, scored_test_images
+from vaecli.engine.steps import eval_generator
 from vaecli.store.checkpoint import METRICS_FILE, SCORES_FILE, Run
 
 ACTIVE_THRESHOLD = 0.01  # Burda et al.'s cut-off on Var_x(E_q[z_d | x])
@@ -65,10 +66,15 @@ def run_metrics(
     iw_samples: int = 100,
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
+    elbo_noise: torch.Generator | None = None,
 ) -> RunMetrics:
-    """Every test metric of `model` on `images` (N, D), with seeded sampling."""
+    """Every test metric of `model` on `images` (N, D), with seeded sampling.
+
+    `elbo_noise`: the generator of the z samples behind recon, KL and -ELBO (default: the one seeded with
+    `seed`, which the bound's samples then continue); score_run passes the training's own evaluation noise.
+    """
     generator = torch.Generator(device=images.device).manual_seed(seed)
-    terms = evaluate(model, images, generator)
+    terms = evaluate(model, images, elbo_noise or generator)
     return RunMetrics(
         recon=terms.recon,
         kl=terms.kl,
@@ -90,9 +96,11 @@ def score_run(
     device: torch.device | str = "cpu",
     progress: Callable[[int, int], None] | None = None,
 ) -> RunMetrics:
-    """run_metrics of a trained model on its data set's test split, scored as in training."""
+    """run_metrics of a trained model on its data set's test split, scored as in training: its recon, KL and
+    -ELBO with the noise of the training's own evaluation, so they are the run's final test numbers."""
     images = scored_test_images(data.test.images.to(device), config)
-    return run_metrics(model.to(device), images, iw_samples, seed, progress)
+    noise = eval_generator(config, images.device)
+    return run_metrics(model.to(device), images, iw_samples, seed, progress, elbo_noise=noise)
 
 
 def stored_scores(
@@ -109,7 +117,9 @@ def stored_scores(
     save_run deletes the file, so a retrained run is scored afresh. A lone
     model file (no metrics.json beside it) is scored but nothing is written.
     """
-    key = f"iw{iw_samples}-seed{seed}-test-{_digest(data.test.images)}"
+    # "elbo-as-trained": recon, KL and -ELBO with the training's evaluation noise (scores of earlier versions,
+    # under keys without it, used the bound's seed and are scored again)
+    key = f"iw{iw_samples}-seed{seed}-test-{_digest(data.test.images)}-elbo-as-trained"
     path = run.path / SCORES_FILE
     cached = _read_scores(path)
     if key in cached:
