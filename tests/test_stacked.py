@@ -103,7 +103,7 @@ def test_member_is_a_copy_of_its_slice_and_draws_no_randomness():
     [
         ([], "at least one member"),
         ([member(2, 1.0, 0), member(2, 1.0, 1, batch_size=16)], "share everything but"),
-        ([member(2, 1.0, 0, compile=True), member(2, 5.0, 0, compile=True)], "cannot --compile"),
+        ([member(2, 1.0, 0, compile=True), member(2, 5.0, 0, compile=True)], "cannot `compile`"),
     ],
 )
 def test_members_that_cannot_stack_are_refused(configs, message, tiny_mnist):

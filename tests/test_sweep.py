@@ -174,8 +174,8 @@ def test_an_interrupted_member_resumes_instead_of_stacking(tiny_mnist):
 @pytest.mark.parametrize(
     "base, stack, message",
     [
-        (BASE, "maybe", "--stack must be one of auto, on, off; got 'maybe'"),
-        (replace(BASE, compile=True), "on", "--stack on cannot --compile"),
+        (BASE, "maybe", "`stack` must be one of auto, on, off; got 'maybe'"),
+        (replace(BASE, compile=True), "on", "`stack` on cannot `compile`"),
     ],
 )
 def test_bad_stack_settings_are_refused(base, stack, message, tiny_mnist):
