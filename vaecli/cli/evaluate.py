@@ -1,7 +1,7 @@
 """`vaecli eval`: a run's test-set metrics, the importance-weighted bound included."""
 
 import json
-from pathlib import Path
+from dataclasses import replace
 from typing import Annotated
 
 import typer
@@ -9,12 +9,17 @@ from rich.table import Table
 
 from vaecli.choices import Device
 from vaecli.cli.app import command, stdout
-from vaecli.cli.params import DataDirOpt, DeviceOpt, DownloadOpt
+from vaecli.cli.lists import number_lists
+from vaecli.cli.params import DataDirOpt, DeviceOpt, DownloadOpt, ModelOpt, RunArg
+from vaecli.cli.training import TrainingOptions, obtain_run, one_model, training_options
 
 
-@command("eval")
+@command("eval", cls=number_lists("--layers"))
+@training_options(exclude=("seed", "device", "data_dir", "download"))
 def evaluate(
-    run: Annotated[Path, typer.Argument(help="A run folder or a model.safetensors file.")],
+    options: TrainingOptions,
+    run_path: RunArg = None,
+    model: ModelOpt = None,
     iw_samples: Annotated[
         int,
         typer.Option(min=1, max=100_000, help="Samples k of the importance-weighted bound (5000 in the literature)."),
@@ -25,7 +30,11 @@ def evaluate(
     download: DownloadOpt = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
 ) -> None:
-    """Test-set metrics of a run: recon, KL, -ELBO, an importance-weighted NLL bound, active units, KL per dimension."""
+    """Test-set metrics of a run: recon, KL, -ELBO, an importance-weighted NLL bound, active units, KL per dimension.
+
+    The run is RUN (or --model), or the store's run of the training options (trained first if there is
+    none); --seed here seeds the sampling, so the run found is the one trained with seed 0.
+    """
     from rich.progress import Progress
 
     from vaecli.core.data import load_dataset
@@ -33,9 +42,14 @@ def evaluate(
     from vaecli.store.checkpoint import load_run
     from vaecli.studies.scores import ACTIVE_THRESHOLD, stored_scores
 
-    loaded = load_run(run)
-    data = load_dataset(loaded.config.dataset, data_dir, download_missing=download or None)
     console = stdout(quiet=as_json)
+    chosen = one_model(run_path, model)
+    if chosen is not None:
+        loaded = load_run(chosen)
+    else:
+        here = replace(options, device=device.value, data_dir=data_dir, download=download or None)
+        loaded = obtain_run(here, None, console)
+    data = load_dataset(loaded.config.dataset, data_dir, download_missing=download or None)
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task(f"IW bound, k={iw_samples}", total=len(data.test.images))
         metrics = stored_scores(

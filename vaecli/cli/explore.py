@@ -1,5 +1,6 @@
 """`vaecli explore`."""
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -7,19 +8,24 @@ import typer
 from rich.text import Text
 
 from vaecli.cli.app import command, stderr, stdout
+from vaecli.cli.lists import number_lists
 from vaecli.cli.params import DataDirOpt, DownloadOpt, QuietOpt
+from vaecli.cli.training import TrainingOptions, obtain_run, training_options
 
 
-@command()
+@command(cls=number_lists("--layers"))
+@training_options(exclude=("data_dir", "download"))
 def explore(
+    options: TrainingOptions,
     runs: Annotated[
-        list[Path],
+        list[Path] | None,
         typer.Argument(
             metavar="RUN",
-            help="Run folders or model.safetensors files; several decode the same z side by side.",
+            help="Run folders or model.safetensors files; several decode the same z side by side. "
+            "Without them, the training options find (or train) the run.",
             show_default=False,
         ),
-    ],
+    ] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="The HTML file to write.")] = Path("explore.html"),
     data_dir: DataDirOpt = None,
     download: DownloadOpt = False,
@@ -39,6 +45,9 @@ def explore(
     from vaecli.views import explore as library
 
     console = stdout(quiet=quiet)
+    if not runs:
+        here = replace(options, data_dir=data_dir, download=download or None)
+        runs = [obtain_run(here, None, console).path]
     loaded = library.load_runs(runs)
     datasets = {}
     for name in sorted({run.config.dataset for run in loaded}):

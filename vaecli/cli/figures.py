@@ -1,7 +1,7 @@
 """`vaecli sample`, `grid`, `recon`, `traverse`, `latent`: figures of one trained model.
 
-Each takes --model, or the training options, which reuse (else train) the
-store's run of that config. The figure goes to --out, or to <run folder>/<command>.png.
+Each takes a RUN (or --model), or the training options, which reuse (else
+train) the store's run of that config. The figure goes to --out, or to <run folder>/<command>.png.
 """
 
 from pathlib import Path
@@ -13,8 +13,8 @@ from rich.console import Console
 from vaecli.choices import MAX_N
 from vaecli.cli.app import command, stdout
 from vaecli.cli.lists import number_lists, parse_floats, parse_ints
-from vaecli.cli.params import ModelOpt, QuietOpt
-from vaecli.cli.training import TrainingOptions, obtain_run, training_options
+from vaecli.cli.params import ModelOpt, QuietOpt, RunArg
+from vaecli.cli.training import TrainingOptions, obtain_run, one_model, training_options
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -89,6 +89,7 @@ def _write(fig: "Figure", run: "Run", out: Path | None, name: str, console: Cons
 @training_options
 def sample(
     options: TrainingOptions,
+    run_path: RunArg = None,
     model: ModelOpt = None,
     n: Annotated[int, _count("Images to decode.")] = 64,
     nrow: Annotated[
@@ -105,7 +106,7 @@ def sample(
     from vaecli.views import figures
 
     console = stdout(quiet=quiet)
-    run = _run(options, model, out, console)
+    run = _run(options, one_model(run_path, model), out, console)
     _write(figures.samples(run, n, nrow, options.config.seed), run, out, "sample", console)
 
 
@@ -137,6 +138,7 @@ def _parse_dims(text: str, latent_dim: int) -> tuple[int, int]:
 @training_options
 def grid(
     options: TrainingOptions,
+    run_path: RunArg = None,
     model: ModelOpt = None,
     n: Annotated[int, _count("Tiles per side: an n x n grid.")] = 20,
     value_range: Annotated[
@@ -164,9 +166,9 @@ def grid(
     from vaecli.views import figures
 
     span = _parse_range(value_range)
-    chosen = _parse_dims(dims, _latent_dim(options, model))
+    chosen = _parse_dims(dims, _latent_dim(options, one_model(run_path, model)))
     console = stdout(quiet=quiet)
-    run = _run(options, model, out, console)
+    run = _run(options, one_model(run_path, model), out, console)
     _write(figures.latent_grid(run, n, chosen, span), run, out, "grid", console)
 
 
@@ -174,6 +176,7 @@ def grid(
 @training_options
 def recon(
     options: TrainingOptions,
+    run_path: RunArg = None,
     model: ModelOpt = None,
     n: Annotated[int, _count("Test images to show.")] = 32,
     nrow: Annotated[int, typer.Option(min=1, max=MAX_N, help="Images per row.")] = 8,
@@ -187,7 +190,7 @@ def recon(
     from vaecli.views import figures
 
     console = stdout(quiet=quiet)
-    run = _run(options, model, out, console)
+    run = _run(options, one_model(run_path, model), out, console)
     test = _test_split(run, options)
     _write(figures.reconstructions(run, test.images, n, nrow, options.config.seed), run, out, "recon", console)
 
@@ -196,6 +199,7 @@ def recon(
 @training_options
 def traverse(
     options: TrainingOptions,
+    run_path: RunArg = None,
     model: ModelOpt = None,
     n: Annotated[int, _count("Values per row, evenly spaced from -3 to 3.")] = 11,
     top: Annotated[
@@ -213,7 +217,7 @@ def traverse(
     from vaecli.views import figures
 
     console = stdout(quiet=quiet)
-    run = _run(options, model, out, console)
+    run = _run(options, one_model(run_path, model), out, console)
     test = _test_split(run, options)
     if image >= len(test.images):
         raise typer.BadParameter(
@@ -228,6 +232,7 @@ def traverse(
 @training_options
 def latent(
     options: TrainingOptions,
+    run_path: RunArg = None,
     model: ModelOpt = None,
     out: Annotated[Path | None, _out("latent")] = None,
     quiet: QuietOpt = False,
@@ -236,6 +241,6 @@ def latent(
     from vaecli.views import figures
 
     console = stdout(quiet=quiet)
-    run = _run(options, model, out, console)
+    run = _run(options, one_model(run_path, model), out, console)
     test = _test_split(run, options)
     _write(figures.latent_scatter(run, test.images, test.labels), run, out, "latent", console)

@@ -101,6 +101,14 @@ ModelOpt = Annotated[
         help="A run folder or model.safetensors to use; without it the training options pick the run.",
     ),
 ]
+RunArg = Annotated[
+    Path | None,
+    typer.Argument(
+        metavar="RUN",
+        show_default=False,
+        help="A run folder or model.safetensors; without it, the training options find (or train) the run.",
+    ),
+]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")]
 WaitOpt = Annotated[
     float | None,

@@ -189,6 +189,15 @@ def train_with_display(
         display.close()
 
 
+def one_model(run: Path | None, model: Path | None) -> Path | None:
+    """The run a command was given, as its RUN argument or as --model (either, not both)."""
+    if run is not None and model is not None and run != model:
+        import typer
+
+        raise typer.BadParameter(f"give the run once, as RUN or as --model; got {run} and {model}", param_hint="RUN")
+    return run if run is not None else model
+
+
 def obtain_run(options: TrainingOptions, model: Path | None, console: Console) -> "Run":
     """The model a command works on: `--model` if given, else the store's run for the options."""
     if model is not None:
