@@ -1,5 +1,7 @@
 """Every command that draws or scores a model takes a RUN, or the training options that find (or train) it."""
 
+import json
+
 import pytest
 
 from tests.conftest import FAST_TRAIN_ARGS, invoke, one_line_error, write_dataset
@@ -40,3 +42,17 @@ def test_a_run_by_its_folder_or_by_its_options(command, store):
 def test_a_run_given_twice_is_refused(store):
     root, _, run = store
     one_line_error(invoke("grid", run, "--model", root / "elsewhere"), "give the run once", code=2)
+
+
+def test_info_and_runs_know_an_ablation_folder(tiny_mnist, tmp_path):
+    store = tmp_path / "store"
+    where = [*FAST_TRAIN_ARGS, "--data-dir", tiny_mnist, "--runs-dir", store, "--iw-samples", "2"]
+    assert invoke("ablate", "--lam", "1", "2", *where).exit_code == 0
+    (folder,) = [p for p in store.iterdir() if p.name.startswith("ablate-")]
+    shown = invoke("info", folder)
+    assert shown.exit_code == 0 and "compares" in shown.stdout and "lam: 2 settings" in shown.stdout, shown.output
+    assert "vaecli ablate --lam 1 2" in shown.stdout.replace("\n", " ")
+    listed = invoke("runs", "--runs-dir", store, "--sweeps", "--json")
+    assert [a["path"] for a in json.loads(listed.stdout)] == [str(folder)]
+    assert json.loads(listed.stdout)[0]["compared"] == ["lam"]
+    assert folder.name not in invoke("runs", "--runs-dir", store).stdout  # the runs stay runs

@@ -3,7 +3,7 @@
 import json
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -11,6 +11,9 @@ from rich.text import Text
 
 from vaecli.cli.app import command, stdout
 from vaecli.cli.params import RunsDirOpt
+
+if TYPE_CHECKING:
+    from vaecli.views.ablation import StoredAblation
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
@@ -24,9 +27,14 @@ def info(
     run: Annotated[Path, typer.Argument(help="A run folder or a model.safetensors file.")],
     as_json: JsonOpt = False,
 ) -> None:
-    """Show a run's config, test metrics, training time, files and vaecli version."""
+    """Show a run's config, test metrics, training time, files and vaecli version; or an ablation folder's
+    members, what they compare and its report."""
     from vaecli.store.checkpoint import run_info
+    from vaecli.views.ablation import is_ablation_folder, read_ablation
 
+    if run.is_dir() and is_ablation_folder(run):
+        _ablation_info(read_ablation(run), as_json)
+        return
     data = run_info(run)
     if as_json:
         print(json.dumps(data, indent=2))
@@ -55,6 +63,24 @@ def info(
     stdout().print(grid)
 
 
+def _ablation_info(ablation: "StoredAblation", as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(ablation.to_dict(), indent=2))
+        return
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    failed = f", {ablation.failed} failed" if ablation.failed else ""
+    grid.add_row("ablation", str(ablation.path))
+    grid.add_row("compares", f"{' and '.join(ablation.compared) or '?'}: {ablation.settings} settings")
+    grid.add_row(
+        "members", f"{len(ablation.members)} runs{failed}: " + ", ".join(Path(m["path"]).name for m in ablation.members)
+    )
+    grid.add_row("reproduce", ablation.command)
+    grid.add_row("report", str(ablation.path / "report.md"))
+    stdout().print(grid)
+
+
 def _when(seconds: float, today: str) -> str:
     """A run's time as `ls -l` shows it, short enough for an 80-column table: the time of day for today's, else
     the date."""
@@ -63,11 +89,18 @@ def _when(seconds: float, today: str) -> str:
 
 
 @command()
-def runs(runs_dir: RunsDirOpt = None, as_json: JsonOpt = False) -> None:
-    """List the run store: one row per run, newest first."""
+def runs(
+    runs_dir: RunsDirOpt = None,
+    as_json: JsonOpt = False,
+    sweeps: Annotated[bool, typer.Option("--sweeps", help="List the ablation folders instead of the runs.")] = False,
+) -> None:
+    """List the run store: one row per run, newest first (with --sweeps, one per ablation)."""
     from vaecli.store.runs import list_runs, store_path
 
     store = store_path(runs_dir)
+    if sweeps:
+        _sweeps(store, as_json)
+        return
     entries = list_runs(store)
     if as_json:
         print(
@@ -108,4 +141,30 @@ def runs(runs_dir: RunsDirOpt = None, as_json: JsonOpt = False) -> None:
         table.add_row(
             e.path.name, str(e.config.model.latent_dim), f"{e.config.lam:g}", str(e.config.epochs), score, date
         )
+    console.print(table)
+
+
+def _sweeps(store: Path, as_json: bool) -> None:
+    """`vaecli runs --sweeps`: the store's ablation folders, newest first."""
+    from vaecli.store.runs import list_runs
+    from vaecli.views.ablation import list_ablations
+
+    list_runs(store)  # refuses a store that is a file
+    found = list_ablations(store)
+    if as_json:
+        print(json.dumps([a.to_dict() for a in found], indent=2))
+        return
+    console = stdout()
+    if not found:
+        console.print(f"No ablations in {store}.")
+        return
+    table = Table(title=f"ablations in {store}", title_justify="left")
+    table.add_column("name", no_wrap=True)
+    table.add_column("compares")
+    table.add_column("members", justify="right")
+    table.add_column("date", justify="right", no_wrap=True)
+    today = time.strftime("%Y-%m-%d")
+    for a in found:
+        failed = f" ({a.failed} failed)" if a.failed else ""
+        table.add_row(a.path.name, " and ".join(a.compared), f"{len(a.members)}{failed}", _when(a.modified, today))
     console.print(table)

@@ -2,6 +2,7 @@
 
 import csv
 import io
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ import torch
 
 from vaecli import atomic
 from vaecli.configfile import SweepFile
+from vaecli.errors import OutputError
 from vaecli.studies.sweep import AXES, AXIS_LABELS, Axis, Member, Sweep, first_seed, table_rows
 from vaecli.views import figures
 
@@ -69,12 +71,74 @@ def save_ablation(
         folder / "metrics.json",
         {
             "command": sweep.command(),
+            "compared": sweep.varies,
             "rows": [{k: None if v != v else v for k, v in row.items()} for row in rows],  # NaN is not JSON
             "members": [_member_entry(m) for m in members],
         },
     )
     atomic.write_text(folder / "report.md", report(sweep, rows, made, members, sweep_file))
     return Ablation(rows, made)
+
+
+@dataclass(frozen=True)
+class StoredAblation:
+    """An ablation's folder read back: what `vaecli info` and `vaecli runs --sweeps` show of it."""
+
+    path: Path
+    command: str  # the command line that reproduces it
+    compared: list[str]  # the axes' labels: "H", "lam", "free bits"
+    settings: int
+    members: list[dict[str, Any]]  # each member's run folder, whether it was reused or failed, its metrics
+    modified: float
+
+    @property
+    def failed(self) -> int:
+        return sum("failed" in m for m in self.members)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "command": self.command,
+            "compared": self.compared,
+            "settings": self.settings,
+            "members": self.members,
+            "report": str(self.path / "report.md"),
+        }
+
+
+def is_ablation_folder(folder: Path) -> bool:
+    """Whether `folder` holds an ablation's results (its metrics.json names members and a command)."""
+    try:
+        data = json.loads((Path(folder) / "metrics.json").read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(data, dict) and {"command", "members", "rows"} <= set(data)
+
+
+def read_ablation(folder: Path) -> StoredAblation:
+    """The ablation in `folder`; a folder that holds none, or a damaged one, raises OutputError saying so."""
+    folder = Path(folder)
+    path = folder / "metrics.json"
+    if not is_ablation_folder(folder):
+        raise OutputError(f"{folder}: not an ablation folder (no metrics.json of a sweep)")
+    data = json.loads(path.read_text())
+    rows, members = data["rows"], data["members"]
+    if not (isinstance(rows, list) and isinstance(members, list) and isinstance(data["command"], str)):
+        raise OutputError(f"{path}: not the metrics of a sweep ('rows' and 'members' must be lists)")
+    if not all(isinstance(r, dict) for r in rows) or not all(isinstance(m, dict) and "path" in m for m in members):
+        raise OutputError(f"{path}: a row or member of the sweep is not an object with its run's path")
+    compared = data.get("compared")  # folders of earlier versions: every axis of the table
+    if not (isinstance(compared, list) and all(isinstance(c, str) for c in compared)):
+        compared = [key for key in (rows[0] if rows else {}) if key in AXIS_LABELS]
+    return StoredAblation(folder, data["command"], compared, len(rows), members, path.stat().st_mtime)
+
+
+def list_ablations(store: Path) -> list[StoredAblation]:
+    """Every ablation folder in the run store, newest first."""
+    if not Path(store).is_dir():
+        return []
+    found = [read_ablation(p) for p in Path(store).iterdir() if p.is_dir() and is_ablation_folder(p)]
+    return sorted(found, key=lambda a: a.modified, reverse=True)
 
 
 def _member_entry(member: Member) -> dict:
