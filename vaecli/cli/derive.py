@@ -181,7 +181,9 @@ def derive(
     lams: Annotated[
         str, typer.Option(metavar="λ [λ ...]", show_default="1 5 10 40", help="The λ of the runs of part 3.")
     ] = "1,5,10,40",
-    epochs: Annotated[int, option_info("epochs")] = 2,
+    epochs: Annotated[
+        int | None, option_info("epochs", show_default="the store's longest-trained finished runs, else 2")
+    ] = None,
     layers: Annotated[str, option_info("layers")] = "512,256",
     seed: Annotated[int, option_info("seed")] = 0,
     image: Annotated[int, typer.Option(min=0, help="Which test image to check on.")] = 0,
@@ -193,8 +195,9 @@ def derive(
 ) -> None:
     """Derive the VAE loss step by step (Problem 1) and check each identity numerically.
 
-    The checks run on a small model: the run store's H=2, lam=1 run (trained
-    briefly when missing) or --model, on a real MNIST image when the data are
+    The checks run on a small model: the run store's H=2, lam=1 run or --model
+    (the store's longest-trained finished runs of these settings, for λ = 1 and
+    every --lams value, else runs trained for 2 epochs; --epochs chooses), on a real MNIST image when the data are
     there, else a synthetic one. Part 3 checks runs with every --lams value; part 4 the
     importance-weighted bound of --objective iwae against log p(x).
     Exits with 1 when a check fails.

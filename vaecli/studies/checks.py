@@ -14,7 +14,7 @@ import os
 import tempfile
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -38,7 +38,7 @@ class DeriveSettings:
     model: Path | None = None  # a run folder or model.safetensors for parts 1 and 2
     hidden: int = 2  # latent size of the runs checked on (quadrature needs 1 or 2)
     lams: tuple[float, ...] = (1.0, 5.0, 10.0, 40.0)  # the λ of part 3's runs
-    epochs: int = 2
+    epochs: int | None = None  # None: the store's longest-trained finished runs of these settings, else BRIEF
     layers: tuple[int, ...] = (512, 256)
     seed: int = 0
     image: int = 0  # which test image parts 1 and 2 are checked on
@@ -48,9 +48,26 @@ class DeriveSettings:
     download: bool = False
     runs_dir: Path | None = None
 
-    def base_config(self) -> TrainConfig:
+    def base_config(self, epochs: int | None = None) -> TrainConfig:
+        """The λ = 1 run's config, at `epochs` (default: the settings', else BRIEF)."""
         model = ModelConfig(latent_dim=self.hidden, hidden_layers=tuple(self.layers))
-        return TrainConfig(model=model, lam=1.0, epochs=self.epochs, seed=self.seed)
+        return TrainConfig(model=model, lam=1.0, epochs=epochs or self.epochs or BRIEF, seed=self.seed)
+
+
+BRIEF = 2  # epochs of the runs derive trains when the store holds none of its settings: enough for the checks
+
+
+def finished_epochs(base: TrainConfig, lams: Sequence[float], store: Path | None) -> int | None:
+    """The most epochs at which the store holds a finished run of `base` (but for its epochs) for every λ."""
+    from vaecli.store.runs import list_runs
+
+    wanted, found = {float(lam) for lam in lams}, dict[int, set[float]]()
+    for entry in list_runs(store):
+        config = entry.config
+        if entry.problem is None and config is not None and replace(config, lam=1.0, epochs=base.epochs) == base:
+            found.setdefault(config.epochs, set()).add(config.lam)
+    complete = [epochs for epochs, have in found.items() if wanted <= have]
+    return max(complete) if complete else None
 
 
 def lam_sweep(
@@ -155,6 +172,8 @@ class DeriveChecks:
     _data: dict[str, tuple[Dataset, str]] = field(default_factory=dict)
     _rows: dict[float, SweepRow] = field(default_factory=dict)
     _subject: _Subject | None = None
+    _epochs: int | None = None
+    why: str = ""  # how the epochs were chosen, once they are
 
     def dataset(self, name: str) -> tuple[Dataset, str]:
         """The data set `name` (or its synthetic stand-in) and a sentence saying which it is."""
@@ -163,6 +182,25 @@ class DeriveChecks:
             self._data[name] = find_data(name, s.data_dir, download=s.download, synthetic=s.synthetic)
         return self._data[name]
 
+    @property
+    def epochs(self) -> int:
+        """The epochs of the runs checked on: the settings', else those of the store's longest finished runs of
+        the settings (for λ = 1 and every λ of part 3), else BRIEF; `why` says which."""
+        if self._epochs is None:
+            s = self.settings
+            found = None
+            if s.epochs is None and not s.synthetic:
+                found = finished_epochs(s.base_config(), (1.0, *s.lams), s.runs_dir)
+            self._epochs = s.epochs or found or BRIEF
+            self.why = (
+                "as --epochs asks"
+                if s.epochs
+                else "the store's longest-trained finished runs of these settings"
+                if found
+                else "a brief fit: the store holds no finished runs of these settings for every λ"
+            )
+        return self._epochs
+
     def sweep(self, lams: Sequence[float]) -> list[SweepRow]:
         """The rows of the runs for `lams`, trained or reused once each."""
         missing = [lam for lam in lams if float(lam) not in self._rows]
@@ -170,7 +208,7 @@ class DeriveChecks:
             data, _ = self.dataset("mnist")
             s = self.settings
             rows = lam_sweep(
-                s.base_config(),
+                s.base_config(self.epochs),
                 missing,
                 data=data,
                 in_memory=data.name == "synthetic",
@@ -196,7 +234,7 @@ class DeriveChecks:
             model = row.model
             data, note = self.dataset("mnist")
             title = DATASET_TITLES.get(data.name, data.name)
-            label = f"{row.run} (H={s.hidden}, lam=1, {epochs_text(s.epochs)}, {title})"
+            label = f"{row.run} (H={s.hidden}, lam=1, {epochs_text(self.epochs)}, {title})"
         x, what = pick_image(data, s.image)
         lines = [f"model: {label}", f"image: {what}", f"data: {note}"]
         if model.config.recon == "gaussian":
@@ -210,11 +248,11 @@ class DeriveChecks:
         if number == 3:
             rows = self.sweep(s.lams)
             _, note = self.dataset("mnist")
-            c = s.base_config()
+            c = s.base_config(self.epochs)
             layers = "-".join(map(str, c.model.hidden_layers))
             findings.sweep = sorted(rows, key=lambda r: r.lam)
             findings.context[3] = [
-                f"runs: H={c.model.latent_dim}, layers {layers}, {epochs_text(c.epochs)}, seed {c.seed}, "
+                f"runs: H={c.model.latent_dim}, layers {layers}, {epochs_text(c.epochs)} ({self.why}), seed {c.seed}, "
                 f"one per λ; {sum(r.reused for r in rows)} of {len(rows)} reused",
                 f"run store: {Path(rows[0].run).parent}" if rows[0].run != "in memory" else "trained in memory",
                 f"data: {note}",
