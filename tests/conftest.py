@@ -6,6 +6,7 @@ Test modules import the plain helpers from here (`from tests.conftest import inv
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import os
 import shutil
 import struct
@@ -27,14 +28,15 @@ if TYPE_CHECKING:
     from vaecli.store.checkpoint import Run
 
 runner = CliRunner()
-# `vaecli train` options for a model that trains in about a second: 32-16 layers, one epoch, on the CPU
 # Ray reads this when it is imported, and without it a driver rewrites 127.0.0.1 to the machine's outward
 # address: the cluster tests' every socket stays on loopback
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
-TINY = ["--layers", "32", "16", "--epochs", "1", "--batch-size", "32", "--device", "cpu"]
+# `vaecli train` options for a model that trains in about a second: 32-16 layers, one epoch, on the CPU
+FAST_TRAIN_ARGS = ["--layers", "32", "16", "--epochs", "1", "--batch-size", "32", "--device", "cpu"]
 ROOT = Path(__file__).resolve().parent.parent  # the checkout, put on PYTHONPATH for subprocesses
 SMALL = {"hidden_layers": (32, 16)}  # make_run's layers, unless a test asks for others
+BENCHMARKS = ROOT / "benchmarks"
 
 
 def invoke(*args: object) -> Result:
@@ -120,6 +122,17 @@ def start_vaecli(*args: object, signals: Path, pause: tuple[int, int] | None = N
     command, env = _vaecli(args, (*pause, signals) if pause else None)
     with open(signals / "stdout", "w") as out, open(signals / "stderr", "w") as err:
         return subprocess.Popen(command, stdout=out, stderr=err, text=True, env=env)
+
+
+def load_script(name: str):
+    """A benchmark script as a module; its folder goes on sys.path, as running it puts it there."""
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS))
+    path = BENCHMARKS / name
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def write_idx(path: Path, array: torch.Tensor, gz: bool = False) -> Path:

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY, invoke, one_line_error
+from tests.conftest import FAST_TRAIN_ARGS, invoke, one_line_error
 from vaecli.cli.lists import join_number_lists
 
 
 def test_train_writes_a_run_folder(tiny_mnist, tmp_path):
-    result = invoke("train", *TINY, "--data-dir", tiny_mnist, "--out", tmp_path / "run")
+    result = invoke("train", *FAST_TRAIN_ARGS, "--data-dir", tiny_mnist, "--out", tmp_path / "run")
     assert result.exit_code == 0, result.output
     names = {p.name for p in (tmp_path / "run").iterdir()}
     assert names == {"model.safetensors", "metrics.json", "loss.png", ".lock"}  # .lock: the run's lock file stays
@@ -20,16 +20,16 @@ def test_train_writes_a_run_folder(tiny_mnist, tmp_path):
 
 
 def test_train_without_out_uses_the_store_then_reuses(tiny_mnist, tmp_path):
-    first = invoke("train", *TINY, "--data-dir", tiny_mnist, "--runs-dir", tmp_path / "s")
+    first = invoke("train", *FAST_TRAIN_ARGS, "--data-dir", tiny_mnist, "--runs-dir", tmp_path / "s")
     assert first.exit_code == 0, first.output
     (folder,) = (tmp_path / "s").iterdir()
     assert folder.name.startswith("h2-lam1-e1-s0-")
-    second = invoke("train", *TINY, "--data-dir", tiny_mnist, "--runs-dir", tmp_path / "s")
+    second = invoke("train", *FAST_TRAIN_ARGS, "--data-dir", tiny_mnist, "--runs-dir", tmp_path / "s")
     assert second.exit_code == 0 and "reusing" in second.stdout
 
 
 def test_json_prints_one_object_per_epoch(tiny_mnist, tmp_path):
-    result = invoke("train", *TINY, "--epochs", "3", "--lam", "5", "--data-dir", tiny_mnist, "--json")
+    result = invoke("train", *FAST_TRAIN_ARGS, "--epochs", "3", "--lam", "5", "--data-dir", tiny_mnist, "--json")
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["event"] for r in rows] == ["epoch", "epoch", "epoch", "done"]
@@ -41,13 +41,13 @@ def test_json_prints_one_object_per_epoch(tiny_mnist, tmp_path):
 
 
 def test_quiet_prints_nothing(tiny_mnist):
-    result = invoke("train", *TINY, "--data-dir", tiny_mnist, "--quiet")
+    result = invoke("train", *FAST_TRAIN_ARGS, "--data-dir", tiny_mnist, "--quiet")
     assert result.exit_code == 0 and result.stdout == "" and result.stderr == ""
 
 
 def test_table_shows_weighted_columns_only_when_lam_is_not_one(tiny_mnist):
-    plain = invoke("train", *TINY, "--data-dir", tiny_mnist)
-    weighted = invoke("train", *TINY, "--lam", "10", "--data-dir", tiny_mnist)
+    plain = invoke("train", *FAST_TRAIN_ARGS, "--data-dir", tiny_mnist)
+    weighted = invoke("train", *FAST_TRAIN_ARGS, "--lam", "10", "--data-dir", tiny_mnist)
     assert "λ·KL" not in plain.stdout and "λ·KL" in weighted.stdout
 
 
@@ -98,7 +98,7 @@ def test_help_paragraphs_wrap_to_the_terminal(monkeypatch):
     ],
 )
 def test_bad_options_give_one_line(args, fragments, tiny_mnist):
-    one_line_error(invoke("train", *TINY, "--data-dir", tiny_mnist, *args), *fragments)
+    one_line_error(invoke("train", *FAST_TRAIN_ARGS, "--data-dir", tiny_mnist, *args), *fragments)
 
 
 def test_unknown_command_gives_one_line():
@@ -106,30 +106,32 @@ def test_unknown_command_gives_one_line():
 
 
 def test_missing_data_folder_says_where_it_looked(tmp_path):
-    one_line_error(invoke("train", *TINY, "--data-dir", tmp_path / "nowhere"), str(tmp_path / "nowhere"), "--data-dir")
+    one_line_error(
+        invoke("train", *FAST_TRAIN_ARGS, "--data-dir", tmp_path / "nowhere"), str(tmp_path / "nowhere"), "--data-dir"
+    )
 
 
 def test_broken_data_file_is_named(tiny_mnist):
     bad = tiny_mnist / "MNIST" / "raw" / "train-images-idx3-ubyte"
     bad.write_bytes(bad.read_bytes()[:1000])
-    one_line_error(invoke("train", *TINY, "--data-dir", tiny_mnist), str(bad))
+    one_line_error(invoke("train", *FAST_TRAIN_ARGS, "--data-dir", tiny_mnist), str(bad))
 
 
 def test_out_that_is_a_file_is_left_alone(tiny_mnist, tmp_path):
     target = tmp_path / "notes.txt"
     target.write_text("keep me")
-    one_line_error(invoke("train", *TINY, "--data-dir", tiny_mnist, "--out", target), "is a file")
+    one_line_error(invoke("train", *FAST_TRAIN_ARGS, "--data-dir", tiny_mnist, "--out", target), "is a file")
     assert target.read_text() == "keep me"
 
 
 @pytest.mark.parametrize("damage", [lambda b: b[: len(b) // 2], lambda b: b"\x00" * len(b), lambda b: b""])
 def test_damaged_checkpoint_in_out_is_reported_and_kept(tiny_mnist, tmp_path, damage):
     out = tmp_path / "run"
-    assert invoke("train", *TINY, "--data-dir", tiny_mnist, "--out", out).exit_code == 0
+    assert invoke("train", *FAST_TRAIN_ARGS, "--data-dir", tiny_mnist, "--out", out).exit_code == 0
     model = out / "model.safetensors"
     model.write_bytes(damage(model.read_bytes()))
     before = model.read_bytes()
-    one_line_error(invoke("train", *TINY, "--data-dir", tiny_mnist, "--out", out), str(model))
+    one_line_error(invoke("train", *FAST_TRAIN_ARGS, "--data-dir", tiny_mnist, "--out", out), str(model))
     assert model.read_bytes() == before
 
 
@@ -138,7 +140,7 @@ def test_cuda_when_absent_is_one_line(tiny_mnist):
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    one_line_error(invoke("train", *TINY[:-2], "--device", "cuda", "--data-dir", tiny_mnist), "no CUDA GPU")
+    one_line_error(invoke("train", *FAST_TRAIN_ARGS[:-2], "--device", "cuda", "--data-dir", tiny_mnist), "no CUDA GPU")
 
 
 def test_library_example_runs(tiny_mnist, tmp_path, capsys):
@@ -159,7 +161,7 @@ def test_library_example_runs(tiny_mnist, tmp_path, capsys):
 
 def test_info_and_runs(tiny_mnist, tmp_path):
     store = tmp_path / "store"
-    assert invoke("train", *TINY, "--data-dir", tiny_mnist, "--runs-dir", store, "--lam", "5").exit_code == 0
+    assert invoke("train", *FAST_TRAIN_ARGS, "--data-dir", tiny_mnist, "--runs-dir", store, "--lam", "5").exit_code == 0
     (run,) = store.iterdir()
     shown = invoke("info", run)
     assert shown.exit_code == 0 and "lam=5" in shown.stdout and "model.safetensors" in shown.stdout
@@ -204,7 +206,7 @@ def test_shell_completion_completes_commands_and_options(tmp_path):
 
 def test_eval_reports_every_metric(tiny_mnist, tmp_path):
     out = tmp_path / "run"
-    assert invoke("train", *TINY, "--hidden", "3", "--data-dir", tiny_mnist, "--out", out).exit_code == 0
+    assert invoke("train", *FAST_TRAIN_ARGS, "--hidden", "3", "--data-dir", tiny_mnist, "--out", out).exit_code == 0
     result = invoke("eval", out, "--iw-samples", "7", "--data-dir", tiny_mnist, "--device", "cpu", "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)

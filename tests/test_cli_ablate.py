@@ -8,7 +8,7 @@ import torch
 
 from tests.conftest import invoke, one_line_error, run_vaecli
 
-TINY = ["--layers", "16", "--epochs", "1", "--batch-size", "32", "--device", "cpu", "--iw-samples", "4"]
+FAST_ABLATE_ARGS = ["--layers", "16", "--epochs", "1", "--batch-size", "32", "--device", "cpu", "--iw-samples", "4"]
 FILES = {
     "samples.png",
     "manifolds.png",
@@ -23,7 +23,7 @@ FILES = {
 
 def test_lam_sweep_as_written_in_the_homework(tiny_mnist, tmp_path):
     out = tmp_path / "sweep"
-    result = invoke("ablate", "--lam", "1", "5", "10", "40", *TINY, "--data-dir", tiny_mnist, "--out", out)
+    result = invoke("ablate", "--lam", "1", "5", "10", "40", *FAST_ABLATE_ARGS, "--data-dir", tiny_mnist, "--out", out)
     assert result.exit_code == 0, result.output
     assert {p.name for p in out.iterdir()} == FILES
     data = json.loads((out / "metrics.json").read_text())
@@ -32,12 +32,12 @@ def test_lam_sweep_as_written_in_the_homework(tiny_mnist, tmp_path):
     report = (out / "report.md").read_text()
     assert "![2-D latent manifolds" in report and "| 2 | 40 |" in report
     assert "4 members (0 reused, 4 trained)" in result.stdout.replace("\n", " ")
-    again = invoke("ablate", "--lam", "1", "5", "10", "40", *TINY, "--data-dir", tiny_mnist, "--out", out)
+    again = invoke("ablate", "--lam", "1", "5", "10", "40", *FAST_ABLATE_ARGS, "--data-dir", tiny_mnist, "--out", out)
     assert "4 members (4 reused, 0 trained)" in again.stdout.replace("\n", " ")
 
 
 def test_hidden_sweep_with_commas_and_seeds(tiny_mnist, tmp_path):
-    result = invoke("ablate", "--hidden", "2,3", "--seeds", "0", "1", *TINY, "--data-dir", tiny_mnist)
+    result = invoke("ablate", "--hidden", "2,3", "--seeds", "0", "1", *FAST_ABLATE_ARGS, "--data-dir", tiny_mnist)
     assert result.exit_code == 0, result.output
     (folder,) = (p for p in (tmp_path / "store").iterdir() if p.name.startswith("ablate-"))
     rows = json.loads((folder / "metrics.json").read_text())["rows"]
@@ -47,7 +47,7 @@ def test_hidden_sweep_with_commas_and_seeds(tiny_mnist, tmp_path):
 
 
 def test_a_sweep_over_learning_rate_schedules(tiny_mnist, tmp_path):
-    result = invoke("ablate", "--lr-schedule", "constant", "cosine", *TINY, "--data-dir", tiny_mnist)
+    result = invoke("ablate", "--lr-schedule", "constant", "cosine", *FAST_ABLATE_ARGS, "--data-dir", tiny_mnist)
     assert result.exit_code == 0, result.output
     (folder,) = (p for p in (tmp_path / "store").iterdir() if p.name.startswith("ablate-"))
     assert folder.name.startswith("ablate-constant-cosine-e1-")
@@ -57,7 +57,7 @@ def test_a_sweep_over_learning_rate_schedules(tiny_mnist, tmp_path):
     runs = [json.loads(p.read_text())["config"] for p in (tmp_path / "store").glob("h*/metrics.json")]
     assert sorted((c.get("lr_schedule", "constant"), c["lr"]) for c in runs) == [("constant", 1e-3), ("cosine", 3e-3)]
     # one schedule is a setting, not an axis: the homework's sweep at the old recipe keeps its table
-    one = invoke("ablate", "--lam", "1", "5", "--lr-schedule", "constant", *TINY, "--data-dir", tiny_mnist)
+    one = invoke("ablate", "--lam", "1", "5", "--lr-schedule", "constant", *FAST_ABLATE_ARGS, "--data-dir", tiny_mnist)
     assert one.exit_code == 0, one.output
     assert "schedule" not in one.stdout and "1 reused" in one.stdout.replace("\n", " ")
 
@@ -79,11 +79,11 @@ def test_a_sweep_over_learning_rate_schedules(tiny_mnist, tmp_path):
     ],
 )
 def test_bad_sweeps_give_one_line(args, fragment, tiny_mnist):
-    one_line_error(invoke("ablate", *args, *TINY, "--data-dir", tiny_mnist), fragment)
+    one_line_error(invoke("ablate", *args, *FAST_ABLATE_ARGS, "--data-dir", tiny_mnist), fragment)
 
 
 def test_stack_on_trains_members_together_and_says_so(tiny_mnist, tmp_path):
-    args = ["ablate", "--lam", "1", "5", "--hidden", "2", "3", *TINY, "--data-dir", tiny_mnist]
+    args = ["ablate", "--lam", "1", "5", "--hidden", "2", "3", *FAST_ABLATE_ARGS, "--data-dir", tiny_mnist]
     result = invoke(*args, "--stack", "on", "--out", tmp_path / "on")
     assert result.exit_code == 0, result.output
     assert "members 1-4/4 stacked" in result.stdout and "4 VAEs stacked" in result.stdout
@@ -95,7 +95,7 @@ def test_stack_on_trains_members_together_and_says_so(tiny_mnist, tmp_path):
 
 
 def test_jobs_trains_members_side_by_side_and_says_so(tiny_mnist, tmp_path):
-    args = ["ablate", "--lam", "1", "5", "10", *TINY, "--data-dir", tiny_mnist]
+    args = ["ablate", "--lam", "1", "5", "10", *FAST_ABLATE_ARGS, "--data-dir", tiny_mnist]
     result = invoke(*args, "--jobs", "2", "--out", tmp_path / "two")
     assert result.exit_code == 0, result.output
     assert "members 1-3/3: 2 at a time, side by side on the CPU" in result.stdout
@@ -112,7 +112,7 @@ def test_jobs_trains_members_side_by_side_and_says_so(tiny_mnist, tmp_path):
 def test_out_that_is_a_file(tiny_mnist, tmp_path):
     target = tmp_path / "f"
     target.write_text("keep")
-    result = invoke("ablate", "--lam", "1", *TINY, "--data-dir", tiny_mnist, "--out", target)
+    result = invoke("ablate", "--lam", "1", *FAST_ABLATE_ARGS, "--data-dir", tiny_mnist, "--out", target)
     assert result.exit_code == 1 and "is a file" in result.stderr and target.read_text() == "keep"
 
 
@@ -140,12 +140,14 @@ def test_a_stacked_member_that_diverges_is_reported_and_the_rest_are_saved(tiny_
     poisoned.calls = 0
     monkeypatch.setattr(stacked, "member_terms", poisoned)
     out = tmp_path / "sweep"
-    result = invoke("ablate", "--lam", "1", "5", "10", *TINY, *STACKED, "--data-dir", tiny_mnist, "--out", out)
+    result = invoke(
+        "ablate", "--lam", "1", "5", "10", *FAST_ABLATE_ARGS, *STACKED, "--data-dir", tiny_mnist, "--out", out
+    )
     line = one_line_error(result, "epoch 2", code=1)
     assert line.startswith("error: 1 of 3 members failed (member 2): training diverged")
     assert "member 2 failed" in result.stdout and "(0 reused, 2 trained, 1 failed)" in result.stdout
     base = TrainConfig(model=ModelConfig(hidden_layers=(16,)), epochs=3, batch_size=16, precision="fp32")
-    members = Sweep(base, lams=(1.0, 5.0, 10.0)).members()  # what TINY + STACKED ask for
+    members = Sweep(base, lams=(1.0, 5.0, 10.0)).members()  # what FAST_ABLATE_ARGS + STACKED ask for
     folders = [run_folder(c) for c in members]
     assert [(f / "model.safetensors").is_file() for f in folders] == [True, False, True]
     assert (folders[1] / "resume.safetensors").is_file()  # its last good epoch, to look at or retry
@@ -159,7 +161,7 @@ def test_a_stacked_member_that_diverges_is_reported_and_the_rest_are_saved(tiny_
 )
 def test_a_huge_learning_rate_fails_every_member_and_saves_none(tiny_mnist, tmp_path, way):
     """Stacked, one by one or side by side: every member is tried, none is saved, and the sweep exits 1."""
-    args = ["--lam", "1", "5", *TINY, *STACKED, *way, "--lr", "1e8", "--data-dir", tiny_mnist]
+    args = ["--lam", "1", "5", *FAST_ABLATE_ARGS, *STACKED, *way, "--lr", "1e8", "--data-dir", tiny_mnist]
     result = invoke("ablate", *args)
     line = one_line_error(result, code=1)
     assert line.startswith("error: 2 of 2 members failed (members 1-2): training diverged")
@@ -169,7 +171,7 @@ def test_a_huge_learning_rate_fails_every_member_and_saves_none(tiny_mnist, tmp_
 def test_ctrl_c_stops_a_stacked_sweep_and_the_same_command_continues_bit_for_bit(tiny_mnist, tmp_path):
     from vaecli.store.checkpoint import load_run
 
-    args = ["ablate", "--lam", "1", "5", *TINY, *STACKED, "--data-dir", tiny_mnist]
+    args = ["ablate", "--lam", "1", "5", *FAST_ABLATE_ARGS, *STACKED, "--data-dir", tiny_mnist]
     whole = run_vaecli(*args, "--runs-dir", tmp_path / "whole", "--out", tmp_path / "w")
     assert whole.returncode == 0, whole.stderr
     store = tmp_path / "cut"
@@ -203,6 +205,6 @@ def test_the_metrics_table_cuts_nothing_at_80_columns():
     row = {"H": 2.0, "lam": 40.0, "capacity": 5.0, "capacity epochs": 10.0, "recon": 141.0, "KL": 5.0}
     row |= {"neg_elbo": 146.0, "iw100_nll": 140.98, "active_units": "2/2", "train_seconds": 61.43}
     console = Console(width=80, record=True)
-    console.print(_metrics_table([row], 100))
+    console.print(_metrics_table([row], 100, 1))
     text = console.export_text()
     assert "…" not in text and "141.00" in text and "140.98" in text and "epochs" in text

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
-from tests.conftest import TINY, invoke, one_line_error, write_dataset
+from tests.conftest import FAST_TRAIN_ARGS, invoke, one_line_error, write_dataset
 from vaecli.config import ModelConfig, TrainConfig
 from vaecli.core import latent
 from vaecli.store.runs import RunRequest, train_or_reuse
@@ -113,7 +113,7 @@ def test_sample_seed_picks_the_codes(tiny, tmp_path, monkeypatch):
 
 
 def test_training_options_train_once_then_draw_at_once(tiny_mnist, tmp_path):
-    args = ["grid", *TINY, "--lam", "10", "--n", "3", "--data-dir", tiny_mnist, "--runs-dir", tmp_path / "s"]
+    args = ["grid", *FAST_TRAIN_ARGS, "--lam", "10", "--n", "3", "--data-dir", tiny_mnist, "--runs-dir", tmp_path / "s"]
     first = invoke(*args)
     assert first.exit_code == 0, first.output
     (folder,) = (tmp_path / "s").iterdir()

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import ROOT, TINY, invoke, one_line_error, start_vaecli, write_dataset
+from tests.conftest import FAST_TRAIN_ARGS, ROOT, invoke, one_line_error, start_vaecli, write_dataset
 from vaecli.config import ModelConfig, TrainConfig
 from vaecli.core.data import load_dataset
 from vaecli.engine.loop import train
@@ -44,7 +44,7 @@ os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=TOKEN)
 import ray  # noqa: E402  (the test extra installs it: these tests never skip)
 
 LOOPBACK = "127.0.0.1"
-FP32 = [*TINY, "--precision", "fp32"]
+FP32 = [*FAST_TRAIN_ARGS, "--precision", "fp32"]
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from vaecli.studies.derive import Check, SweepRow
 from vaecli.studies.quadrature import Grid
 from vaecli.views import export
 
-TINY = ["--layers", "32", "16", "--epochs", "1", "--device", "cpu"]
+FAST_DERIVE_ARGS = ["--layers", "32", "16", "--epochs", "1", "--device", "cpu"]
 
 
 def small_vae(latent_dim: int = 2, seed: int = 0) -> VAE:
@@ -309,7 +309,7 @@ def test_derive_without_checks_shows_every_part():
 @pytest.fixture
 def tiny_run(tiny_mnist, tmp_path):
     out = tmp_path / "run"
-    assert invoke("train", *TINY, "--data-dir", tiny_mnist, "--out", out, "-q").exit_code == 0
+    assert invoke("train", *FAST_DERIVE_ARGS, "--data-dir", tiny_mnist, "--out", out, "-q").exit_code == 0
     return out
 
 
@@ -341,7 +341,9 @@ def test_derive_falls_back_to_synthetic_images_without_mnist(tiny_run):
 
 def test_derive_skips_the_quadrature_for_h_above_2(tiny_mnist, tmp_path):
     out = tmp_path / "h3"
-    assert invoke("train", *TINY, "--hidden", "3", "--data-dir", tiny_mnist, "--out", out, "-q").exit_code == 0
+    assert (
+        invoke("train", *FAST_DERIVE_ARGS, "--hidden", "3", "--data-dir", tiny_mnist, "--out", out, "-q").exit_code == 0
+    )
     result = invoke("derive", "1", "--model", out, "--data-dir", tiny_mnist)
     assert result.exit_code == 0, result.output
     out = " ".join(result.stdout.split())
@@ -349,7 +351,7 @@ def test_derive_skips_the_quadrature_for_h_above_2(tiny_mnist, tmp_path):
 
 
 def test_derive_part_3_trains_then_reuses_the_runs(tiny_mnist, tmp_path):
-    args = ["derive", "3", *TINY]
+    args = ["derive", "3", *FAST_DERIVE_ARGS]
     first = invoke(*args, "--data-dir", tiny_mnist, "--runs-dir", tmp_path / "s", "--format", "latex", "--out", "d.tex")
     assert first.exit_code == 0, first.output
     assert len(list((tmp_path / "s").iterdir())) == 4

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, TINY, invoke, one_line_error, start_vaecli
+from tests.conftest import FAST_TRAIN_ARGS, ROOT, invoke, one_line_error, start_vaecli
 from vaecli.config import ModelConfig, TrainConfig
 from vaecli.core.data import load_dataset
 from vaecli.engine.interrupt import StopRequest
@@ -136,7 +136,7 @@ def test_a_holder_killed_with_sigkill_blocks_nobody(tmp_path, holding):
 
 
 def test_two_processes_asking_for_one_config_train_it_once(tiny_mnist, tmp_path):
-    args = ["train", *TINY, "--epochs", "2", "--data-dir", tiny_mnist, "--out", tmp_path / "run"]
+    args = ["train", *FAST_TRAIN_ARGS, "--epochs", "2", "--data-dir", tiny_mnist, "--out", tmp_path / "run"]
     first = start_vaecli(*args, signals=tmp_path / "first", pause=(1, 1))
     second = None
     try:
@@ -158,7 +158,7 @@ def test_two_processes_asking_for_one_config_train_it_once(tiny_mnist, tmp_path)
 
 def test_runs_tells_training_from_interrupted(tiny_mnist, tmp_path):
     store = tmp_path / "store"
-    args = ["train", *TINY, "--epochs", "2", "--data-dir", tiny_mnist, "--runs-dir", store]
+    args = ["train", *FAST_TRAIN_ARGS, "--epochs", "2", "--data-dir", tiny_mnist, "--runs-dir", store]
     child = start_vaecli(*args, signals=tmp_path / "child", pause=(2, 1))
     try:
         # paused in epoch 2, with epoch 1's state on disk
@@ -196,13 +196,13 @@ def test_runs_shows_a_first_epoch_in_training(tmp_path):
 def test_train_does_not_wait_past_wait_and_says_who_in_one_line(tiny_mnist, tmp_path, holding, wait, fragment):
     folder = tmp_path / "run"
     child = holding(folder)
-    result = invoke("train", *TINY, "--data-dir", tiny_mnist, "--out", folder, "--wait", wait)
+    result = invoke("train", *FAST_TRAIN_ARGS, "--data-dir", tiny_mnist, "--out", folder, "--wait", wait)
     one_line_error(result, f"{folder} is being trained by pid {child.pid} on {socket.gethostname()}", fragment, code=1)
     assert not (folder / MODEL_FILE).exists()
 
 
 def test_a_negative_wait_is_refused(tiny_mnist):
-    one_line_error(invoke("train", *TINY, "--data-dir", tiny_mnist, "--wait", "-1"), "--wait", code=2)
+    one_line_error(invoke("train", *FAST_TRAIN_ARGS, "--data-dir", tiny_mnist, "--wait", "-1"), "--wait", code=2)
 
 
 class Seen(SweepObserver):

@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 
 from vaecli.config import ModelConfig, TrainConfig
@@ -7,6 +8,8 @@ from vaecli.core.loss import reconstruction_nll
 from vaecli.core.model import VAE
 from vaecli.engine.records import evaluate, scored_test_images
 from vaecli.studies.scores import active_units, importance_weighted_nll, kl_per_dimension, run_metrics
+
+SMALL_MODEL = ModelConfig(latent_dim=2, hidden_layers=(32, 16))
 
 
 def _model(latent_dim: int, seed: int = 0) -> VAE:
@@ -71,3 +74,13 @@ def test_binarized_runs_score_a_fixed_binarization():
     once, again = scored_test_images(x, cfg), scored_test_images(x, cfg)
     assert torch.equal(once, again) and set(once.unique().tolist()) <= {0.0, 1.0}
     assert scored_test_images(x, TrainConfig()) is x
+
+
+def test_evaluation_does_not_depend_on_its_batch_size():
+    model = VAE(SMALL_MODEL)
+    images = torch.rand(50, 784, generator=torch.Generator().manual_seed(1))
+    whole = evaluate(model, images, torch.Generator().manual_seed(2))
+    pieces = evaluate(model, images, torch.Generator().manual_seed(2), batch_size=16)
+    # the same model and images; only the noise is drawn in other chunks
+    assert whole.recon == pytest.approx(pieces.recon, rel=1e-3)
+    assert whole.kl == pytest.approx(pieces.kl, rel=1e-2)

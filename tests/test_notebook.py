@@ -14,7 +14,7 @@ SCRIPT = EXAMPLES / "homework4.py"
 MAX_BYTES = 2_000_000  # the committed notebook, outputs included: small enough for GitHub to show
 
 # the notebook's first cell reads these; tiny: one epoch of a 16-wide model on 64 synthetic images
-TINY = {"HW4_EPOCHS": "1", "HW4_LAYERS": "16", "HW4_OUT": "hw", "HW4_IW_SAMPLES": "3", "HW4_DEVICE": "cpu"}
+FAST_NOTEBOOK_ENV = {"HW4_EPOCHS": "1", "HW4_LAYERS": "16", "HW4_OUT": "hw", "HW4_IW_SAMPLES": "3", "HW4_DEVICE": "cpu"}
 
 
 def _outputs(nb: nbformat.NotebookNode, kind: str) -> list:
@@ -30,7 +30,7 @@ def _text(nb: nbformat.NotebookNode) -> str:
 
 
 def test_notebook_runs_every_task_and_problem(tiny_mnist, tmp_path, monkeypatch):
-    for name, value in {**TINY, "VAECLI_DATA_DIR": str(tiny_mnist)}.items():
+    for name, value in {**FAST_NOTEBOOK_ENV, "VAECLI_DATA_DIR": str(tiny_mnist)}.items():
         monkeypatch.setenv(name, value)  # the kernel inherits this process's environment
     nb = nbformat.read(NOTEBOOK, as_version=4)
     # one cell more, run after the notebook's own: which python ran them

@@ -5,14 +5,14 @@ import math
 import pytest
 import typer
 
-from tests.conftest import TINY, invoke, one_line_error
+from tests.conftest import FAST_TRAIN_ARGS, invoke, one_line_error
 from vaecli.cli.lists import number_problem, parse_floats
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf", "-1"])
 def test_train_lam_says_one_thing(value, tiny_mnist):
     shown = f"{float(value):g}"
-    result = invoke("train", *TINY, "--lam", value, "--data-dir", tiny_mnist)
+    result = invoke("train", *FAST_TRAIN_ARGS, "--lam", value, "--data-dir", tiny_mnist)
     one_line_error(result, f"--lam: must be a finite number ≥ 0, got {shown}", "vaecli train --help")
 
 
@@ -23,11 +23,13 @@ def test_ablate_lam_list_says_the_same(value, tiny_mnist):
 
 
 def test_train_lr_nan_is_one_line(tiny_mnist):
-    one_line_error(invoke("train", *TINY, "--lr", "nan", "--data-dir", tiny_mnist), "--lr", "finite number", code=2)
+    one_line_error(
+        invoke("train", *FAST_TRAIN_ARGS, "--lr", "nan", "--data-dir", tiny_mnist), "--lr", "finite number", code=2
+    )
 
 
 def test_lam_zero_is_allowed(tiny_mnist):
-    assert invoke("train", *TINY, "--lam", "0", "--data-dir", tiny_mnist, "--quiet").exit_code == 0
+    assert invoke("train", *FAST_TRAIN_ARGS, "--lam", "0", "--data-dir", tiny_mnist, "--quiet").exit_code == 0
 
 
 def test_number_problem():

@@ -30,7 +30,7 @@ from vaecli.store.runs import run_name
 
 # fp32: exact comparisons must not depend on this CPU's bfloat16 support; 64 images = 4 steps of 16
 BASE = TrainConfig(model=ModelConfig(latent_dim=2, hidden_layers=(16,)), epochs=3, batch_size=16, precision="fp32")
-TINY = ["--layers", "16", "--epochs", "2", "--batch-size", "32", "--device", "cpu", "--precision", "fp32"]
+FP32_ARGS = ["--layers", "16", "--epochs", "2", "--batch-size", "32", "--device", "cpu", "--precision", "fp32"]
 
 
 def sample(model: VAE, x: torch.Tensor, k: int, seed: int = 0):
@@ -239,12 +239,12 @@ def test_build_model_is_the_same_whatever_the_objective():
 
 def test_train_with_free_bits_shows_the_objective_and_names_it(tiny_mnist, tmp_path):
     out = tmp_path / "run"
-    result = invoke("train", *TINY, "--lam", "40", "--free-bits", "1", "--data-dir", tiny_mnist, "--out", out)
+    result = invoke("train", *FP32_ARGS, "--lam", "40", "--free-bits", "1", "--data-dir", tiny_mnist, "--out", out)
     assert result.exit_code == 0, result.output
     assert "obj" in result.stdout and "free bits 1" in result.stdout
     info = invoke("info", out)
     assert "objective" in info.stdout and "elbo, free bits 1" in info.stdout
-    named = invoke("train", *TINY, "--lam", "40", "--free-bits", "1", "--data-dir", tiny_mnist)
+    named = invoke("train", *FP32_ARGS, "--lam", "40", "--free-bits", "1", "--data-dir", tiny_mnist)
     assert named.exit_code == 0, named.output
     (folder,) = (tmp_path / "store").iterdir()  # the store's name for it shows the objective
     assert folder.name.startswith("h2-lam40-fb1-e2-s0-")
@@ -259,14 +259,14 @@ def test_train_with_free_bits_shows_the_objective_and_names_it(tiny_mnist, tmp_p
     ],
 )
 def test_meaningless_options_give_one_line(tiny_mnist, args, fragment):
-    one_line_error(invoke("train", *TINY, *args, "--data-dir", tiny_mnist), fragment)
+    one_line_error(invoke("train", *FP32_ARGS, *args, "--data-dir", tiny_mnist), fragment)
 
 
 def test_ablate_sweeps_any_objective_option_as_it_sweeps_lam(tiny_mnist, tmp_path):
     import json
 
     out = tmp_path / "fb"
-    args = ["ablate", "--lam", "40", "--free-bits", "0", "1", *TINY, "--iw-samples", "3", "--data-dir", tiny_mnist]
+    args = ["ablate", "--lam", "40", "--free-bits", "0", "1", *FP32_ARGS, "--iw-samples", "3", "--data-dir", tiny_mnist]
     result = invoke(*args, "--out", out)
     assert result.exit_code == 0, result.output
     assert "free bits" in result.stdout and "2 members (0 reused, 2 trained)" in result.stdout.replace("\n", " ")
@@ -276,7 +276,7 @@ def test_ablate_sweeps_any_objective_option_as_it_sweeps_lam(tiny_mnist, tmp_pat
     assert "--free-bits 0 1" in report and "free bits=1: elbo, free bits 1" in report
     assert (out / "samples.png").is_file()
 
-    common = ["ablate", "--objective", "iwae", *TINY, "--iw-samples", "3", "--data-dir", tiny_mnist]
+    common = ["ablate", "--objective", "iwae", *FP32_ARGS, "--iw-samples", "3", "--data-dir", tiny_mnist]
     iwae = invoke(*common, "--k", "1", "3", "--out", tmp_path / "iwae")
     assert iwae.exit_code == 0, iwae.output
     text = (tmp_path / "iwae" / "report.md").read_text()

@@ -5,7 +5,7 @@ from dataclasses import fields
 
 import pytest
 
-from tests.conftest import TINY, invoke, one_line_error, run_vaecli
+from tests.conftest import FAST_TRAIN_ARGS, invoke, one_line_error, run_vaecli
 from vaecli.cli.training import SWEEP_LISTS, TRAINING_OPTIONS
 from vaecli.config import ModelConfig, TrainConfig
 from vaecli.configfile import read_options, to_toml
@@ -72,7 +72,8 @@ def test_a_runs_config_is_a_config_file(tmp_path):
 
 
 def test_a_run_folder_is_a_config_file(tiny_mnist, tmp_path):
-    assert invoke("train", *TINY, "--hidden", "3", "--data-dir", tiny_mnist, "--out", tmp_path / "run").exit_code == 0
+    first = invoke("train", *FAST_TRAIN_ARGS, "--hidden", "3", "--data-dir", tiny_mnist, "--out", tmp_path / "run")
+    assert first.exit_code == 0
     again = invoke("train", "--config", tmp_path / "run", "--data-dir", tiny_mnist, "--out", tmp_path / "run")
     assert again.exit_code == 0 and "reusing it" in again.stdout, again.output
     assert "hidden = 3\n" in invoke("train", "--config", tmp_path / "run", "--print-config").stdout

@@ -26,7 +26,7 @@ from vaecli.store.runs import RunRequest
 
 # 64 training images in batches of 16: 4 steps per epoch
 CFG = TrainConfig(model=ModelConfig(latent_dim=2, hidden_layers=(16,)), epochs=3, batch_size=16)
-TINY = ["--layers", "16", "--epochs", "3", "--batch-size", "16", "--device", "cpu"]
+CFG_ARGS = ["--layers", "16", "--epochs", "3", "--batch-size", "16", "--device", "cpu"]
 
 
 def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
@@ -112,7 +112,7 @@ def test_cli_nan_keeps_the_last_good_state(tiny_mnist, tmp_path, monkeypatch):
 
     monkeypatch.setattr(loss, "vae_loss", poisoned)
     out = tmp_path / "run"
-    result = invoke("train", *TINY, "--data-dir", tiny_mnist, "--out", out)
+    result = invoke("train", *CFG_ARGS, "--data-dir", tiny_mnist, "--out", out)
     one_line_error(result, "at epoch 2, step 3", "--lr", "last good state", code=1)
     assert not (out / MODEL_FILE).exists()
     state = load_state(out)
@@ -121,7 +121,7 @@ def test_cli_nan_keeps_the_last_good_state(tiny_mnist, tmp_path, monkeypatch):
 
 def test_a_huge_learning_rate_diverges_in_one_line(tiny_mnist, tmp_path):
     out = tmp_path / "run"
-    result = invoke("train", *TINY, "--lr", "1e8", "--data-dir", tiny_mnist, "--out", out)
+    result = invoke("train", *CFG_ARGS, "--lr", "1e8", "--data-dir", tiny_mnist, "--out", out)
     line = one_line_error(result, "nothing was saved", code=1)
     assert line.startswith("error: training diverged: the loss was") and not (out / MODEL_FILE).exists()
 
@@ -130,7 +130,7 @@ def test_a_huge_learning_rate_diverges_in_one_line(tiny_mnist, tmp_path):
 
 
 def test_ctrl_c_saves_a_state_that_resumes_bit_for_bit(tiny_mnist, tmp_path):
-    common = ["train", *TINY, "--data-dir", tiny_mnist]
+    common = ["train", *CFG_ARGS, "--data-dir", tiny_mnist]
     whole = run_vaecli(*common, "--out", tmp_path / "whole")
     assert whole.returncode == 0, whole.stderr
 
@@ -156,7 +156,7 @@ def test_ctrl_c_saves_a_state_that_resumes_bit_for_bit(tiny_mnist, tmp_path):
 
 
 def test_the_same_command_again_continues_and_a_second_ctrl_c_stops_at_once(tiny_mnist, tmp_path):
-    common = ["train", *TINY, "--data-dir", tiny_mnist, "--runs-dir", tmp_path / "store"]
+    common = ["train", *CFG_ARGS, "--data-dir", tiny_mnist, "--runs-dir", tmp_path / "store"]
     impatient = run_vaecli(*common, interrupt=(2, 3, 2))
     assert one_line_error(impatient, code=130) == "error: interrupted"
     (folder,) = (tmp_path / "store").iterdir()
@@ -211,7 +211,7 @@ def test_a_kill_during_a_save_leaves_a_complete_file(tiny_mnist, tmp_path):
 
 
 def test_resume_continues_a_forced_retrain_beside_the_old_finished_run(tiny_mnist, tmp_path):
-    common = ["train", *TINY, "--data-dir", tiny_mnist, "--out", tmp_path / "run"]
+    common = ["train", *CFG_ARGS, "--data-dir", tiny_mnist, "--out", tmp_path / "run"]
     assert run_vaecli(*common).returncode == 0
     old = load_run(tmp_path / "run").model
     cut = run_vaecli(*common, "--force", "--seed", "1", interrupt=(1, 2, 1))
@@ -229,7 +229,7 @@ def test_training_again_removes_what_a_killed_save_left(tiny_mnist, tmp_path):
     leftover.write_bytes(b"half a file")
     keep = folder / ".notes.tmp"  # a user's own file, not one of vaecli's temp files
     keep.write_text("mine")
-    result = invoke("train", *TINY, "--data-dir", tiny_mnist, "--out", folder)
+    result = invoke("train", *CFG_ARGS, "--data-dir", tiny_mnist, "--out", folder)
     assert result.exit_code == 0, result.output
     assert not leftover.exists() and keep.read_text() == "mine" and (folder / MODEL_FILE).exists()
 

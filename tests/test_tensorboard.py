@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY, StopAt, invoke, one_line_error
+from tests.conftest import FAST_TRAIN_ARGS, StopAt, invoke, one_line_error
 
 # TensorBoard's vendored bleach warns on import of its plugins; not ours to fix
 pytestmark = pytest.mark.filterwarnings("ignore:html5lib's sanitizer is deprecated:DeprecationWarning")
@@ -107,7 +107,7 @@ def assert_session_is_the_run(session: dict, run: Path) -> None:
 
 def test_train_writes_losses_images_and_hparams(tiny_mnist, tmp_path):
     run = tmp_path / "runs" / "tb"
-    result = invoke("train", *TINY, "--epochs", 11, "--data-dir", tiny_mnist, "--out", run, "--tensorboard")
+    result = invoke("train", *FAST_TRAIN_ARGS, "--epochs", 11, "--data-dir", tiny_mnist, "--out", run, "--tensorboard")
     assert result.exit_code == 0, result.output
     assert "tensorboard --logdir" in result.output
     assert_scalars_match(run)
@@ -126,28 +126,29 @@ def test_train_writes_losses_images_and_hparams(tiny_mnist, tmp_path):
     files = sorted(p.name for p in run.iterdir() if p.is_file() and p.name != ".lock")  # the run's lock file stays
     assert files == ["loss.png", "metrics.json", "model.safetensors"]
     plain = tmp_path / "plain"  # drawing the images leaves the fit as it is
-    assert invoke("train", *TINY, "--epochs", 11, "--data-dir", tiny_mnist, "--out", plain).exit_code == 0
+    assert invoke("train", *FAST_TRAIN_ARGS, "--epochs", 11, "--data-dir", tiny_mnist, "--out", plain).exit_code == 0
     assert [r["test_neg_elbo"] for r in history(plain)] == [r["test_neg_elbo"] for r in history(run)]
 
 
 def test_a_finished_run_gets_its_events_when_reused(tiny_mnist, tmp_path):
     run = tmp_path / "run"
-    assert invoke("train", *TINY, "--epochs", 3, "--data-dir", tiny_mnist, "--out", run).exit_code == 0
+    assert invoke("train", *FAST_TRAIN_ARGS, "--epochs", 3, "--data-dir", tiny_mnist, "--out", run).exit_code == 0
     assert not (run / "tensorboard").exists()
-    result = invoke("train", *TINY, "--epochs", 3, "--data-dir", tiny_mnist, "--out", run, "--tensorboard")
+    result = invoke("train", *FAST_TRAIN_ARGS, "--epochs", 3, "--data-dir", tiny_mnist, "--out", run, "--tensorboard")
     assert result.exit_code == 0 and "reusing it" in result.output, result.output
     assert_scalars_match(run)
     assert [e.step for e in events(run).Images("samples")] == [3]  # only the final model is there to draw
     assert_session_is_the_run(sessions(tmp_path)["run"], run)
     files = sorted((run / "tensorboard").iterdir())
-    assert invoke("train", *TINY, "--epochs", 3, "--data-dir", tiny_mnist, "--out", run, "--tensorboard").exit_code == 0
+    again = invoke("train", *FAST_TRAIN_ARGS, "--epochs", 3, "--data-dir", tiny_mnist, "--out", run, "--tensorboard")
+    assert again.exit_code == 0
     assert sorted((run / "tensorboard").iterdir()) == files  # written once
 
 
 @pytest.mark.parametrize("stack", ["off", "on"])
 def test_ablate_members_are_sessions_of_the_hparams_view(tiny_mnist, tmp_path, stack):
     """One run per member in the HParams view; stacked or side by side on the CPU's threads."""
-    args = ["ablate", "--lam", "1", "5", *TINY, "--epochs", 2, "--data-dir", tiny_mnist, "--iw-samples", 2]
+    args = ["ablate", "--lam", "1", "5", *FAST_TRAIN_ARGS, "--epochs", 2, "--data-dir", tiny_mnist, "--iw-samples", 2]
     result = invoke(*args, "--stack", stack, "--tensorboard")
     assert result.exit_code == 0, result.output
     store = tmp_path / "store"
@@ -206,7 +207,7 @@ def test_resumed_fit_logs_every_epoch_once(tiny_mnist):
 def test_missing_tensorboard_is_one_line(tiny_mnist, tmp_path, monkeypatch, command):
     monkeypatch.setitem(sys.modules, "tensorboard", None)  # `import tensorboard` raises ImportError
     args = ["--lam", "1", "5"] if command == "ablate" else ["--out", tmp_path / "run"]
-    result = invoke(command, *TINY, *args, "--data-dir", tiny_mnist, "--tensorboard")
+    result = invoke(command, *FAST_TRAIN_ARGS, *args, "--data-dir", tiny_mnist, "--tensorboard")
     one_line_error(result, "tensorboard", "pip install 'vaecli[tensorboard]'")
     assert not (tmp_path / "run").exists() and not (tmp_path / "store").exists()  # nothing trained
 

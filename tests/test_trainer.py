@@ -9,28 +9,30 @@ from vaecli.engine.observer import Observer
 from vaecli.engine.steps import build_model, step_noise
 from vaecli.errors import ConfigError
 
-TINY = ModelConfig(latent_dim=2, hidden_layers=(32, 16))
+SMALL_MODEL = ModelConfig(latent_dim=2, hidden_layers=(32, 16))
 
 
 def test_history_has_one_record_per_epoch(tiny_mnist):
-    result = train(TrainConfig(model=TINY, epochs=3, batch_size=16), load_dataset("mnist", tiny_mnist), device="cpu")
+    result = train(
+        TrainConfig(model=SMALL_MODEL, epochs=3, batch_size=16), load_dataset("mnist", tiny_mnist), device="cpu"
+    )
     assert [r.epoch for r in result.history] == [1, 2, 3]
     assert all(r.test.kl >= 0 and r.seconds > 0 for r in result.history)
     assert result.device == "cpu" and not result.model.training
 
 
 def test_training_lowers_the_test_loss(tiny_mnist):
-    cfg = TrainConfig(model=TINY, epochs=30, batch_size=16, lr=3e-3)
+    cfg = TrainConfig(model=SMALL_MODEL, epochs=30, batch_size=16, lr=3e-3)
     history = train(cfg, load_dataset("mnist", tiny_mnist), device="cpu").history
     assert history[-1].test.neg_elbo < 0.7 * history[0].test.neg_elbo
 
 
 def test_same_seed_same_weights_bit_for_bit(tiny_mnist):
     ds = load_dataset("mnist", tiny_mnist)
-    cfg = TrainConfig(model=TINY, epochs=2, batch_size=16, binarize=True)
+    cfg = TrainConfig(model=SMALL_MODEL, epochs=2, batch_size=16, binarize=True)
     a, b = (train(cfg, ds, device="cpu").model.state_dict() for _ in range(2))
     assert all(torch.equal(a[k], b[k]) for k in a)
-    c = train(TrainConfig(model=TINY, epochs=2, batch_size=16, binarize=True, seed=1), ds, device="cpu").model
+    c = train(TrainConfig(model=SMALL_MODEL, epochs=2, batch_size=16, binarize=True, seed=1), ds, device="cpu").model
     assert not torch.equal(a["mu.weight"], c.state_dict()["mu.weight"])
 
 
@@ -39,7 +41,7 @@ def test_training_leaves_the_global_rng_alone(tiny_mnist):
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
-    train(TrainConfig(model=TINY, epochs=1, batch_size=32), ds, device="cpu")
+    train(TrainConfig(model=SMALL_MODEL, epochs=1, batch_size=32), ds, device="cpu")
     assert torch.equal(torch.rand(3), expected)
 
 
@@ -57,7 +59,7 @@ def test_observer_sees_every_batch_and_epoch(tiny_mnist):
             seen.append(("epoch", record.epoch))
 
     train(
-        TrainConfig(model=TINY, epochs=2, batch_size=30),
+        TrainConfig(model=SMALL_MODEL, epochs=2, batch_size=30),
         load_dataset("mnist", tiny_mnist),
         device="cpu",
         observer=Spy(),

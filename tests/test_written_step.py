@@ -8,7 +8,7 @@ import torch
 from vaecli.config import ModelConfig, TrainConfig
 from vaecli.core import kernels
 from vaecli.core.data import load_dataset
-from vaecli.core.loss import kl_divergence_per_dim
+from vaecli.core.loss import kl_divergence, kl_divergence_grad, kl_divergence_per_dim
 from vaecli.engine import steps
 from vaecli.engine.loop import train
 from vaecli.engine.steps import autograd_step, batch_loss_fn, build_model, make_optimizer, schedule, train_step
@@ -199,3 +199,46 @@ def test_an_fp32_fit_is_the_autograd_fit_bit_for_bit(tiny_mnist, monkeypatch, ob
     assert len(written.history) == 2
     for a, b in zip(written.history, autograd.history, strict=True):
         assert (a.train_objective, a.train, a.test) == (b.train_objective, b.train, b.test)
+
+
+@pytest.mark.parametrize("lam", [1.0, 3.0, 5.0, 40.0])
+@pytest.mark.parametrize("batch", [128, 96, 12])
+def test_written_out_kl_gradient_is_autograds_to_the_bit(lam, batch):
+    gen = torch.Generator().manual_seed(batch)
+    mu = torch.randn(batch, 20, generator=gen).requires_grad_()
+    logvar = (2 * torch.randn(batch, 20, generator=gen)).requires_grad_()
+    (lam * kl_divergence(mu, logvar).mean()).backward()
+    d_mu, d_logvar = kl_divergence_grad(mu.detach(), logvar.detach(), lam * (1.0 / batch))
+    assert torch.equal(d_mu, mu.grad) and torch.equal(d_logvar, logvar.grad)
+
+
+@pytest.mark.parametrize(("recon", "hidden"), [("bernoulli", (32, 16)), ("gaussian", (24,)), ("bernoulli", ())])
+def test_written_out_bf16_step_is_autocast_bit_for_bit(recon, hidden):
+    """Bf16Step (the CPU's bf16 step) against autograd under autocast + Optimizer.step: the same weights after
+    steps of two batch sizes (1/B not a power of two in the second), so the same fits."""
+    cfg = TrainConfig(model=ModelConfig(latent_dim=3, hidden_layers=hidden, recon=recon), lam=3.0, precision="bf16")
+    cpu, models = torch.device("cpu"), []
+    for written_out in (True, False):
+        model = build_model(cfg)
+        optimizer = make_optimizer(model, cfg, cpu)
+        if written_out:
+            step = train_step(model, optimizer, cfg, cpu, "bf16")
+            assert type(step).__name__ == "Bf16Step"
+        else:
+            batch_loss = batch_loss_fn(model, cfg, cpu, "bf16")
+
+            def step(x, eps, batch_loss=batch_loss, optimizer=optimizer):
+                loss, means = batch_loss(x, eps)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                return loss.detach(), torch.cat((means, loss.detach().view(1)))
+
+        gen, results = torch.Generator().manual_seed(0), []
+        for batch in (16, 16, 16, 12, 12):
+            x, eps = torch.rand(batch, 784, generator=gen), torch.randn(batch, 3, generator=gen)
+            results += step(x, eps)
+        models.append((model.state_dict(), results))
+    (a, results_a), (b, results_b) = models
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert all(torch.equal(u, v) for u, v in zip(results_a, results_b, strict=True))
