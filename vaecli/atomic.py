@@ -21,6 +21,12 @@ def _umask() -> int:
     return mask
 
 
+def writable(folder: Path) -> bool:
+    """Whether files can be written into `folder` (False on a read-only mount or a share without write
+    permission, even for root)."""
+    return os.access(folder, os.W_OK)
+
+
 def write_bytes(path: Path, data: bytes) -> Path:
     """Write `data` to `path` atomically and return `path`."""
     path = Path(path)

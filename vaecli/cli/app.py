@@ -76,17 +76,17 @@ def fail(message: str, code: int = 1) -> None:
 
 
 def in_flags(message: str, command: Any = None) -> str:
-    """A library error as the command line says it: each `field` it names (latent_dim, kl_warmup, device)
-    becomes the flag that sets it (--hidden, --kl-warmup, --device); anything else in backquotes stays."""
+    """A library message as the command line says it: each `field` or `parameter` it names (latent_dim,
+    kl_warmup, data_dir) becomes the flag that sets it (--hidden, --kl-warmup, --data-dir)."""
 
     def flag(match: re.Match) -> str:
-        name = match.group(1)
+        name = PARAMETERS.get(match.group(1), match.group(1))
         known = flag_of(name)
         if known is None and command is not None:
             params = {p.name: p for p in getattr(command, "params", [])}
-            opts = getattr(params.get(PARAMETERS.get(name, name)), "opts", None)
+            opts = getattr(params.get(name), "opts", None)
             known = opts[0] if opts and opts[0].startswith("--") else None
-        return known or match.group(0)
+        return known or "--" + name.replace("_", "-")
 
     return FIELD.sub(flag, message)
 

@@ -6,9 +6,10 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from vaecli.choices import Device
-from vaecli.cli.app import command, stdout
+from vaecli.cli.app import command, stderr, stdout
 from vaecli.cli.lists import number_lists
 from vaecli.cli.params import DataDirOpt, DeviceOpt, DownloadOpt, ModelOpt, RunArg
 from vaecli.cli.training import TrainingOptions, obtain_run, one_model, training_options
@@ -37,6 +38,7 @@ def evaluate(
     """
     from rich.progress import Progress
 
+    from vaecli.atomic import writable
     from vaecli.core.data import load_dataset
     from vaecli.engine.device import resolve_device
     from vaecli.store.checkpoint import load_run
@@ -50,6 +52,8 @@ def evaluate(
         here = replace(options, device=device.value, data_dir=data_dir, download=download or None)
         loaded = obtain_run(here, None, console)
     data = load_dataset(loaded.config.dataset, data_dir, download_missing=download or None)
+    if not writable(loaded.path):
+        stderr.print(Text.assemble(("note: ", "bold yellow"), f"{loaded.path} is read-only: the scores are not cached"))
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task(f"IW bound, k={iw_samples}", total=len(data.test.images))
         metrics = stored_scores(

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from vaecli.cli.app import command, stderr, stdout
+from vaecli.cli.app import command, in_flags, stderr, stdout
 from vaecli.cli.lists import number_lists
 from vaecli.cli.params import DataDirOpt, DownloadOpt, QuietOpt
 from vaecli.cli.training import TrainingOptions, obtain_run, training_options
@@ -56,7 +56,8 @@ def explore(
             datasets[name] = load_dataset(name, data_dir, download_missing=download)
         except DataError as e:
             if not quiet:
-                stderr.print(Text.assemble(("note: ", "bold yellow"), f"no test codes on the page: {e}"))
+                note = in_flags(f"no test codes on the page: {e}")
+                stderr.print(Text.assemble(("note: ", "bold yellow"), note))
     html = library.page(loaded, datasets, points=points)
     path = library.save(html, out)
     size = path.stat().st_size

@@ -81,8 +81,18 @@ def _test_split(run: "Run", options: TrainingOptions) -> "Split":
 def _write(fig: "Figure", run: "Run", out: Path | None, name: str, console: Console) -> None:
     from vaecli.views.figures import save
 
-    path = save(fig, out if out is not None else run.path / f"{name}.png")
+    path = save(fig, out if out is not None else default_out(run.path, name, console))
     console.print(f"wrote {path}")
+
+
+def default_out(folder: Path, name: str, console: Console) -> Path:
+    """<run folder>/<name>.png, or ./<run name>-<name>.png where the run folder is read-only (a shared store)."""
+    from vaecli.atomic import writable
+
+    if writable(folder):
+        return folder / f"{name}.png"
+    console.print(f"[dim]{folder} is read-only: the figure goes to the current folder (--out chooses)[/dim]")
+    return Path(f"{folder.name}-{name}.png")
 
 
 @command(cls=number_lists("--layers"), rich_help_panel=PANEL)

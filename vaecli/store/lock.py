@@ -82,8 +82,11 @@ def holder(folder: Path) -> Holder | None:
         probe.acquire(blocking=False)
     except Timeout:
         return _recorded(Path(folder))
-    except OSError:
-        return None  # a store this user cannot write to: it cannot tell, and says nobody
+    except OSError:  # a store this user cannot write to (a shared, read-only one): the holder's own record tells
+        if not (Path(folder) / HOLDER_FILE).is_file():
+            return None
+        recorded = _recorded(Path(folder))
+        return recorded if recorded.pid is not None else None  # a dead process's record: nobody
     probe.release()
     return None
 

@@ -128,7 +128,7 @@ def stored_scores(
         except TypeError:
             pass  # written by another version: score again
     metrics = score_run(run.model, run.config, data, iw_samples, seed, device, progress)
-    if (run.path / METRICS_FILE).is_file():
+    if (run.path / METRICS_FILE).is_file() and atomic.writable(run.path):  # a read-only store keeps no cache
         atomic.write_json(path, {**cached, key: metrics.to_dict()})
     return metrics
 
