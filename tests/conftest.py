@@ -34,6 +34,18 @@ os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
 # `vaecli train` options for a model that trains in about a second: 32-16 layers, one epoch, on the CPU
 FAST_TRAIN_ARGS = ["--layers", "32", "16", "--epochs", "1", "--batch-size", "32", "--device", "cpu"]
+
+
+def fast_train_args_but(*flags: str) -> list[str]:
+    """FAST_TRAIN_ARGS without the options `flags` and their values, for a test that gives them itself (vaecli
+    refuses a list option given twice)."""
+    kept, skipping = [], False
+    for arg in FAST_TRAIN_ARGS:
+        if arg.startswith("--"):
+            skipping = arg in flags
+        if not skipping:
+            kept.append(arg)
+    return kept
 ROOT = Path(__file__).resolve().parent.parent  # the checkout, put on PYTHONPATH for subprocesses
 SMALL = {"hidden_layers": (32, 16)}  # make_run's layers, unless a test asks for others
 BENCHMARKS = ROOT / "benchmarks"

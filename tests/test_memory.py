@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tests.conftest import FAST_TRAIN_ARGS, invoke, one_line_error
+from tests.conftest import FAST_TRAIN_ARGS, fast_train_args_but, invoke, one_line_error
 from vaecli.config import ModelConfig, TrainConfig
 from vaecli.core.model import VAE
 from vaecli.engine import memory
@@ -114,7 +114,8 @@ def _no_model(*args, **kwargs):
 @pytest.mark.parametrize("args", [["--hidden", "100000000"], ["--layers", "100000", "100000"]])
 def test_train_too_large_is_refused_before_allocating(args, tiny_mnist, tmp_path, monkeypatch):
     monkeypatch.setattr("vaecli.engine.steps.build_model", _no_model)
-    result = invoke("train", *FAST_TRAIN_ARGS, *args, "--data-dir", tiny_mnist, "--runs-dir", tmp_path / "s")
+    base = fast_train_args_but(*(a for a in args if a.startswith("--")))
+    result = invoke("train", *base, *args, "--data-dir", tiny_mnist, "--runs-dir", tmp_path / "s")
     one_line_error(result, "this model needs about", "available", "--hidden or --layers", code=1)
     assert not list(tmp_path.glob("s/**/model.safetensors"))
 

@@ -195,11 +195,14 @@ def derive(
 ) -> None:
     """Derive the VAE loss step by step (Problem 1) and check each identity numerically.
 
-    The checks run on a small model: the run store's H=2, lam=1 run or --model
-    (the store's longest-trained finished runs of these settings, for λ = 1 and
-    every --lams value, else runs trained for 2 epochs; --epochs chooses), on a real MNIST image when the data are
-    there, else a synthetic one. Part 3 checks runs with every --lams value; part 4 the
-    importance-weighted bound of --objective iwae against log p(x).
+    The checks run on a small model: the run store's H=2, lam=1 run or --model,
+    on a real MNIST image when the data are there, else a synthetic one. Part 3
+    checks runs with every --lams value; part 4 the importance-weighted bound of
+    --objective iwae against log p(x).
+
+    The runs are the store's longest-trained finished runs of these settings
+    (for lam = 1 and every --lams value), else runs trained for 2 epochs;
+    --epochs chooses.
     Exits with 1 when a check fails.
     """
     from vaecli import atomic

@@ -77,7 +77,7 @@ def check_lists(args: list[str], names: tuple[str, ...], words: tuple[str, ...],
         end = i + 1
         while end < len(args) and _is_value(args[end]):
             end += 1
-        bad = [value for value in args[i + 1 : end] if not _is_number(value)]
+        bad = [value for value in args[i + 1 : end] if not all(map(_is_number, filter(None, value.split(","))))]
         if bad:
             raise typer.BadParameter(f"expected numbers, got {bad[0]!r}", param_hint=arg)
 
