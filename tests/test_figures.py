@@ -1,6 +1,8 @@
 """Figures from Python: panels drawn onto given Axes, titles naming the model, inactive dimensions marked."""
 
 import shutil
+import warnings
+from dataclasses import replace
 
 import matplotlib.pyplot as plt
 import pytest
@@ -126,3 +128,30 @@ def test_compared_manifolds_name_the_shared_vertical_axis_once():
     assert [ax.get_xlabel() for ax in fig.axes] == ["z[0]"] * 3
     assert all(len(ax.get_yticklabels()) > 0 for ax in fig.axes)  # every panel keeps the values
     plt.close(fig)
+
+
+def test_a_large_sweeps_figures_wrap_their_panels_and_lay_out(tmp_path):
+    """50 members: panels wrap six to a row, constrained layout applies (no warning), every panel is drawn."""
+    from vaecli.studies.scores import RunMetrics
+    from vaecli.studies.sweep import Member
+
+    run = make_run(2)
+    metrics = RunMetrics(100.0, 5.0, 105.0, 104.0, iw_samples=5, active_units=2, latent_dim=2, kl_per_dim=[2.0, 3.0])
+    history = [EpochRecord(1, 1.0, Terms(100.0, 5.0), Terms(100.0, 5.0), 1.0)]
+    members = [
+        Member(replace(run.config, lam=float(lam)), tmp_path, metrics, 0.0, True, history, run.model)
+        for lam in range(1, 51)
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib's "constrained_layout not applied" fails the test
+        for fig in (
+            figures.compare_samples(members, ["lam"], n=4),
+            figures.kl_per_dim_bars(members, ["lam"], [[2.0, 3.0]] * 50),
+            figures.compare_curves(members, ["lam"]),
+        ):
+            fig.canvas.draw()
+            shown = [ax for ax in fig.axes if ax.get_visible()]
+            assert len(shown) in (2, 50)  # the curves' two plots, or one panel per member
+            if len(shown) == 50:
+                assert len({round(ax.get_position().x0, 3) for ax in shown}) == figures.PANELS_PER_ROW
+            plt.close(fig)

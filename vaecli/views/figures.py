@@ -316,10 +316,32 @@ def _model(member: "Member") -> VAE:
     return member.model
 
 
+PANELS_PER_ROW = 6  # a sweep's panels wrap after this many, so that 50 members make a readable page, not a strip
+
+
+def _panels(count: int, width: float, height: float, **settings: Any) -> tuple[Figure, list[Axes]]:
+    """A figure of `count` panels of `width` x `height` inches, PANELS_PER_ROW to a row; the unused cells of
+    the last row are hidden."""
+    columns = min(count, PANELS_PER_ROW)
+    rows = math.ceil(count / columns)
+    fig, grid = plt.subplots(
+        rows,
+        columns,
+        figsize=(width * columns + 0.4, height * rows + 0.5),
+        layout="constrained",
+        squeeze=False,
+        **settings,
+    )
+    axes = list(grid.flat)
+    for ax in axes[count:]:
+        ax.set_visible(False)
+    return fig, axes[:count]
+
+
 def compare_samples(members: list["Member"], varies: list[str], n: int = 64, seed: int = 0) -> Figure:
     """Problem 2: random samples of every member side by side, the same z draws where H agrees."""
-    fig, axes = plt.subplots(1, len(members), figsize=(3.1 * len(members) + 0.4, 3.9), layout="constrained")
-    for ax, member in zip(np.atleast_1d(axes), members, strict=True):
+    fig, axes = _panels(len(members), 3.1, 3.4)
+    for ax, member in zip(axes, members, strict=True):
         draw_samples(ax, _model(member), n, seed=seed)
         ax.set_title(_panel_title(member, varies), fontsize=9.5)
     fig.suptitle(f"Images decoded from z ~ N(0, I), seed {seed}: one panel per member", fontsize=11)
@@ -328,13 +350,13 @@ def compare_samples(members: list["Member"], varies: list[str], n: int = 64, see
 
 def compare_manifolds(members: list["Member"], varies: list[str], n: int = 15) -> Figure:
     """Problem 3: the 2-D manifold of every H = 2 member, all on the same inverse-CDF grid."""
-    fig, axes = plt.subplots(1, len(members), figsize=(3.6 * len(members) + 0.4, 4.4), layout="constrained")
-    for k, (ax, member) in enumerate(zip(np.atleast_1d(axes), members, strict=True)):
+    fig, axes = _panels(len(members), 3.6, 3.9)
+    for k, (ax, member) in enumerate(zip(axes, members, strict=True)):
         draw_manifold(ax, _model(member), n, max_ticks=7, fontsize=6)
         ax.set_title(_panel_title(member, varies), fontsize=9.5)
         ax.set_xlabel(ax.get_xlabel(), fontsize=9)
-        # one grid for all: the first panel names the vertical axis, the rest keep only its values
-        ax.set_ylabel(ax.get_ylabel() if k == 0 else "", fontsize=9)
+        # one grid for all: the first panel of each row names the vertical axis, the rest keep only its values
+        ax.set_ylabel(ax.get_ylabel() if k % PANELS_PER_ROW == 0 else "", fontsize=9)
     fig.suptitle(f"2-D latent manifolds, {n} x {n} decodes at z = inverse normal CDF of (i + 0.5)/{n}", fontsize=11)
     return fig
 
@@ -358,10 +380,8 @@ def compare_reconstructions(members: list["Member"], varies: list[str], images: 
 
 def kl_per_dim_bars(members: list["Member"], varies: list[str], kl_per_dim: list[list[float]]) -> Figure:
     """Each member's average KL per latent dimension, largest first: how many dimensions carry information."""
-    fig, axes = plt.subplots(
-        1, len(members), figsize=(3.0 * len(members) + 0.4, 3.3), layout="constrained", sharey=True, squeeze=False
-    )
-    for ax, member, kl in zip(axes[0], members, kl_per_dim, strict=True):
+    fig, axes = _panels(len(members), 3.0, 2.9, sharey=True)
+    for ax, member, kl in zip(axes, members, kl_per_dim, strict=True):
         ranked = sorted(kl, reverse=True)
         colours = ["tab:blue" if v >= latent.INACTIVE_KL else "lightgray" for v in ranked]
         ax.bar(range(1, len(ranked) + 1), ranked, color=colours, width=0.85)
@@ -373,14 +393,16 @@ def kl_per_dim_bars(members: list["Member"], varies: list[str], kl_per_dim: list
         ax.set_xlabel("latent dimension, by KL")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(axis="y", alpha=0.3)
-    axes[0][0].set_ylabel("average KL (nats)")
+    for ax in axes[::PANELS_PER_ROW]:
+        ax.set_ylabel("average KL (nats)")
     fig.suptitle("Average KL to the prior of each latent dimension (grey: inactive)", fontsize=11)
     return fig
 
 
 def compare_curves(members: list["Member"], varies: list[str]) -> Figure:
     """Test negative ELBO and KL per epoch, one line per member."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8), layout="constrained")
+    legend_rows = math.ceil(len(members) / 4) if len(members) > 12 else 0  # below the plots, four columns
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8 + 0.17 * legend_rows), layout="constrained")
     seeds = len({m.config.seed for m in members}) > 1
     for member in members:
         epochs = [r.epoch for r in member.history]
@@ -391,6 +413,9 @@ def compare_curves(members: list["Member"], varies: list[str]) -> Figure:
         ax.set_title(what, fontsize=10)
         epoch_axis(ax, max(r.epoch for m in members for r in m.history))
         ax.grid(alpha=0.3)
-    left.legend(fontsize=8)
+    if not legend_rows:
+        left.legend(fontsize=8)
+    else:  # a legend of many lines goes below both plots, in columns, instead of covering the left one
+        fig.legend(*left.get_legend_handles_labels(), loc="outside lower center", ncols=4, fontsize=7)
     fig.suptitle("Training curves of every member", fontsize=11)
     return fig
