@@ -261,14 +261,20 @@ def unavailable(reason: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def browser():
+def chromium() -> str:
+    """The path of Debian's Chromium (the system's, not a browser that Playwright downloads)."""
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        unavailable("Chromium is not installed (Debian: apt-get install chromium)")
+    return found
+
+
+@pytest.fixture(scope="session")
+def browser(chromium):
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         unavailable("playwright is not installed (pip install -e '.[test]')")
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        unavailable("Chromium is not installed (Debian: apt-get install chromium)")
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         yield browser

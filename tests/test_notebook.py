@@ -1,6 +1,7 @@
 """examples/homework4.ipynb: it runs top to bottom in a Jupyter kernel, and its paired script says the same."""
 
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -29,7 +30,7 @@ def _text(nb: nbformat.NotebookNode) -> str:
     return "".join(parts)
 
 
-def test_notebook_runs_every_task_and_problem(tiny_mnist, tmp_path, monkeypatch):
+def test_notebook_runs_every_task_and_problem(tiny_mnist, tmp_path, monkeypatch, chromium):
     for name, value in {**FAST_NOTEBOOK_ENV, "VAECLI_DATA_DIR": str(tiny_mnist)}.items():
         monkeypatch.setenv(name, value)  # the kernel inherits this process's environment
     nb = nbformat.read(NOTEBOOK, as_version=4)
@@ -55,6 +56,24 @@ def test_notebook_runs_every_task_and_problem(tiny_mnist, tmp_path, monkeypatch)
         assert (out / "problem2" / name).is_file(), name
     for name in ("manifolds.png", "grid_lam1.png", "metrics.json", "report.md"):
         assert (out / "problem3" / name).is_file(), name
+    notebook_pdf_by_the_readme(nb, tmp_path, chromium)
+
+
+def notebook_pdf_by_the_readme(nb: nbformat.NotebookNode, folder: Path, chromium: str) -> None:
+    """The README's route from the executed notebook to the PDF the homework asks for, without TeX
+    (examples/notebook_pdf.py: nbconvert's HTML printed by headless Chromium). The PDF has its pages, its
+    figures and every task and problem."""
+    from pypdf import PdfReader
+
+    nbformat.write(nb, folder / "homework4.ipynb")
+    pdf = folder / "homework4.pdf"
+    script = [sys.executable, str(EXAMPLES / "notebook_pdf.py"), str(folder / "homework4.ipynb"), str(pdf)]
+    subprocess.run([*script, "--browser", chromium], check=True, capture_output=True, timeout=300)
+    reader = PdfReader(pdf)
+    text = " ".join(page.extract_text() for page in reader.pages)
+    assert len(reader.pages) >= 10, len(reader.pages)
+    assert "Problem 3" in text and "Task 1" in text
+    assert sum(len(page.images) for page in reader.pages) >= 8  # the figures, as images in the PDF
 
 
 def test_script_and_notebook_are_paired_and_in_sync():
