@@ -238,3 +238,10 @@ def test_homework_example_runs_every_task(tiny_mnist, tmp_path, monkeypatch, cap
     assert (tmp_path / "hw" / "problem3" / "manifolds.png").is_file()
     assert (tmp_path / "hw" / "problem3" / "grid_lam1.png").is_file()
     assert "![" in (tmp_path / "hw" / "problem3" / "report.md").read_text()
+
+
+def test_log_lines_are_not_broken_where_stdout_is_not_a_terminal(tiny_mnist, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    result = invoke("train", *FAST_TRAIN_ARGS, "--data-dir", tiny_mnist)
+    (header,) = [line for line in result.stdout.splitlines() if "Training a VAE" in line]
+    assert len(header) > 80 and header.endswith("batches per epoch"), header
