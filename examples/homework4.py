@@ -7,7 +7,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -52,7 +52,7 @@ import matplotlib.pyplot as plt
 import torch
 
 import vaecli
-from vaecli import checks, derive, export, figures, sweep
+from vaecli import checks, derive, export, figures, identities, sweep
 from vaecli.views.ablation import save_ablation, to_markdown
 
 DATA_DIR = Path(os.environ["VAECLI_DATA_DIR"]) if os.environ.get("VAECLI_DATA_DIR") else None
@@ -198,7 +198,7 @@ def derivation(number: int) -> str:
     return "\n".join([*lines, export.prose_markdown(part.outro)])
 
 
-def checks_table(findings: derive.Findings, number: int) -> str:
+def checks_table(findings: identities.Findings, number: int) -> str:
     """Part `number`'s checks as a Markdown table: the two sides, their difference and the verdict."""
     lines = [f"- {line}" for line in findings.context.get(number, [])]
     lines += ["", "| check | left | right | d = left − right | needs | result |", "|---|---|---|---|---|---|"]

@@ -46,6 +46,8 @@ def fast_train_args_but(*flags: str) -> list[str]:
         if not skipping:
             kept.append(arg)
     return kept
+
+
 ROOT = Path(__file__).resolve().parent.parent  # the checkout, put on PYTHONPATH for subprocesses
 SMALL = {"hidden_layers": (32, 16)}  # make_run's layers, unless a test asks for others
 BENCHMARKS = ROOT / "benchmarks"

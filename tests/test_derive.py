@@ -12,8 +12,8 @@ from vaecli.config import ModelConfig, TrainConfig
 from vaecli.core import loss
 from vaecli.core.model import VAE
 from vaecli.errors import ConfigError
-from vaecli.studies import checks, derive, quadrature
-from vaecli.studies.derive import Check, SweepRow
+from vaecli.studies import checks, derive, identities, quadrature
+from vaecli.studies.identities import Check, SweepRow
 from vaecli.studies.quadrature import Grid
 from vaecli.views import export
 
@@ -79,7 +79,7 @@ def test_expectation_under_q_of_polynomials():
 
 def test_choose_grid_holds_q_and_the_posterior(good_grid):
     model, x = quadrature.as_float64(small_vae()), image().double()
-    mu, logvar = derive.encode(model, x)
+    mu, logvar = identities.encode(model, x)
     grid = good_grid
     sd = (0.5 * logvar).exp()
     assert all(lo <= m - 8 * s for lo, m, s in zip(grid.lo, mu.tolist(), sd.tolist(), strict=True))
@@ -101,13 +101,13 @@ def test_quadrature_refuses_more_than_two_latents():
 def untrained_checks():
     """Every check on an untrained H = 2 VAE, computed once for the tests that read them."""
     model = small_vae()
-    return derive.identity_checks(model, image()) + derive.kl_checks(model, image())
+    return identities.identity_checks(model, image()) + identities.kl_checks(model, image())
 
 
 @pytest.fixture(scope="module")
 def good_grid():
     model, x = small_vae(), image()
-    return quadrature.choose_grid(quadrature.as_float64(model), x.double(), *derive.encode(model, x))
+    return quadrature.choose_grid(quadrature.as_float64(model), x.double(), *identities.encode(model, x))
 
 
 @pytest.mark.parametrize("latent_dim", [1, 2])
@@ -116,7 +116,7 @@ def test_every_check_passes_on_an_untrained_vae(latent_dim, untrained_checks):
     if latent_dim == 2:
         checks = untrained_checks
     else:
-        checks = derive.identity_checks(model, image()) + derive.kl_checks(model, image())
+        checks = identities.identity_checks(model, image()) + identities.kl_checks(model, image())
     failed = [(c.name, c.difference, c.tolerance) for c in checks if not c.passed]
     assert not failed
     identity = by_name(checks, "ELBO + KL")
@@ -126,7 +126,7 @@ def test_every_check_passes_on_an_untrained_vae(latent_dim, untrained_checks):
 
 @pytest.mark.parametrize("latent_dim", [1, 2])
 def test_the_importance_weighted_bounds_rise_to_log_px(latent_dim):
-    checks = derive.iw_checks(small_vae(latent_dim), image())
+    checks = identities.iw_checks(small_vae(latent_dim), image())
     assert [c.passed for c in checks] == [True] * 6, [(c.name, c.difference, c.tolerance) for c in checks]
     chain = [c for c in checks if c.name.startswith("𝓛_") and "≤ 𝓛_" in c.name]
     assert len(chain) == 3 and all(c.difference <= 0 for c in chain)  # strictly rising here, not just within noise
@@ -137,7 +137,7 @@ def test_the_importance_weighted_bounds_rise_to_log_px(latent_dim):
 def test_a_bound_with_the_wrong_proposal_density_fails(monkeypatch):
     """log q without its normalising constant is no longer q's density: 𝓛_1 is no longer the ELBO."""
     monkeypatch.setattr(loss, "log_posterior", lambda eps, logvar: -0.5 * (eps.pow(2) + logvar).sum(-1))
-    checks = derive.iw_checks(small_vae(2), image())
+    checks = identities.iw_checks(small_vae(2), image())
     assert not by_name(checks, "ELBO = 𝓛_1").passed
 
 
@@ -163,26 +163,26 @@ def test_check_relations():
 
 def test_a_kl_with_a_sign_error_fails(monkeypatch, good_grid):
     model, x = small_vae(), image()
-    assert all(c.passed for c in derive.kl_checks(model, x))
+    assert all(c.passed for c in identities.kl_checks(model, x))
     monkeypatch.setattr(loss, "kl_divergence", lambda mu, logvar: 0.5 * torch.sum(1 + logvar - mu**2 - logvar.exp(), 1))
-    assert not any(c.passed for c in derive.kl_checks(model, x))
-    assert not by_name(derive.identity_checks(model, x, good_grid), "ELBO + KL").passed
+    assert not any(c.passed for c in identities.kl_checks(model, x))
+    assert not by_name(identities.identity_checks(model, x, good_grid), "ELBO + KL").passed
 
 
 def test_a_kl_missing_its_mean_term_fails(monkeypatch):
     monkeypatch.setattr(loss, "kl_divergence", lambda mu, logvar: -0.5 * torch.sum(1 + logvar - logvar.exp(), 1))
-    assert not by_name(derive.kl_checks(small_vae(), image()), "far from the prior").passed
+    assert not by_name(identities.kl_checks(small_vae(), image()), "far from the prior").passed
 
 
 def test_too_coarse_a_grid_fails(good_grid):
     coarse = Grid(good_grid.lo, good_grid.hi, (5, 5))
-    checks = derive.identity_checks(small_vae(), image(), coarse)
+    checks = identities.identity_checks(small_vae(), image(), coarse)
     assert not by_name(checks, "ELBO + KL").passed
 
 
 def test_a_shifted_grid_fails(good_grid):
     half = 0.5 * (good_grid.hi[0] - good_grid.lo[0])
-    checks = derive.identity_checks(small_vae(), image(), good_grid.shifted(half))
+    checks = identities.identity_checks(small_vae(), image(), good_grid.shifted(half))
     assert not by_name(checks, "outer cells").passed
     assert not by_name(checks, "ELBO + KL").passed
     assert not by_name(checks, "importance sampling").passed
@@ -192,9 +192,9 @@ def test_a_prior_without_its_normalising_constant_fails(monkeypatch, good_grid):
     """log p(z) missing -H/2 log 2π shifts log p(x) by +log 2π but leaves the closed-form ELBO alone."""
     model, x = small_vae(), image()
     monkeypatch.setattr(quadrature, "log_prior", lambda z: -0.5 * z.pow(2).sum(dim=1))
-    identity = by_name(derive.identity_checks(model, x, good_grid), "ELBO + KL")
+    identity = by_name(identities.identity_checks(model, x, good_grid), "ELBO + KL")
     assert not identity.passed and identity.difference == pytest.approx(math.log(2 * math.pi), abs=1e-3)
-    assert not derive.kl_checks(model, x)[0].passed
+    assert not identities.kl_checks(model, x)[0].passed
 
 
 # --------------------------------------------------------------------------- part 3
@@ -202,7 +202,7 @@ def test_a_prior_without_its_normalising_constant_fails(monkeypatch, good_grid):
 
 def test_lagrangian_checks_compare_neighbours():
     rows = [SweepRow(lam, kl, 100.0, "r", False) for lam, kl in ((10, 1.0), (1, 5.0), (5, 2.0), (40, 1.2))]
-    checks = derive.lagrangian_checks(rows)
+    checks = identities.lagrangian_checks(rows)
     assert [c.passed for c in checks] == [True, True, False]
     assert "λ = 10 → 40" in checks[-1].name
 
@@ -214,7 +214,7 @@ def test_lam_sweep_reuses_the_store_and_kl_falls(tiny_mnist, tmp_path):
     data = load_dataset("mnist", tiny_mnist)
     rows = checks.lam_sweep(base, data=data, store=tmp_path / "s", device="cpu")
     assert [r.lam for r in rows] == [1, 5, 10, 40] and not any(r.reused for r in rows)
-    assert all(c.passed for c in derive.lagrangian_checks(rows)), [(r.lam, r.kl) for r in rows]
+    assert all(c.passed for c in identities.lagrangian_checks(rows)), [(r.lam, r.kl) for r in rows]
     again = checks.lam_sweep(base, (40, 1), data=data, store=tmp_path / "s", device="cpu")
     assert [r.lam for r in again] == [1, 40] and all(r.reused for r in again)
     assert again[0].kl == rows[0].kl
@@ -274,7 +274,7 @@ def test_prose_math_converts_to_plain_ascii_latex():
 
 
 def test_markdown_export_holds_every_step_and_the_results():
-    findings = derive.Findings(
+    findings = identities.Findings(
         checks=[Check(1, "log p(x) = ELBO + KL(q ‖ p(z|x))", "a", -100.0, "b", -100.0001, "=", 1e-3)],
         context={1: ["model: m", "image: i"]},
     )
@@ -357,7 +357,7 @@ def test_derive_part_3_trains_then_reuses_the_runs(tiny_mnist, tmp_path):
     assert len(list((tmp_path / "s").iterdir())) == 4
     assert r"\begin{tabular}" in (tmp_path / "d.tex").read_text()
     second = invoke(*args, "--data-dir", tiny_mnist, "--runs-dir", tmp_path / "s", "--lams", "1", "40")
-    assert second.exit_code == 0 and "2 of 2 reused" in second.stdout
+    assert second.exit_code == 0 and "2 of 2 reused" in " ".join(second.stdout.split())
 
 
 @pytest.mark.parametrize(
@@ -389,6 +389,6 @@ def test_every_check_passes_on_a_real_mnist_model(mnist_dir):
     model = train(config, data, device="cpu").model
     x, what = checks.pick_image(data, 0)
     assert "label 7" in what
-    results = derive.identity_checks(model, x) + derive.kl_checks(model, x) + derive.iw_checks(model, x)
+    results = identities.identity_checks(model, x) + identities.kl_checks(model, x) + identities.iw_checks(model, x)
     assert all(c.passed for c in results), [(c.name, c.difference) for c in results if not c.passed]
     assert abs(by_name(results, "ELBO + KL").difference) < 1e-3

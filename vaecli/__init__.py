@@ -65,6 +65,7 @@ _MODULES = {
     "executors": "vaecli.studies.executors",
     "scores": "vaecli.studies.scores",
     "derive": "vaecli.studies.derive",
+    "identities": "vaecli.studies.identities",
     "checks": "vaecli.studies.checks",
     "quadrature": "vaecli.studies.quadrature",
     "figures": "vaecli.views.figures",

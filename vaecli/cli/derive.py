@@ -17,7 +17,8 @@ from vaecli.cli.params import DataDirOpt, DeviceOpt, DownloadOpt, ModelOpt, Runs
 from vaecli.studies.observer import SweepObserver
 
 if TYPE_CHECKING:
-    from vaecli.studies.derive import Findings, Part
+    from vaecli.studies.derive import Part
+    from vaecli.studies.identities import Findings
 
 
 class Format(str, Enum):
@@ -206,7 +207,7 @@ def derive(
     Exits with 1 when a check fails.
     """
     from vaecli import atomic
-    from vaecli.studies import derive
+    from vaecli.studies import derive, identities
     from vaecli.studies.checks import DeriveChecks, DeriveSettings
     from vaecli.views import export
 
@@ -230,7 +231,7 @@ def derive(
         runs_dir=runs_dir,
     )
     parts = (part,) if part else (1, 2, 3, 4)
-    findings = derive.Findings()
+    findings = identities.Findings()
     progress = SweepProgress(console)
     checker = DeriveChecks(settings, progress)
     for number in parts:

@@ -25,8 +25,8 @@ from vaecli.core.data import Dataset, Split, default_data_dir, find_raw_dir, loa
 from vaecli.core.model import VAE
 from vaecli.errors import ConfigError
 from vaecli.store.checkpoint import load_run
-from vaecli.studies import derive
-from vaecli.studies.derive import Findings, SweepRow
+from vaecli.studies import derive, identities
+from vaecli.studies.identities import Findings, SweepRow
 from vaecli.studies.observer import SweepObserver
 from vaecli.studies.sweep import Sweep, SweepOptions, run_sweep
 
@@ -257,18 +257,18 @@ class DeriveChecks:
                 f"run store: {Path(rows[0].run).parent}" if rows[0].run != "in memory" else "trained in memory",
                 f"data: {note}",
             ]
-            findings.checks += derive.lagrangian_checks(rows)
+            findings.checks += identities.lagrangian_checks(rows)
             return
         subject = self.subject()
         findings.context[number] = subject.lines
         if number == 2:
-            findings.checks += derive.kl_checks(subject.model, subject.image, seed=s.seed)
-        elif subject.model.config.latent_dim > derive.MAX_LATENT_DIM:
-            findings.skipped.append(derive.quadrature_skipped(subject.model.config.latent_dim, number))
+            findings.checks += identities.kl_checks(subject.model, subject.image, seed=s.seed)
+        elif subject.model.config.latent_dim > identities.MAX_LATENT_DIM:
+            findings.skipped.append(identities.quadrature_skipped(subject.model.config.latent_dim, number))
         elif number == 4:
-            findings.checks += derive.iw_checks(subject.model, subject.image, seed=s.seed)
+            findings.checks += identities.iw_checks(subject.model, subject.image, seed=s.seed)
         else:
-            findings.checks += derive.identity_checks(subject.model, subject.image, seed=s.seed)
+            findings.checks += identities.identity_checks(subject.model, subject.image, seed=s.seed)
 
 
 def check_parts(

@@ -11,7 +11,8 @@ from datetime import date
 from pathlib import Path
 
 from vaecli import __version__
-from vaecli.studies.derive import PART_NUMBERS, PARTS, Findings, Part
+from vaecli.studies.derive import PART_NUMBERS, PARTS, Part
+from vaecli.studies.identities import Findings
 
 # Unicode in the prose's math -> LaTeX
 _MATH = {
