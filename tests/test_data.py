@@ -1,16 +1,19 @@
+import numpy as np
 import pytest
 import torch
 
 from tests.conftest import write_dataset, write_idx
-from vaecli.core import data
+from vaecli.core import data, idx
+from vaecli.core.images import Images
 from vaecli.errors import DataError
 
 
 def test_reads_torchvision_layout(tiny_mnist):
     ds = data.load_dataset("mnist", tiny_mnist)
     assert ds.train.images.shape == (64, 784) and ds.test.images.shape == (32, 784)
-    assert ds.train.images.dtype == torch.float32
-    assert 0.0 <= ds.train.images.min() and ds.train.images.max() <= 1.0
+    assert ds.train.images.kind == "bytes" and ds.train.images.stored.dtype == torch.uint8  # one byte a pixel
+    pixels = ds.train.images.float()
+    assert pixels.dtype == torch.float32 and 0.0 <= pixels.min() and pixels.max() <= 1.0
     assert ds.train.labels.dtype == torch.int64 and ds.image_shape == (28, 28)
     assert ds.source == tiny_mnist / "MNIST" / "raw"
 
@@ -20,7 +23,7 @@ def test_reads_gzipped_files_in_a_bare_folder(tmp_path):
     ds = data.load_dataset("fashion-mnist", tmp_path / "fashion")
     assert ds.train.images.shape == (64, 784)
     plain = write_dataset(tmp_path / "plain")
-    assert torch.equal(data.load_dataset("mnist", plain).train.images, ds.train.images)
+    assert torch.equal(data.load_dataset("mnist", plain).train.images.stored, ds.train.images.stored)
 
 
 def test_explicit_folder_without_data_names_where_it_looked(tmp_path):
@@ -38,7 +41,7 @@ def test_default_folder_downloads_and_reports_failure(monkeypatch, tmp_path):
         calls.append((name, root))
         raise DataError(f"could not download {name} into {root}")
 
-    monkeypatch.setattr(data, "download", offline)
+    monkeypatch.setattr(idx, "download", offline)
     with pytest.raises(DataError, match="could not download"):
         data.load_dataset("mnist")
     assert calls == [("mnist", tmp_path / "cache" / "vaecli" / "data")]
@@ -48,7 +51,7 @@ def test_explicit_folder_downloads_only_when_asked(monkeypatch, tmp_path):
     def fake_download(name, root):
         write_dataset(root / "MNIST" / "raw")
 
-    monkeypatch.setattr(data, "download", fake_download)
+    monkeypatch.setattr(idx, "download", fake_download)
     with pytest.raises(DataError, match="not found"):
         data.load_dataset("mnist", tmp_path / "d")
     assert data.load_dataset("mnist", tmp_path / "d", download_missing=True).train.images.shape == (64, 784)
@@ -105,9 +108,36 @@ def test_real_mnist_reads_fully(mnist_dir):
 
 
 @pytest.mark.skipif(
-    not data.SYSTEM_DIRS["fashion-mnist"][0].is_dir(), reason="Debian's dataset-fashion-mnist is not installed"
+    not idx.SYSTEM_DIRS["fashion-mnist"][0].is_dir(), reason="Debian's dataset-fashion-mnist is not installed"
 )
 def test_fashion_mnist_from_debian_package(tmp_path):
     ds = data.load_dataset("fashion-mnist", tmp_path / "empty-but-explicit")
     assert ds.train.images.shape == (60000, 784) and ds.test.images.shape == (10000, 784)
-    assert ds.source == data.SYSTEM_DIRS["fashion-mnist"][0]
+    assert ds.source == idx.SYSTEM_DIRS["fashion-mnist"][0]
+
+
+def test_images_read_as_floats_a_batch_at_a_time(tiny_mnist):
+    ds = data.load_dataset("mnist", tiny_mnist)
+    images = ds.train.images
+    floats = images.float()
+    index = torch.tensor([5, 0, 63])
+    assert torch.equal(images[index], floats[index]) and torch.equal(images[2:9], floats[2:9])
+    assert torch.equal(images[3], floats[3]) and torch.equal(images[-1], floats[-1])
+    assert torch.equal(floats, images.stored.float() / 255)  # as MNIST was always read, bit for bit
+
+
+def test_packed_bits_round_trip_and_take_an_eighth_of_bytes():
+    binary = torch.rand(50, 4096, generator=torch.Generator().manual_seed(0)) < 0.3
+    packed = torch.from_numpy(np.packbits(binary.numpy(), axis=1))
+    images = Images.from_bits(packed, 4096)
+    assert torch.equal(images.float(), binary.float())
+    assert torch.equal(images[torch.tensor([7, 2])], binary[[7, 2]].float())
+    assert images.nbytes == 50 * 512 and Images.binary(binary).float().equal(binary.float())
+    odd = torch.rand(4, 20) < 0.5  # a row length that is not a multiple of 8
+    assert torch.equal(Images.from_bits(torch.from_numpy(np.packbits(odd.numpy(), axis=1)), 20).float(), odd.float())
+
+
+def test_digest_depends_on_pixels_not_on_storage(tiny_mnist):
+    images = data.load_dataset("mnist", tiny_mnist).test.images
+    assert images.digest() == Images.from_float(images.float()).digest()
+    assert images.digest() != images.select(torch.arange(len(images) - 1)).digest()

@@ -100,13 +100,13 @@ def test_test_codes_give_scatter_kl_order_and_samples(tmp_path, tiny_mnist):
     data = load_dataset("mnist", tiny_mnist)
     payload = explore.page_data([run], data, samples=10)
     entry = payload["runs"][0]
-    mu, logvar = run.model.encode(data.test.images)
+    mu, logvar = run.model.encode(data.test.images.float())
     # the per-dimension KLs add up to the loss's KL
     assert sum(entry["kl"]) == pytest.approx(kl_divergence(mu, logvar).mean().item(), rel=1e-4)
     codes = floats(entry["codes"]).reshape(10, 4)
     images = np.frombuffer(base64.b64decode(payload["samples"]["mnist"]["images"]), np.uint8).reshape(10, 784)
     # each sample's code is the encoder's mean for that very image
-    index = [int(np.abs(data.test.images.numpy() * 255 - im).max(1).argmin()) for im in images]
+    index = [int(np.abs(data.test.images.float().numpy() * 255 - im).max(1).argmin()) for im in images]
     assert np.allclose(codes, mu[index].detach().numpy(), atol=1e-6)
     assert entry["scatter"] is None  # only the plane of an H = 2 model has one
 

@@ -16,6 +16,7 @@ class Recon(str, Enum):
 class DatasetName(str, Enum):
     mnist = "mnist"
     fashion_mnist = "fashion-mnist"
+    dsprites = "dsprites"
 
 
 class Precision(str, Enum):
@@ -55,8 +56,17 @@ class StackMode(str, Enum):
 
 
 RECON_KINDS = tuple(k.value for k in Recon)
-DATASET_TITLES = {DatasetName.mnist.value: "MNIST", DatasetName.fashion_mnist.value: "Fashion-MNIST"}
+DATASET_TITLES = {
+    DatasetName.mnist.value: "MNIST",
+    DatasetName.fashion_mnist.value: "Fashion-MNIST",
+    DatasetName.dsprites.value: "dSprites",
+}
 DATASETS = tuple(k.value for k in DatasetName)
+# what a data set's label is, and its classes' names where they are not numbers
+LABEL_NAMES = {"mnist": "digit", "fashion-mnist": "class", "dsprites": "shape"}
+CLASS_NAMES = {"dsprites": ("square", "ellipse", "heart")}
+IMAGE_SHAPES = {"mnist": (28, 28), "fashion-mnist": (28, 28), "dsprites": (64, 64)}  # each data set's
+SEEDED_SPLITS = (DatasetName.dsprites.value,)  # no test set of their own: split with TrainConfig.split_seed
 PRECISIONS = tuple(k.value for k in Precision)
 DEVICES = tuple(k.value for k in Device)
 STACK_MODES = tuple(k.value for k in StackMode)

@@ -10,16 +10,18 @@ all come from that table.
 import hashlib
 import json
 import math
-from dataclasses import MISSING, Field, asdict, dataclass, field, fields
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields, replace
 from enum import Enum
 from typing import Any
 
 from vaecli.choices import (
     DATASET_TITLES,
+    IMAGE_SHAPES,
     LEARNING_RATES,
     MAX_EPOCHS,
     MAX_K,
     MAX_SEED,
+    SEEDED_SPLITS,
     DatasetName,
     LrSchedule,
     ObjectiveName,
@@ -246,7 +248,15 @@ class TrainConfig:
     seed: int = option(
         0, "Seed for init, shuffling and noise; same seed on CPU, same weights.", minimum=0, maximum=MAX_SEED
     )
-    dataset: str = option("mnist", "mnist or fashion-mnist.", choices=DatasetName)
+    dataset: str = option("mnist", "mnist, fashion-mnist or dsprites.", choices=DatasetName)
+    # the train/test split of a data set without a test set of its own (SEEDED_SPLITS): in the JSON of such
+    # runs only, so that other runs keep their names
+    split_seed: int = option(
+        0,
+        "Seed of the train/test split of dsprites (which has no test set of its own).",
+        minimum=0,
+        maximum=MAX_SEED,
+    )
     binarize: bool = option(False, "Dynamic binarization: a fresh Bernoulli draw of every batch.")
     # how the arithmetic is done: both change the trained weights (rounding), so both are in the hash
     # "bf16": bfloat16 autocast for the layers; weights and Adam stay fp32. "auto": bf16 where the
@@ -266,6 +276,9 @@ class TrainConfig:
         if self.lr_follows_schedule:  # not given, here or in the config this one replaces
             object.__setattr__(self, "lr", _ScheduleLr(LEARNING_RATES[self.lr_schedule]))
         _check_fields(self)
+        shape = IMAGE_SHAPES[self.dataset]  # the model's input is the data set's image, whatever it was given
+        if self.model.image_shape != shape:
+            object.__setattr__(self, "model", replace(self.model, image_shape=shape))
         self._check_objective()
         # 1 and 1.0 are the same lam: keep one spelling so the JSON (and hash) agree
         for name in ("lam", "free_bits", "capacity"):
@@ -276,6 +289,8 @@ class TrainConfig:
     def _check_objective(self) -> None:
         """The combinations of fields that make no sense, one line each (fields in backquotes: the CLI names
         them by their flags)."""
+        if self.split_seed and self.dataset not in SEEDED_SPLITS:
+            raise ConfigError(f"`split_seed` draws the split of {', '.join(SEEDED_SPLITS)}; {self.dataset} has its own")
         if self.kl_warmup > self.epochs:
             raise ConfigError(f"`kl_warmup` ({self.kl_warmup} epochs) must be at most `epochs` ({self.epochs})")
         if self.capacity_epochs > self.epochs:
@@ -343,6 +358,8 @@ class TrainConfig:
         model = self.model
         head = f"H={model.latent_dim}, lam={self.lam:g}" + ("" if self.plain_elbo else f", {self.describe_objective()}")
         data = DATASET_TITLES[self.dataset]
+        if self.dataset in SEEDED_SPLITS:  # which images were held out: every figure and metric says so
+            data += f" (split seed {self.split_seed})"
         if not long:
             return f"{head}, {epochs_text(self.epochs)}, {data}"
         layers = "-".join(map(str, model.hidden_layers)) or "none"
@@ -362,6 +379,8 @@ class TrainConfig:
         for name, default in ADDED_LATER.items():
             if data[name] == default:
                 del data[name]
+        if self.dataset not in SEEDED_SPLITS:
+            del data["split_seed"]
         return data
 
     def to_json(self) -> str:

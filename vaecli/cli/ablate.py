@@ -104,7 +104,7 @@ def ablate(
     Stacked or not, each member ends as it would trained alone with its seed.
     """
     from vaecli.cli.display import SweepDisplay
-    from vaecli.core.data import load_dataset
+    from vaecli.core.data import load_for
     from vaecli.studies import sweep
     from vaecli.views.ablation import save_ablation
 
@@ -132,7 +132,7 @@ def ablate(
         raise ConfigError(f"{folder} is a file; --out must be a folder")
 
     console = stdout(quiet=quiet)
-    data = load_dataset(base.dataset, options.data_dir, download_missing=options.download)
+    data = load_for(base, options.data_dir, options.download)
     settings = sweep.SweepOptions(
         store=options.store,
         device=options.device,

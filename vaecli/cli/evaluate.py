@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from vaecli.choices import Device
+from vaecli.choices import DATASET_TITLES, Device
 from vaecli.cli.app import command, stderr, stdout
 from vaecli.cli.lists import number_lists
 from vaecli.cli.params import DataDirOpt, DeviceOpt, DownloadOpt, ModelOpt, RunArg
@@ -29,9 +29,28 @@ def evaluate(
     device: DeviceOpt = Device.auto,
     data_dir: DataDirOpt = None,
     download: DownloadOpt = False,
+    disentanglement: Annotated[
+        bool | None,
+        typer.Option(
+            "--disentanglement/--no-disentanglement",
+            help="The disentanglement metrics (BetaVAE, FactorVAE, MIG, SAP, DCI); by default where the data set "
+            "has factors (dsprites).",
+            show_default=False,
+        ),
+    ] = None,
+    metric_scale: Annotated[
+        float,
+        typer.Option(
+            min=0.001,
+            max=1.0,
+            help="Share of disentanglement_lib's sample counts each metric draws (1: its defaults; less is "
+            "faster and noisier).",
+        ),
+    ] = 1.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
 ) -> None:
-    """Test-set metrics of a run: recon, KL, -ELBO, an importance-weighted NLL bound, active units, KL per dimension.
+    """Test-set metrics of a run: recon, KL, -ELBO, an importance-weighted NLL bound, active units, KL per dimension;
+    on a data set with factors, the disentanglement metrics too.
 
     The run is RUN (or --model), or the store's run of the training options (trained first if there is
     none); --seed here seeds the sampling, so the run found is the one trained with seed 0.
@@ -39,9 +58,11 @@ def evaluate(
     from rich.progress import Progress
 
     from vaecli.atomic import writable
-    from vaecli.core.data import load_dataset
+    from vaecli.core.data import load_for
     from vaecli.engine.device import resolve_device
+    from vaecli.errors import ConfigError
     from vaecli.store.checkpoint import load_run
+    from vaecli.studies.factor_scores import TITLES, stored_disentanglement
     from vaecli.studies.scores import ACTIVE_THRESHOLD, stored_scores
 
     console = stdout(quiet=as_json)
@@ -51,7 +72,12 @@ def evaluate(
     else:
         here = replace(options, device=device.value, data_dir=data_dir, download=download or None)
         loaded = obtain_run(here, None, console)
-    data = load_dataset(loaded.config.dataset, data_dir, download_missing=download or None)
+    data = load_for(loaded.config, data_dir, download or None)
+    if disentanglement and data.factors is None:
+        raise ConfigError(
+            f"{DATASET_TITLES[data.name]} has no factor labels, so its disentanglement cannot be measured "
+            "(dsprites has them)"
+        )
     if not writable(loaded.path):
         stderr.print(Text.assemble(("note: ", "bold yellow"), f"{loaded.path} is read-only: the scores are not cached"))
     with Progress(console=console, transient=True) as bar:
@@ -64,8 +90,18 @@ def evaluate(
             resolve_device(device.value),
             progress=lambda done, total: bar.update(task, completed=done),
         )
+        factors = None
+        if data.factors is not None and disentanglement is not False:
+            task = bar.add_task("disentanglement", total=None)
+            factors = stored_disentanglement(
+                loaded,
+                data,
+                seed,
+                metric_scale,
+                progress=lambda name: bar.update(task, description=f"disentanglement: {name}"),
+            )
     if as_json:
-        print(json.dumps({"run": str(loaded.path), **metrics.to_dict()}, indent=2))
+        print(json.dumps({"run": str(loaded.path), **metrics.to_dict(), "disentanglement": factors}, indent=2))
         return
     table = Table(title=f"test metrics of {loaded.path} (nats per image)", title_justify="left")
     table.add_column("metric")
@@ -80,3 +116,19 @@ def evaluate(
     table.add_row("KL per dimension, largest first", shown)
     console.print(table)
     console.print(f"A unit is active when the variance of its mean code over the test set exceeds {ACTIVE_THRESHOLD}.")
+    if data.split_seed is not None:
+        console.print(f"Test images: {data.split}.")
+    if factors is not None:
+        scores = Table(title="disentanglement (0 to 1, higher is better)", title_justify="left")
+        scores.add_column("metric")
+        scores.add_column("value", justify="right")
+        for name, value in factors.items():
+            scores.add_row(TITLES[name], f"{value:.3f}")
+        console.print(scores)
+        share = "" if metric_scale == 1 else f" ({metric_scale:g} of its sample counts)"
+        console.print(
+            f"Mean codes of factor combinations drawn uniformly from all of {DATASET_TITLES[data.name]}, seed {seed}, "
+            f"as disentanglement_lib{share}."
+        )
+    elif data.factors is None:
+        console.print(f"{DATASET_TITLES[data.name]} has no factor labels: no disentanglement metrics.")

@@ -40,7 +40,7 @@ def explore(
 
     The page needs no server and no network; open it from disk or mail it.
     """
-    from vaecli.core.data import load_dataset
+    from vaecli.core.data import load_for
     from vaecli.errors import DataError
     from vaecli.views import explore as library
 
@@ -51,9 +51,10 @@ def explore(
     loaded = library.load_runs(runs)
     datasets = {}
     for name in sorted({run.config.dataset for run in loaded}):
+        first = next(run.config for run in loaded if run.config.dataset == name)  # its split, where seeded
         try:
             # never downloads unless asked: the page works without the test set
-            datasets[name] = load_dataset(name, data_dir, download_missing=download)
+            datasets[name] = load_for(first, data_dir, download)
         except DataError as e:
             if not quiet:
                 note = in_flags(f"no test codes on the page: {e}")

@@ -67,10 +67,10 @@ def _run(options: TrainingOptions, model: Path | None, out: Path | None, console
 
 def _test_split(run: "Run", options: TrainingOptions) -> "Split":
     """The test split of the data set the run was trained on."""
-    from vaecli.core.data import load_dataset
+    from vaecli.core.data import load_for
     from vaecli.errors import DataError
 
-    data = load_dataset(run.config.dataset, options.data_dir, download_missing=options.download)
+    data = load_for(run.config, options.data_dir, options.download)
     if data.image_shape != run.config.model.image_shape:
         raise DataError(
             f"{data.source}: images are {data.image_shape}, the model expects {run.config.model.image_shape}"

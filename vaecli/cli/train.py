@@ -118,13 +118,13 @@ def _resume_options(
 
 def _tensorboard(options: TrainingOptions, out: Path | None) -> tuple["Dataset", "TensorBoardObserver"]:
     """The data (loaded once: the fit and the events' images both need them) and the observer writing the events."""
-    from vaecli.core.data import load_dataset
+    from vaecli.core.data import load_for
     from vaecli.store.runs import RunRequest
     from vaecli.views.tensorboard import TensorBoardObserver
 
     config = options.config
     folder = RunRequest(config, out=out, store=options.store).folder
-    data = load_dataset(config.dataset, options.data_dir, download_missing=options.download)
+    data = load_for(config, options.data_dir, options.download)
     return data, TensorBoardObserver([(config, folder)], data.test.images)
 
 

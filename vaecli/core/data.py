@@ -1,52 +1,32 @@
-"""MNIST and Fashion-MNIST as tensors, read from IDX files once.
+"""The data sets by name: where their files are looked for, and each source's reader behind one call.
 
-Where the files are looked for, in order: `data_dir/<Folder>/raw` (torchvision's
-layout), `data_dir/raw`, `data_dir` itself, then the system folders of Debian's
-data set packages. Plain and gzipped IDX files are read alike. Only the default
-data folder is filled by downloading when empty; an explicit folder is
-downloaded into only when asked (`download=True`), so a typo stays an error.
+    from vaecli.core.data import load_dataset
+    data = load_dataset("dsprites", split_seed=0)
+    x = data.train.images[:128]  # float32 (128, 4096), the rest stays packed
+
+MNIST and Fashion-MNIST come from IDX files (core/idx.py), with their own train
+and test sets. dSprites (core/dsprites.py) is read from the original file when
+the data folder has it, else rendered from its definition and cached; its
+train/test split is drawn with a seed recorded in the run's config.
 """
 
-import gzip
 import os
-import struct
-from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from vaecli.choices import DATASET_TITLES as TITLES
+from vaecli.choices import SEEDED_SPLITS
+from vaecli.config import TrainConfig
+from vaecli.core import idx
+from vaecli.core.dataset import Dataset, Factors, Split
+from vaecli.core.images import Images
 from vaecli.errors import DataError
 
-# torchvision's folder name for each data set, and what it downloads into
-FOLDERS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
-SYSTEM_DIRS = {"fashion-mnist": (Path("/usr/share/datasets/fashion-mnist"),)}
-SPLIT_FILES = {
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-}
-_UBYTE = 0x08  # IDX type code of unsigned bytes, the only one MNIST uses
+__all__ = ["Dataset", "Split", "Factors", "load_dataset", "load_for", "default_data_dir", "binarize", "SEEDED_SPLITS"]
 
-
-@dataclass(frozen=True)
-class Split:
-    images: torch.Tensor  # (N, H*W) float32 in [0, 1]
-    labels: torch.Tensor  # (N,) int64
-
-
-@dataclass(frozen=True)
-class Dataset:
-    name: str
-    train: Split
-    test: Split
-    image_shape: tuple[int, int]
-    source: Path
-
-    def to(self, device: torch.device | str) -> "Dataset":
-        def move(split: Split) -> Split:
-            return Split(split.images.to(device), split.labels.to(device))
-
-        return Dataset(self.name, move(self.train), move(self.test), self.image_shape, self.source)
+TEST_IMAGES = 10_000  # held out of a seeded split, as many as MNIST's test set
 
 
 def default_data_dir() -> Path:
@@ -55,99 +35,6 @@ def default_data_dir() -> Path:
         return Path(os.environ["VAECLI_DATA_DIR"]).expanduser()
     cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(cache) / "vaecli" / "data"
-
-
-def _file_in(folder: Path, name: str) -> Path | None:
-    for candidate in (folder / name, folder / f"{name}.gz"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _existing_file(folder: Path, name: str) -> Path:
-    path = _file_in(folder, name)
-    if path is None:  # find_raw_dir saw it, so it went missing since
-        raise DataError(f"{folder / name}: not found (nor {name}.gz)")
-    return path
-
-
-def _has_all_files(folder: Path) -> bool:
-    names = [n for pair in SPLIT_FILES.values() for n in pair]
-    return all(_file_in(folder, n) for n in names)
-
-
-def candidate_dirs(name: str, data_dir: Path) -> list[Path]:
-    """Every folder searched for the four IDX files, in order."""
-    local = [data_dir / FOLDERS[name] / "raw", data_dir / "raw", data_dir]
-    return local + list(SYSTEM_DIRS.get(name, ()))
-
-
-def find_raw_dir(name: str, data_dir: Path) -> Path | None:
-    return next((d for d in candidate_dirs(name, data_dir) if _has_all_files(d)), None)
-
-
-def _read_bytes(path: Path) -> bytes:
-    try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as f:
-                return f.read()
-        return path.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
-        raise DataError(f"{path}: cannot read ({e})") from e
-
-
-def read_idx(path: Path, ndim: int) -> torch.Tensor:
-    """Read an IDX file of unsigned bytes with `ndim` dimensions, checking every size."""
-    raw = _read_bytes(path)
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DataError(f"{path}: truncated IDX header ({len(raw)} bytes)")
-    zero, dtype, dims = struct.unpack(">HBB", raw[:4])
-    if zero != 0 or dtype != _UBYTE or dims != ndim:
-        raise DataError(
-            f"{path}: wrong IDX magic number 0x{raw[:4].hex()} "
-            f"(expected 0x0000080{ndim}: unsigned bytes, {ndim} dimensions)"
-        )
-    shape = struct.unpack(f">{ndim}I", raw[4:header])
-    expected = 1
-    for size in shape:
-        expected *= size
-    if len(raw) - header != expected:
-        raise DataError(
-            f"{path}: body holds {len(raw) - header} bytes but the header's sizes "
-            f"{'x'.join(map(str, shape))} need {expected}"
-        )
-    # bytearray: torch.frombuffer wants a writable buffer
-    return torch.frombuffer(bytearray(raw[header:]), dtype=torch.uint8).reshape(shape)
-
-
-def _read_split(folder: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    image_name, label_name = SPLIT_FILES[split]
-    image_path, label_path = _existing_file(folder, image_name), _existing_file(folder, label_name)
-    images, labels = read_idx(image_path, 3), read_idx(label_path, 1)
-    if len(images) != len(labels):
-        raise DataError(f"{image_path}: {len(images)} images but {label_path.name} has {len(labels)} labels")
-    if len(images) == 0:
-        raise DataError(f"{image_path}: holds no images")
-    if int(labels.max()) > 9:
-        raise DataError(f"{label_path}: label {int(labels.max())} is not a digit class 0-9")
-    return images, labels
-
-
-def download(name: str, root: Path) -> None:
-    """Fetch the data set into `root/<Folder>/raw` with torchvision's checksummed downloader."""
-    from torchvision import datasets
-
-    cls = {"mnist": datasets.MNIST, "fashion-mnist": datasets.FashionMNIST}[name]
-    try:
-        for train in (True, False):
-            cls(str(root), train=train, download=True)
-    except Exception as e:  # urllib, checksum and file errors all mean the same to the user
-        reason = " ".join(str(e).split())  # torchvision's message spans lines: the error is one
-        raise DataError(
-            f"could not download {TITLES[name]} into {root} ({reason}); if you are offline, point "
-            f"`data_dir` or VAECLI_DATA_DIR at a folder holding {FOLDERS[name]}/raw/*-ubyte"
-        ) from e
 
 
 def binarize(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -159,39 +46,83 @@ def binarize(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return torch.rand(images.shape, generator=generator, device=images.device, dtype=images.dtype).lt_(images)
 
 
-def load_dataset(
-    name: str = "mnist", data_dir: Path | str | None = None, *, download_missing: bool | None = None
+def split_rows(n: int, seed: int, n_test: int = TEST_IMAGES) -> tuple[torch.Tensor, torch.Tensor]:
+    """A seeded split of n rows: (train rows, test rows), each sorted, the test set n_test rows."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return order[n_test:].sort().values, order[:n_test].sort().values
+
+
+def factor_dataset(
+    name: str,
+    images: Images,
+    classes: np.ndarray,
+    factors: tuple[tuple[str, ...], tuple[int, ...], tuple[tuple[float, ...], ...]],
+    source: Path,
+    origin: str,
+    split_seed: int,
 ) -> Dataset:
-    """Load a data set as float tensors in [0, 1], downloading it if allowed and missing.
+    """A data set of factors (each image's classes in `classes`, (N, K)) split by `split_seed` into train and test.
+
+    `factors`: names, sizes and the value of each class. The images are reordered
+    once, train rows first, so that both splits and the factor table are views of
+    one compact copy.
+    """
+    n = len(images)
+    n_test = min(TEST_IMAGES, n // 5)
+    train_rows, test_rows = split_rows(n, split_seed, n_test)
+    order = torch.cat([train_rows, test_rows])
+    rows = images.select(order)
+    where = torch.empty(n, dtype=torch.long)
+    where[order] = torch.arange(n)
+    ordered = torch.from_numpy(classes).long()[order]
+    cut = n - n_test
+
+    def split(a: int, b: int) -> Split:
+        return Split(Images(rows.stored[a:b], rows.kind, rows.pixels), ordered[a:b, 0].clone(), ordered[a:b])
+
+    table = Factors(*factors, rows, where)
+    side = int(round(images.pixels**0.5))
+    return Dataset(name, split(0, cut), split(cut, n), (side, side), source, origin, split_seed, table)
+
+
+def _dsprites(name: str, root: Path, explicit: bool, download_missing: bool | None, split_seed: int) -> Dataset:
+    from vaecli.core import dsprites  # its renderer, only where asked for
+
+    data = dsprites.load(root, download=bool(download_missing))
+    packed = Images.from_bits(torch.from_numpy(np.ascontiguousarray(data.packed)), 64 * 64)
+    values = tuple(tuple(float(v) for v in column) for column in dsprites.factor_values())
+    factors = (dsprites.FACTOR_NAMES, dsprites.FACTOR_SIZES, values)
+    return factor_dataset(name, packed, data.classes, factors, data.path, data.origin, split_seed)
+
+
+def _idx(name: str, root: Path, explicit: bool, download_missing: bool | None, split_seed: int) -> Dataset:
+    return idx.load(name, root, explicit, download_missing)
+
+
+# each data set's reader: (name, root, explicit folder?, download_missing, split_seed) -> Dataset
+SOURCES = {"mnist": _idx, "fashion-mnist": _idx, "dsprites": _dsprites}
+
+
+def load_dataset(
+    name: str = "mnist",
+    data_dir: Path | str | None = None,
+    *,
+    download_missing: bool | None = None,
+    split_seed: int = 0,
+) -> Dataset:
+    """Load a data set, downloading it if allowed and missing; its images stay compact until batched.
 
     `download_missing=None` downloads only into the default folder, never into
-    a folder the caller named.
+    a folder the caller named. `split_seed` draws the train/test split of a data
+    set without a test set of its own (SEEDED_SPLITS); the others ignore it.
     """
-    if name not in FOLDERS:
-        raise DataError(f"unknown data set {name!r}; choose one of {', '.join(FOLDERS)}")
+    if name not in TITLES:
+        raise DataError(f"unknown data set {name!r}; choose one of {', '.join(TITLES)}")
     explicit = data_dir is not None or bool(os.environ.get("VAECLI_DATA_DIR"))
     root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
-    if download_missing is None:
-        download_missing = not explicit
-    folder = find_raw_dir(name, root)
-    if folder is None and download_missing:
-        download(name, root)
-        folder = find_raw_dir(name, root)
-    if folder is None:
-        looked = ", ".join(str(d) for d in candidate_dirs(name, root))
-        raise DataError(
-            f"{TITLES[name]} not found (looked in {looked}); point `data_dir` or VAECLI_DATA_DIR "
-            f"at a folder holding {FOLDERS[name]}/raw/*-ubyte, or add `download` to fetch it"
-        )
-    train_images, train_labels = _read_split(folder, "train")
-    test_images, test_labels = _read_split(folder, "test")
-    if train_images.shape[1:] != test_images.shape[1:]:
-        raise DataError(
-            f"{folder}: train images are {tuple(train_images.shape[1:])}, test images {tuple(test_images.shape[1:])}"
-        )
-    shape = (int(train_images.shape[1]), int(train_images.shape[2]))
+    return SOURCES[name](name, root, explicit, download_missing, split_seed)
 
-    def as_split(images: torch.Tensor, labels: torch.Tensor) -> Split:
-        return Split(images.reshape(len(images), -1).float().div_(255.0), labels.long())
 
-    return Dataset(name, as_split(train_images, train_labels), as_split(test_images, test_labels), shape, folder)
+def load_for(config: TrainConfig, data_dir: Path | str | None = None, download_missing: bool | None = None) -> Dataset:
+    """The data set a run of `config` trains on: its data set, split as it says."""
+    return load_dataset(config.dataset, data_dir, download_missing=download_missing, split_seed=config.split_seed)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from vaecli.choices import MAX_N
+from vaecli.core.images import ImageRows
 from vaecli.core.model import VAE
 from vaecli.errors import ConfigError
 
@@ -123,7 +124,7 @@ def traversal_codes(base: torch.Tensor, dims: list[int], values: torch.Tensor) -
 
 
 @torch.no_grad()
-def encode_means(model: VAE, images: torch.Tensor, batch_size: int = 2000) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_means(model: VAE, images: ImageRows, batch_size: int = 2000) -> tuple[torch.Tensor, torch.Tensor]:
     """mu and logvar of every image (N, D): two (N, H) CPU tensors."""
     device = _device(model)
     mus, logvars = [], []

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vaecli.core import kernels
+from vaecli.core.images import ImageRows
 from vaecli.core.loss import log_posterior, log_prior
 from vaecli.core.model import VAE
 
@@ -96,7 +97,7 @@ class BlockDecoder:
 @torch.inference_mode()
 def importance_weighted_nll(
     model: VAE,
-    images: torch.Tensor,
+    images: ImageRows,
     k: int,
     generator: torch.Generator | None = None,
     batch_size: int = 500,

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 import torch
 
 from vaecli.config import TrainConfig
-from vaecli.core.data import Dataset, load_dataset
+from vaecli.core.data import Dataset, load_for
+from vaecli.core.images import Images
 from vaecli.engine import memory
 from vaecli.engine.device import resolve_device, resolve_precision
 from vaecli.engine.interrupt import StopRequest
@@ -75,7 +76,7 @@ class _Member:
     config: TrainConfig
     shuffle: torch.Generator
     noise: torch.Generator
-    test_images: torch.Tensor
+    test_images: Images
     history: list[EpochRecord]
     order: torch.Tensor
     failed: TrainingDiverged | None = None
@@ -173,7 +174,7 @@ class _Fit:
             xs, eps = [], []
             for member in self.members:
                 index = member.order[self.step * batch_size : (self.step + 1) * batch_size]
-                x, e = step_noise(images.index_select(0, index), member.config, member.noise)
+                x, e = step_noise(images[index], member.config, member.noise)
                 xs.append(x)  # (B, D)
                 eps.append(e)  # (B, H)
             loss, means = self.net.step(xs, eps, (self.epoch - 1) * self.steps + self.step)
@@ -286,8 +287,8 @@ def fit(
     for config in configs:
         check_data(config, data)
         _check_options(config, dev)
-    n_images, pixels = len(data.train.images) + len(data.test.images), data.train.images.shape[1]
-    memory.check_fits(configs, dev, n_images, pixels, arithmetic)
+    n_images, pixels = len(data.train.images) + len(data.test.images), data.train.images.pixels
+    memory.check_fits(configs, dev, n_images, pixels, arithmetic, data_bytes=data.nbytes + 8 * n_images)
     observer = observer or Observer()
     run = _Fit(configs, data, dev, stacked, observer, arithmetic)
     if resume is not None:
@@ -319,7 +320,7 @@ def train(
     sync per step).
     """
     if data is None:
-        data = load_dataset(config.dataset, data_dir)
+        data = load_for(config, data_dir)
     (result,) = fit(
         [config],
         data,

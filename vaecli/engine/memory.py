@@ -49,6 +49,7 @@ def estimate(
     n_images: int = 0,
     pixels: int = 0,
     precision: str | None = None,
+    data_bytes: int | None = None,
 ) -> dict[str, int]:
     """Bytes that a fit of `members` stacked models of `config` needs on `device`, by part, margin included.
 
@@ -56,7 +57,8 @@ def estimate(
     the bf16 copies, so the estimate errs high).
 
     n_images, pixels: the data set's (train and test) images, which move to the
-    device; on the CPU they are already loaded, so not counted. The resume state
+    device; on the CPU they are already loaded, so not counted. `data_bytes`: what
+    they take as stored (core/images.py), by default as float32 with int64 labels. The resume state
     (weights and Adam, copied to the CPU at every epoch) is counted only on the
     CPU; on a GPU it is host memory, see `host_estimate`.
     """
@@ -77,7 +79,7 @@ def estimate(
     if device.type == "cpu":
         parts["resume state"] = _resume_state(config, members)
     else:
-        parts["data"] = n_images * (4 * pixels + 8)  # float32 pixels, an int64 label
+        parts["data"] = n_images * (4 * pixels + 8) if data_bytes is None else data_bytes
     return {name: math.ceil(MARGIN * size) for name, size in parts.items()}
 
 
@@ -126,14 +128,19 @@ def _refusal(what: str, parts: dict[str, int], where: str, free: int, hint: str)
 
 
 def check_fits(
-    configs: Sequence[TrainConfig], device: torch.device, n_images: int, pixels: int, precision: str | None = None
+    configs: Sequence[TrainConfig],
+    device: torch.device,
+    n_images: int,
+    pixels: int,
+    precision: str | None = None,
+    data_bytes: int | None = None,
 ) -> None:
     """Raise OutOfMemory when the estimate of fitting `configs` (stacked when several) exceeds what `device` has."""
     members = len(configs)
     config = max(configs, key=lambda c: c.model.latent_dim)  # a stack pads every latent to the largest
     what = "this model needs" if members == 1 else f"these {members} stacked models need"
     hint = HINT if members == 1 else f"{HINT}, or `stack` off"
-    parts = estimate(config, device, members, n_images, pixels, precision)
+    parts = estimate(config, device, members, n_images, pixels, precision, data_bytes)
     free = available(device)
     if free is not None and sum(parts.values()) > free:
         raise _refusal(what, parts, "CPU" if device.type == "cpu" else "GPU", free, hint)

@@ -12,6 +12,7 @@ import torch
 from vaecli.config import TrainConfig
 from vaecli.core import latent
 from vaecli.core.data import binarize
+from vaecli.core.images import ImageRows, Images, as_images
 from vaecli.core.loss import kl_divergence, reconstruction_nll_sum
 from vaecli.core.model import VAE
 from vaecli.engine.bound import importance_weighted_nll
@@ -92,7 +93,7 @@ class EpochRecord:
 @torch.inference_mode()
 def evaluate(
     model: VAE,
-    images: torch.Tensor,
+    images: ImageRows,
     generator: torch.Generator | None = None,
     batch_size: int = 2000,
 ) -> Terms:
@@ -116,18 +117,19 @@ def evaluate(
     return Terms(recon.item() / n, kl.item() / n)
 
 
-def scored_test_images(images: torch.Tensor, config: TrainConfig) -> torch.Tensor:
-    """The test images as scored: binarized once, with a fixed draw, when the run binarizes."""
+def scored_test_images(images: ImageRows, config: TrainConfig) -> Images:
+    """The test images as scored: binarized once, with a fixed draw, when the run binarizes (kept compact)."""
+    images = as_images(images)
     if not config.binarize:
         return images
     generator = torch.Generator(device=images.device).manual_seed(config.seed + 1)
-    return binarize(images, generator)
+    return Images.binary(binarize(images.float(), generator))
 
 
 @torch.inference_mode()
 def test_objective(
     model: VAE,
-    images: torch.Tensor,
+    images: ImageRows,
     terms: Terms,
     config: TrainConfig,
     lam: float,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from vaecli import __version__, atomic
 from vaecli.config import TrainConfig
-from vaecli.core.data import Dataset, load_dataset
+from vaecli.core.data import Dataset, load_for
 from vaecli.engine.interrupt import StopRequest, stop_on_sigint
 from vaecli.engine.loop import train
 from vaecli.engine.observer import Observer
@@ -141,7 +141,7 @@ def train_or_reuse(
     if request.resume and _interrupted_state(folder, config) is None:  # a broken state fails before any data load
         raise RunStoreError(f"{folder}: no interrupted run to resume (no {RESUME_FILE})")
     if data is None:  # before the lock, whose file makes the folder: a missing data set leaves no folder behind
-        data = load_dataset(config.dataset, request.data_dir, download_missing=request.download)
+        data = load_for(config, request.data_dir, request.download)
     before = _model_stamp(folder)
     with run_lock.held(folder, request.wait, on_wait, stop) as waited:
         if waited and _model_stamp(folder) not in (None, before) and finished_config(folder) == config:

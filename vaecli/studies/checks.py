@@ -21,7 +21,9 @@ import torch
 
 from vaecli.choices import DATASET_TITLES
 from vaecli.config import ModelConfig, TrainConfig, epochs_text
-from vaecli.core.data import Dataset, Split, default_data_dir, find_raw_dir, load_dataset
+from vaecli.core.data import Dataset, Split, default_data_dir, load_dataset
+from vaecli.core.idx import find_raw_dir
+from vaecli.core.images import Images
 from vaecli.core.model import VAE
 from vaecli.errors import ConfigError
 from vaecli.store.checkpoint import load_run
@@ -115,7 +117,7 @@ def synthetic_dataset(n_train: int = 8192, n_test: int = 256, seed: int = 0) -> 
         for i, k in enumerate(labels.tolist()):
             images[i, 2 + 2 * k : 5 + 2 * k, 4:24] = 0.9
         images = (images + 0.1 * torch.rand(n, 28, 28, generator=g)).clamp(0, 1)
-        return Split(images.reshape(n, -1), labels)
+        return Split(Images.from_float(images), labels)
 
     return Dataset("synthetic", split(n_train, seed), split(n_test, seed + 1), (28, 28), Path("synthetic"))
 

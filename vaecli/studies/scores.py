@@ -6,7 +6,6 @@ section 5.2: a latent dimension is active when Var_x(E_q[z_d | x]) > 0.01) and
 the average KL of each latent dimension.
 """
 
-import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -19,6 +18,7 @@ from vaecli import atomic
 from vaecli.config import TrainConfig
 from vaecli.core import latent
 from vaecli.core.data import Dataset
+from vaecli.core.images import ImageRows, as_images
 from vaecli.core.model import VAE
 from vaecli.engine.bound import importance_weighted_nll
 from vaecli.engine.records import evaluate, scored_test_images
@@ -28,17 +28,17 @@ from vaecli.store.checkpoint import METRICS_FILE, SCORES_FILE, Run
 ACTIVE_THRESHOLD = 0.01  # Burda et al.'s cut-off on Var_x(E_q[z_d | x])
 
 
-def kl_per_dimension(model: VAE, images: torch.Tensor) -> torch.Tensor:
+def kl_per_dimension(model: VAE, images: ImageRows) -> torch.Tensor:
     """Average KL(q(z_d|x) || N(0, 1)) over `images` for each latent dimension d: (H,)."""
     return latent.kl_per_dim(*latent.encode_means(model, images)).float()
 
 
-def mean_codes(model: VAE, images: torch.Tensor) -> torch.Tensor:
+def mean_codes(model: VAE, images: ImageRows) -> torch.Tensor:
     """E_q[z | x] for each image: (N, H)."""
     return latent.encode_means(model, images)[0]
 
 
-def active_units(model: VAE, images: torch.Tensor) -> int:
+def active_units(model: VAE, images: ImageRows) -> int:
     """How many latent dimensions have Var_x(E_q[z_d | x]) above 0.01."""
     return int((mean_codes(model, images).var(dim=0) > ACTIVE_THRESHOLD).sum())
 
@@ -62,7 +62,7 @@ class RunMetrics:
 
 def run_metrics(
     model: VAE,
-    images: torch.Tensor,
+    images: ImageRows,
     iw_samples: int = 100,
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
@@ -120,21 +120,33 @@ def stored_scores(
     # "elbo-as-trained": recon, KL and -ELBO with the training's evaluation noise (scores of earlier versions,
     # under keys without it, used the bound's seed and are scored again)
     key = f"iw{iw_samples}-seed{seed}-test-{_digest(data.test.images)}-elbo-as-trained"
+
+    def compute() -> dict[str, Any]:
+        return score_run(run.model, run.config, data, iw_samples, seed, device, progress).to_dict()
+
+    try:
+        return RunMetrics(**cached(run, key, compute))
+    except TypeError:  # written by another version: score again
+        return RunMetrics(**cached(run, key, compute, fresh=True))
+
+
+def cached(run: Run, key: str, compute: Callable[[], dict[str, Any]], fresh: bool = False) -> dict[str, Any]:
+    """The scores under `key` in the run folder's scores.json, computed (and kept) when missing or `fresh`.
+
+    A lone model file (no metrics.json beside it) and a read-only store keep nothing.
+    """
     path = run.path / SCORES_FILE
-    cached = _read_scores(path)
-    if key in cached:
-        try:
-            return RunMetrics(**cached[key])
-        except TypeError:
-            pass  # written by another version: score again
-    metrics = score_run(run.model, run.config, data, iw_samples, seed, device, progress)
-    if (run.path / METRICS_FILE).is_file() and atomic.writable(run.path):  # a read-only store keeps no cache
-        atomic.write_json(path, {**cached, key: metrics.to_dict()})
-    return metrics
+    stored = _read_scores(path)
+    if not fresh and isinstance(stored.get(key), dict):
+        return stored[key]
+    value = compute()
+    if (run.path / METRICS_FILE).is_file() and atomic.writable(run.path):
+        atomic.write_json(path, {**_read_scores(path), key: value})
+    return value
 
 
-def _digest(images: torch.Tensor) -> str:
-    return hashlib.sha256(images.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
+def _digest(images: ImageRows) -> str:
+    return as_images(images).digest()[:16]
 
 
 def _read_scores(path: Path) -> dict[str, Any]:

@@ -9,10 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from vaecli import atomic
 from vaecli.configfile import SweepFile
+from vaecli.core.images import ImageRows
 from vaecli.errors import OutputError
 from vaecli.studies.sweep import AXES, AXIS_LABELS, Axis, Member, Sweep, first_seed, table_rows
 from vaecli.views import figures
@@ -28,7 +27,7 @@ class Ablation:
     figures: list[tuple[str, str]]
 
 
-def save_figures(members: list[Member], sweep: Sweep, rows: list[dict], images: torch.Tensor, folder: Path) -> list:
+def save_figures(members: list[Member], sweep: Sweep, rows: list[dict], images: ImageRows, folder: Path) -> list:
     """Write the comparison figures of the members that did not fail; (title, file name) of each."""
     shown, varies = first_seed(members, sweep), sweep.varies
     if not shown:
@@ -54,7 +53,7 @@ def save_figures(members: list[Member], sweep: Sweep, rows: list[dict], images: 
 def save_ablation(
     members: list[Member],
     sweep: Sweep,
-    images: torch.Tensor,
+    images: ImageRows,
     folder: Path | str,
     iw_samples: int | None = None,
     sweep_file: SweepFile | None = None,

@@ -16,7 +16,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
+from vaecli.choices import CLASS_NAMES, LABEL_NAMES
 from vaecli.core import latent
+from vaecli.core.images import ImageRows
 from vaecli.core.model import VAE
 from vaecli.errors import ConfigError
 from vaecli.store.loss_figure import DRAWING, FORMATS, epoch_axis, loss_curves, save
@@ -38,6 +40,12 @@ __all__ = ["DRAWING", "FORMATS", "loss_curves", "save"]  # re-exported: one plac
 CMAP = "gray"  # pixel means: 0 black, 1 white, as MNIST is stored
 MINUS = "\N{MINUS SIGN}"
 DPI = 120  # save()'s default, which the full figures are laid out for
+
+
+def class_name(dataset: str, label: int) -> str:
+    """'7' for MNIST's digit 7; 'heart' for dSprites' shape 2."""
+    names = CLASS_NAMES.get(dataset)
+    return names[label] if names else str(label)
 
 
 def run_label(run: "Run") -> str:
@@ -185,7 +193,7 @@ def _hide_frame(ax: Axes) -> None:
         spine.set_visible(False)
 
 
-def reconstructions(run: "Run", images: torch.Tensor, n: int = 32, nrow: int = 8, seed: int = 0) -> Figure:
+def reconstructions(run: "Run", images: ImageRows, n: int = 32, nrow: int = 8, seed: int = 0) -> Figure:
     """n test images (picked by `seed` from images (N, D)), each row of them above its reconstructions."""
     chosen = images[latent.pick(len(images), n, seed)]
     pad, gap = 1, 6
@@ -208,7 +216,7 @@ def reconstructions(run: "Run", images: torch.Tensor, n: int = 32, nrow: int = 8
 
 def traversals(
     run: "Run",
-    images: torch.Tensor,
+    images: ImageRows,
     labels: torch.Tensor | None = None,
     index: int = 0,
     top: int | None = None,
@@ -237,7 +245,7 @@ def traversals(
     )
     ax_in, ax = layout.axes()
     _show(ax_in, source, interpolation="nearest")
-    digit = f" (a {int(labels[index])})" if labels is not None else ""
+    digit = f" (a {class_name(run.config.dataset, int(labels[index]))})" if labels is not None else ""
     ax_in.set_title(f"test image\n#{index}{digit}", fontsize=8)
     ax_in.set_axis_off()
 
@@ -263,8 +271,11 @@ def traversals(
     return layout.fig
 
 
-def draw_latent(ax: Axes, model: VAE, images: torch.Tensor, labels: torch.Tensor) -> latent.Projection:
-    """The mean codes of images (N, D) as points coloured by digit label, with a legend."""
+def draw_latent(
+    ax: Axes, model: VAE, images: ImageRows, labels: torch.Tensor, dataset: str = "mnist"
+) -> latent.Projection:
+    """The mean codes of images (N, D) as points coloured by label (the digit, or `dataset`'s), with a legend."""
+    what = LABEL_NAMES[dataset]
     mu, _ = latent.encode_means(model, images)
     projection = latent.project(mu)
     coords = projection.coords.numpy()
@@ -278,23 +289,24 @@ def draw_latent(ax: Axes, model: VAE, images: torch.Tensor, labels: torch.Tensor
     colours = palette(labels.numpy() % 10)
     ax.scatter(coords[order, 0], coords[order, 1], c=colours[order], s=2, alpha=0.6, linewidths=0, rasterized=True)
     ax.set_xlabel(projection.axis_labels[0])
-    ax.set_ylabel(projection.axis_labels[1] if len(projection.axis_labels) > 1 else "digit (jittered)")
+    ax.set_ylabel(projection.axis_labels[1] if len(projection.axis_labels) > 1 else f"{what} (jittered)")
     handles = [
-        Line2D([], [], marker="o", linestyle="", color=palette(d % 10), label=str(d))
+        Line2D([], [], marker="o", linestyle="", color=palette(d % 10), label=class_name(dataset, d))
         for d in sorted(set(labels.tolist()))
     ]
-    ax.legend(handles=handles, title="digit", fontsize=8, title_fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    ax.legend(handles=handles, title=what, fontsize=8, title_fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     ax.grid(alpha=0.25)
     return projection
 
 
-def latent_scatter(run: "Run", images: torch.Tensor, labels: torch.Tensor) -> Figure:
-    """The test set's mean codes coloured by digit; principal components for H > 2."""
+def latent_scatter(run: "Run", images: ImageRows, labels: torch.Tensor) -> Figure:
+    """The test set's mean codes coloured by label (the digit); principal components for H > 2."""
     fig, ax = plt.subplots(figsize=(7.2, 6.0), layout="constrained")
-    projection = draw_latent(ax, run.model, images, labels)
+    projection = draw_latent(ax, run.model, images, labels, run.config.dataset)
     where = "first two principal components of " if projection.explained else ""
     fig.suptitle(
-        f"Latent space: {where}the mean codes mu(x) of {len(images):,} test images, coloured by digit\n"
+        f"Latent space: {where}the mean codes mu(x) of {len(images):,} test images, "
+        f"coloured by {LABEL_NAMES[run.config.dataset]}\n"
         f"{run_label(run)}",
         fontsize=10.5,
     )
@@ -361,7 +373,7 @@ def compare_manifolds(members: list["Member"], varies: list[str], n: int = 15) -
     return fig
 
 
-def compare_reconstructions(members: list["Member"], varies: list[str], images: torch.Tensor, n: int = 10) -> Figure:
+def compare_reconstructions(members: list["Member"], varies: list[str], images: ImageRows, n: int = 10) -> Figure:
     """The same n test images (top row) and each member's reconstruction of them, one row per member."""
     chosen = images[latent.pick(len(images), n, seed=0)]
     rows = [("test images", chosen)] + [

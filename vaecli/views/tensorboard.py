@@ -23,6 +23,7 @@ import torch
 
 from vaecli.config import TrainConfig
 from vaecli.core import latent
+from vaecli.core.images import ImageRows
 from vaecli.core.model import VAE
 from vaecli.engine.observer import Observer, Observers
 from vaecli.engine.records import EpochRecord
@@ -173,10 +174,10 @@ class _Board:
             self.writer = None
 
 
-def _reconstruction_inputs(test_images: torch.Tensor) -> torch.Tensor:
+def _reconstruction_inputs(test_images: ImageRows) -> torch.Tensor:
     """The fixed test images (N, D) whose reconstructions are shown: (RECONSTRUCTIONS, D) on the CPU."""
     chosen = latent.pick(len(test_images), RECONSTRUCTIONS, seed=IMAGE_SEED).to(test_images.device)
-    return test_images.index_select(0, chosen).cpu()
+    return test_images[chosen].cpu()
 
 
 class TensorBoardObserver(Observer):
@@ -187,7 +188,7 @@ class TensorBoardObserver(Observer):
     Raises MissingExtra at once when tensorboard is not installed. Close it when the fit ends.
     """
 
-    def __init__(self, runs: Sequence[tuple[TrainConfig, Path]], test_images: torch.Tensor) -> None:
+    def __init__(self, runs: Sequence[tuple[TrainConfig, Path]], test_images: ImageRows) -> None:
         require_tensorboard()
         self.boards = [_Board(config, folder) for config, folder in runs]
         self.test_images = test_images
@@ -219,7 +220,7 @@ class TensorBoardObserver(Observer):
             board.close()
 
 
-def write_finished(run: Run, test_images: torch.Tensor) -> Path | None:
+def write_finished(run: Run, test_images: ImageRows) -> Path | None:
     """Write the events of a finished run that has none (one trained without TensorBoard) from metrics.json.
 
     Every epoch's losses, the images of the final model at the last epoch, and its hparams.
@@ -246,7 +247,7 @@ class TensorBoardSweep(SweepObserver):
     Close it when the sweep ends.
     """
 
-    def __init__(self, inner: SweepObserver, test_images: torch.Tensor, store: Path | None = None) -> None:
+    def __init__(self, inner: SweepObserver, test_images: ImageRows, store: Path | None = None) -> None:
         require_tensorboard()
         self.inner, self.test_images, self.store = inner, test_images, store
         self.boards: list[TensorBoardObserver] = []

@@ -28,6 +28,7 @@ import torch
 
 from vaecli import atomic
 from vaecli.config import TrainConfig
+from vaecli.core.dataset import data_digest, dataset_bytes
 from vaecli.engine.device import resolve_precision
 from vaecli.engine.interrupt import StopRequest, stop_on_sigint
 from vaecli.engine.observer import Observer
@@ -38,7 +39,7 @@ from vaecli.store.lock import Holder, RunLock, holder
 from vaecli.store.runs import Outcome, another_interrupted_run, finished_config, land_run, run_folder
 from vaecli.studies.cluster.connect import connect, import_ray
 from vaecli.studies.cluster.coordinator import Coordinator
-from vaecli.studies.cluster.worker import POLL_SECONDS, data_digest, dataset_bytes, member_task, versions
+from vaecli.studies.cluster.worker import POLL_SECONDS, member_task, versions
 from vaecli.studies.executors import FitContext, Fitted
 from vaecli.studies.observer import Placement
 
@@ -174,6 +175,7 @@ class _ClusterFit:
             "iw_samples": self.context.iw_samples,
             "versions": versions(),
             "dataset": config.dataset,
+            "split_seed": self.context.data.split_seed,
             "digest": self.digest,
             "resume": _resume_bytes(config, folder, self.context.force),
         }

@@ -1,12 +1,10 @@
 """What a cluster sweep runs on a worker: one member's fit in a private folder, its files sent back.
 
-Also the data set's way between the machines: a hash, so that a worker trains on its
-own copy only where it is the driver's byte for byte, and the tensors as safetensors
-bytes (no pickles), for Ray's object store when a node has no copy of its own.
+The data set reaches a worker as core/dataset.py sends it: by a hash, so that a worker
+trains on its own copy only where it is the driver's byte for byte, and else as
+safetensors bytes (no pickles) through Ray's object store.
 """
 
-import hashlib
-import json
 import os
 import socket
 import tempfile
@@ -16,13 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load as load_tensors
-from safetensors.torch import save as save_tensors
 
 from vaecli import __version__
 from vaecli.choices import DATASET_TITLES
 from vaecli.config import TrainConfig
-from vaecli.core.data import Dataset, Split, default_data_dir, load_dataset
+from vaecli.core.data import Dataset, default_data_dir, load_dataset
+from vaecli.core.dataset import data_digest, dataset_from_bytes
 from vaecli.engine.device import resolve_device
 from vaecli.engine.interrupt import StopRequest
 from vaecli.engine.observer import Observer
@@ -38,37 +35,6 @@ BATCH_EVENT_SECONDS = 0.5  # a worker reports its batch at most this often
 
 def versions() -> dict[str, str]:
     return {"vaecli": __version__, "torch": torch.__version__}
-
-
-def data_digest(data: Dataset) -> str:
-    """A hash of the data set's tensors: a worker trains on its own copy only where it is this one."""
-    digest = hashlib.sha256(data.name.encode())
-    for split in (data.train, data.test):
-        for tensor in (split.images, split.labels):
-            digest.update(tensor.contiguous().cpu().numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
-def dataset_bytes(data: Dataset) -> bytes:
-    """The data set as safetensors bytes, to send through Ray's object store (no pickles)."""
-    tensors = {
-        f"{name}_{part}": getattr(split, part).contiguous()
-        for name, split in (("train", data.train), ("test", data.test))
-        for part in ("images", "labels")
-    }
-    metadata = {"name": data.name, "image_shape": ",".join(map(str, data.image_shape)), "source": str(data.source)}
-    return save_tensors(tensors, metadata=metadata)
-
-
-def dataset_from_bytes(raw: bytes) -> Dataset:
-    header = json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")])  # safetensors: length, JSON, tensors
-    metadata, tensors = header["__metadata__"], load_tensors(raw)
-    height, width = (int(n) for n in metadata["image_shape"].split(","))
-
-    def split(name: str) -> Split:
-        return Split(tensors[f"{name}_images"], tensors[f"{name}_labels"])
-
-    return Dataset(metadata["name"], split("train"), split("test"), (height, width), Path(metadata["source"]))
 
 
 class _Relay(Observer):
@@ -99,20 +65,21 @@ _LOCAL_DATA: dict[
 _SHIPPED_DATA: dict[str, Dataset] = {}  # the driver's, by digest
 
 
-def _worker_data(name: str, digest: str, shipped: bytes | None) -> Dataset | str:
+def _worker_data(name: str, split_seed: int | None, digest: str, shipped: bytes | None) -> Dataset | str:
     """The data set to train on: the worker's own copy if it is the driver's, else the shipped one; else why not."""
     if shipped is not None:
         if digest not in _SHIPPED_DATA:
             _SHIPPED_DATA.clear()
             _SHIPPED_DATA[digest] = dataset_from_bytes(shipped)
         return _SHIPPED_DATA[digest]
-    if name not in _LOCAL_DATA:
+    key = f"{name}-split{split_seed}"
+    if key not in _LOCAL_DATA:
         try:
-            local = load_dataset(name, None, download_missing=False)
-            _LOCAL_DATA[name] = (local, data_digest(local))
+            local = load_dataset(name, None, download_missing=False, split_seed=split_seed or 0)
+            _LOCAL_DATA[key] = (local, data_digest(local))
         except DataError:
-            _LOCAL_DATA[name] = f"no {DATASET_TITLES[name]} in its data folder ({default_data_dir()})"
-    found = _LOCAL_DATA[name]
+            _LOCAL_DATA[key] = f"no {DATASET_TITLES[name]} in its data folder ({default_data_dir()})"
+    found = _LOCAL_DATA[key]
     if isinstance(found, str):
         return found
     if found[1] != digest:
@@ -135,7 +102,7 @@ def member_task(payload: dict[str, Any], shipped: bytes | None, coordinator: Any
         return {**answer, "status": "not started"}
     if answer["versions"] != payload["versions"]:
         return {**answer, "status": "versions"}
-    data = _worker_data(payload["dataset"], payload["digest"], shipped)
+    data = _worker_data(payload["dataset"], payload["split_seed"], payload["digest"], shipped)
     if isinstance(data, str):
         return {**answer, "status": "no data", "reason": data}
     torch.set_num_threads(payload["threads"])  # a thread count set by an earlier task on this worker stays
