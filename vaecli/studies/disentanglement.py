@@ -13,6 +13,7 @@ factor has two classes, the metric raises ConfigError.
 """
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -79,12 +80,16 @@ def _pair(
     return x, y, x_test, y_test
 
 
-def _varying(factors: Ints) -> Ints:
-    """The indices of the factors with two or more classes in `factors`; ConfigError if there are none."""
-    keep = np.flatnonzero([len(np.unique(column)) >= 2 for column in factors.T])
+def _kept(two_or_more: npt.ArrayLike) -> Ints:
+    """The indices of the factors marked as having two or more classes; ConfigError if there are none."""
+    keep = np.flatnonzero(two_or_more)
     if len(keep) == 0:
         raise ConfigError("every factor has a single class: at least one needs two or more")
     return keep
+
+
+def _varying(factors: Ints) -> Ints:
+    return _kept([len(np.unique(column)) >= 2 for column in factors.T])
 
 
 def discretize(codes: npt.ArrayLike, num_bins: int = NUM_BINS) -> Ints:
@@ -169,9 +174,9 @@ def sap(
     return float(np.mean(top[-1] - top[-2]))
 
 
-def _fit_gbts(x: Floats, y: Ints, keep: Ints, rng: np.random.Generator) -> tuple[Floats, list[object]]:
+def _fit_gbts(x: Floats, y: Ints, keep: Ints, rng: np.random.Generator) -> tuple[Floats, list[Any]]:
     importance = np.zeros((x.shape[1], y.shape[1]))
-    models: list[object] = []
+    models = []
     for k in keep:
         model = GradientBoostingClassifier(random_state=_sklearn_seed(rng))  # dci.py: the default GBT
         model.fit(x, y[:, k])
@@ -193,7 +198,7 @@ def dci_importance_matrix(codes_train: npt.ArrayLike, factors_train: npt.ArrayLi
 
 def _one_minus_entropy(columns: Floats) -> Floats:
     """1 - entropy of each column normalised to a distribution, in base = its length (dci.py, with the +1e-11)."""
-    if columns.shape[0] == 1:  # base 1: one outcome, no spread (scipy would divide by log 1 = 0)
+    if columns.shape[0] == 1:  # base 1 (one code, or one factor left): no spread; scipy would divide by log 1 = 0
         return np.ones(columns.shape[1])
     p = columns + 1e-11
     p = p / p.sum(axis=0, keepdims=True)
@@ -225,7 +230,7 @@ def dci(
     keep = _varying(y)
     importance, models = _fit_gbts(x, y, keep, _generator(seed))
     r = importance[:, keep]
-    accuracy = [np.mean(model.predict(x_test) == y_test[:, k]) for model, k in zip(models, keep, strict=True)]  # type: ignore[attr-defined]
+    accuracy = [np.mean(model.predict(x_test) == y_test[:, k]) for model, k in zip(models, keep, strict=True)]
     return {
         "dci_disentanglement": float(np.sum(_one_minus_entropy(r.T) * _weights(r, axis=1))),
         "dci_completeness": float(np.sum(_one_minus_entropy(r) * _weights(r, axis=0))),
@@ -248,14 +253,15 @@ def sample_factors(factor_sizes: Sizes, n: int, rng: SeedLike) -> Ints:
 
 def _represent(represent: Represent, factors: Ints) -> Floats:
     """`represent` over `factors` (B, K) in chunks of _ROWS_PER_CALL rows, its output checked: (B, H)."""
-    parts = [
-        np.asarray(represent(factors[i : i + _ROWS_PER_CALL]), dtype=np.float64)
-        for i in range(0, len(factors), _ROWS_PER_CALL)
-    ]
-    for part, start in zip(parts, range(0, len(factors), _ROWS_PER_CALL), strict=True):
-        rows = len(factors[start : start + _ROWS_PER_CALL])
-        if part.ndim != 2 or part.shape[0] != rows or part.shape[1] != parts[0].shape[1]:
-            raise ConfigError(f"represent must map ({rows}, K) factors to ({rows}, H) codes, got {part.shape}")
+    parts: list[Floats] = []
+    for start in range(0, len(factors), _ROWS_PER_CALL):
+        rows = factors[start : start + _ROWS_PER_CALL]
+        part = np.asarray(represent(rows), dtype=np.float64)
+        if part.ndim != 2 or len(part) != len(rows) or (parts and part.shape[1] != parts[0].shape[1]):
+            raise ConfigError(
+                f"represent must map ({len(rows)}, K) factors to ({len(rows)}, H) codes, got {part.shape}"
+            )
+        parts.append(part)
     return _codes(np.concatenate(parts), "represent's codes")
 
 
@@ -263,13 +269,6 @@ def _at_least(least: int, **counts: int) -> None:
     for name, value in counts.items():
         if value < least:
             raise ConfigError(f"{name} must be at least {least}, got {value}")
-
-
-def _keep_sizes(sizes: Ints) -> Ints:
-    keep = np.flatnonzero(sizes >= 2)
-    if len(keep) == 0:
-        raise ConfigError("every factor has a single class: at least one needs two or more")
-    return keep
 
 
 def _fixed_batches(sizes: Ints, keep: Ints, n: int, batch_size: int, rng: np.random.Generator) -> tuple[Ints, Ints]:
@@ -307,7 +306,7 @@ def beta_vae_score(
     """
     sizes, generator = _sizes(factor_sizes), _generator(rng)
     _at_least(1, batch_size=batch_size, num_train=num_train, num_eval=num_eval)
-    keep = _keep_sizes(sizes)
+    keep = _kept(sizes >= 2)
     x, y = _beta_points(represent, sizes, keep, num_train, batch_size, generator)
     if len(np.unique(y)) < 2:
         raise ConfigError("the BetaVAE score needs two factors with two or more classes among its training points")
@@ -356,7 +355,7 @@ def factor_vae_score(
     sizes, generator = _sizes(factor_sizes), _generator(rng)
     _at_least(1, num_train=num_train, num_eval=num_eval)
     _at_least(2, batch_size=batch_size, num_variance_estimate=num_variance_estimate)  # variances with ddof=1
-    keep = _keep_sizes(sizes)
+    keep = _kept(sizes >= 2)
     variances = np.var(_represent(represent, sample_factors(sizes, num_variance_estimate, generator)), axis=0, ddof=1)
     active = np.flatnonzero(np.sqrt(variances) >= PRUNE_THRESHOLD)
     if len(active) == 0:  # factor_vae.py: no active dimension scores 0
