@@ -240,7 +240,8 @@ def _stream_images(npz: np.lib.npyio.NpzFile, path: Path) -> np.ndarray:
     """The archive's imgs (N, 64, 64) uint8 of 0/1, read and packed CHUNK images at a time: (N, 512) uint8."""
     if npz.zip is None:  # an NpzFile always has its archive open until closed
         raise DataError(f"{path}: the archive is closed")
-    with npz.zip.open("imgs.npy") as fh:
+    member = "imgs.npy" if "imgs.npy" in npz.zip.namelist() else "imgs"
+    with npz.zip.open(member) as fh:
         version = np.lib.format.read_magic(fh)
         if version not in ((1, 0), (2, 0)):
             raise DataError(f"{path}: imgs is a .npy of version {version}, not 1.0 or 2.0")
@@ -264,6 +265,10 @@ def _stream_images(npz: np.lib.npyio.NpzFile, path: Path) -> np.ndarray:
 def read_original(path: Path) -> DSprites:
     """The original file's images and factors (its color column dropped); any flaw is a one-line DataError."""
     path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: not found")
+    if not zipfile.is_zipfile(path):
+        raise DataError(f"{path}: not a .npz (zip) archive; truncated, or not the dSprites file {FILE_NAME}")
     try:
         npz = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
