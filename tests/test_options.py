@@ -30,7 +30,7 @@ CONFIGS = [
         precision="bf16",
     ),
     TrainConfig(objective="iwae", k=5, compile=True, precision="fp32", lr_schedule="constant"),
-    TrainConfig(capacity=3.0, capacity_epochs=2, epochs=4, lam=1 / 3),
+    TrainConfig(capacity=3.0, capacity_epochs=2, epochs=4, lam=1 / 3, dataset="dsprites", split_seed=2),
 ]
 
 

@@ -276,8 +276,8 @@ class TrainConfig:
         if self.lr_follows_schedule:  # not given, here or in the config this one replaces
             object.__setattr__(self, "lr", _ScheduleLr(LEARNING_RATES[self.lr_schedule]))
         _check_fields(self)
-        shape = IMAGE_SHAPES[self.dataset]  # the model's input is the data set's image, whatever it was given
-        if self.model.image_shape != shape:
+        shape = IMAGE_SHAPES[self.dataset]  # a model left at the default size takes the data set's images
+        if self.model.image_shape == ModelConfig.image_shape and shape != ModelConfig.image_shape:
             object.__setattr__(self, "model", replace(self.model, image_shape=shape))
         self._check_objective()
         # 1 and 1.0 are the same lam: keep one spelling so the JSON (and hash) agree

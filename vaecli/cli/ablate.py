@@ -12,7 +12,7 @@ from vaecli.choices import MAX_MEMBERS, StackMode
 from vaecli.cli.app import command, stdout
 from vaecli.cli.display import member_numbers
 from vaecli.cli.lists import number_lists, parse_floats, parse_ints
-from vaecli.cli.params import QuietOpt
+from vaecli.cli.params import MetricScaleOpt, QuietOpt
 from vaecli.cli.training import SWEEP_LISTS, TrainingOptions, given_here, sweep_lists, training_options, with_values
 from vaecli.errors import ConfigError, TrainingDiverged
 from vaecli.options import BY_NAME
@@ -40,6 +40,7 @@ def ablate(
     iw_samples: Annotated[
         int, typer.Option(min=1, max=100_000, help="Samples k of the importance-weighted NLL bound.")
     ] = 100,
+    metric_scale: MetricScaleOpt = 1.0,
     out: Annotated[
         Path | None, typer.Option(help="Folder for figures, tables and report.", show_default="<runs-dir>/<sweep name>")
     ] = None,
@@ -138,6 +139,7 @@ def ablate(
         device=options.device,
         force=options.force,
         iw_samples=iw_samples,
+        metric_scale=metric_scale,
         stack=stack.value,
         jobs=jobs,
     )
@@ -156,7 +158,8 @@ def ablate(
             board.close()
 
     ablation = save_ablation(results, plan, data.test.images, folder, iw_samples, sweep_file)
-    console.print(_metrics_table(ablation.rows, iw_samples, len(plan.seeds)))
+    for table in _metrics_tables(ablation.rows, iw_samples, len(plan.seeds)):
+        console.print(table)
     board_store = options.store if board is not None else None
     _summary(console, results, folder, board_store)
 
@@ -229,33 +232,50 @@ def _summary(console: Console, results: list, folder: Path, tensorboard_store: P
         )
 
 
-def _metrics_table(rows: list[dict], iw_samples: int, seeds: int) -> Table:
-    spread = f" (mean ± std over {seeds} seeds)" if seeds > 1 else ""
-    table = Table(title=f"test metrics, nats per image{spread}", title_justify="left")
-    from vaecli.studies.sweep import AXIS_LABELS, Axis
+def _metrics_tables(rows: list[dict], iw_samples: int, seeds: int) -> list[Table]:
+    """The test metrics in nats, and the disentanglement metrics where the members have them."""
+    from vaecli.studies.factor_scores import NAMES, SHORT_TITLES
 
-    axes = [k for k in (rows[0] if rows else {}) if k in AXIS_LABELS]
-    columns = [*axes, "recon", "KL", "neg_elbo", f"iw{iw_samples}_nll", "active_units", "train_seconds"]
-    if rows and "failed" in rows[0]:
-        columns.insert(len(axes), "failed")
+    spread = f" (mean ± std over {seeds} seeds)" if seeds > 1 else ""
     names = {
         "neg_elbo": "-ELBO",
         f"iw{iw_samples}_nll": f"IW-{iw_samples} NLL",
         "active_units": "active",
         "train_seconds": "train s",
     }
+    nats = ["recon", "KL", "neg_elbo", f"iw{iw_samples}_nll", "active_units", "train_seconds"]
+    tables = [_table(rows, nats, names, f"test metrics, nats per image{spread}", 2)]
+    if rows and NAMES[0] in rows[0]:
+        title = f"disentanglement (0 to 1, higher is better){spread}"
+        tables.append(_table(rows, list(NAMES), dict(SHORT_TITLES), title, 3))
+    return tables
+
+
+def _table(rows: list[dict], metrics: list[str], names: dict[str, str], title: str, digits: int) -> Table:
+    """One row per setting: the swept axes, then `metrics` (named by `names`), each mean ± std over seeds."""
+    from vaecli.studies.sweep import AXIS_LABELS, Axis
+
+    table = Table(title=title, title_justify="left")
+    axes = [k for k in (rows[0] if rows else {}) if k in AXIS_LABELS]
+    columns = [*axes, *metrics]
+    if rows and "failed" in rows[0]:
+        columns.insert(len(axes), "failed")
     for column in columns:
         table.add_column(names.get(column, column), justify="right", overflow="fold")
     for row in rows:
         cells = []
         for column in columns:
             value = row[column]
-            text = (Axis.text(value) if column in axes else f"{value:.2f}") if isinstance(value, float) else str(value)
+            text = (
+                (Axis.text(value) if column in axes else f"{value:.{digits}f}")
+                if isinstance(value, float)
+                else str(value)
+            )
             if isinstance(value, float) and value != value:  # NaN: every seed of the setting failed
                 text = "-"
             std = row.get(f"{column}_std")
             if isinstance(std, float) and std == std:  # not NaN
-                text += f" ± {std:.2f}"
+                text += f" ± {std:.{digits}f}"
             cells.append(text)
         table.add_row(*cells)
     return table

@@ -11,7 +11,7 @@ from rich.text import Text
 from vaecli.choices import DATASET_TITLES, Device
 from vaecli.cli.app import command, stderr, stdout
 from vaecli.cli.lists import number_lists
-from vaecli.cli.params import DataDirOpt, DeviceOpt, DownloadOpt, ModelOpt, RunArg
+from vaecli.cli.params import DataDirOpt, DeviceOpt, DownloadOpt, MetricScaleOpt, ModelOpt, RunArg
 from vaecli.cli.training import TrainingOptions, obtain_run, one_model, training_options
 
 
@@ -38,15 +38,7 @@ def evaluate(
             show_default=False,
         ),
     ] = None,
-    metric_scale: Annotated[
-        float,
-        typer.Option(
-            min=0.001,
-            max=1.0,
-            help="Share of disentanglement_lib's sample counts each metric draws (1: its defaults; less is "
-            "faster and noisier).",
-        ),
-    ] = 1.0,
+    metric_scale: MetricScaleOpt = 1.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
 ) -> None:
     """Test-set metrics of a run: recon, KL, -ELBO, an importance-weighted NLL bound, active units, KL per dimension;
@@ -100,8 +92,9 @@ def evaluate(
                 metric_scale,
                 progress=lambda name: bar.update(task, description=f"disentanglement: {name}"),
             )
+    metrics = replace(metrics, disentanglement=factors)
     if as_json:
-        print(json.dumps({"run": str(loaded.path), **metrics.to_dict(), "disentanglement": factors}, indent=2))
+        print(json.dumps({"run": str(loaded.path), **metrics.to_dict()}, indent=2))
         return
     table = Table(title=f"test metrics of {loaded.path} (nats per image)", title_justify="left")
     table.add_column("metric")

@@ -84,7 +84,19 @@ def list_values(row: Row, text: str) -> tuple:
 DeviceOpt = Annotated[Device, typer.Option(help="auto picks CUDA when present.")]
 DataDirOpt = Annotated[
     Path | None,
-    typer.Option(help="Folder holding MNIST/raw/*-ubyte.", show_default="$VAECLI_DATA_DIR, else ~/.cache/vaecli/data"),
+    typer.Option(
+        help="Folder holding MNIST/raw/*-ubyte (dsprites: its .npz, or its rendering's cache).",
+        show_default="$VAECLI_DATA_DIR, else ~/.cache/vaecli/data",
+    ),
+]
+MetricScaleOpt = Annotated[
+    float,
+    typer.Option(
+        min=0.001,
+        max=1.0,
+        help="On a data set with factors: the share of disentanglement_lib's sample counts each "
+        "disentanglement metric draws (1: its defaults; less is faster and noisier).",
+    ),
 ]
 DownloadOpt = Annotated[
     bool, typer.Option("--download", help="Download the data into --data-dir when it is missing there.")

@@ -10,6 +10,7 @@ the data folder has it, else rendered from its definition and cached; its
 train/test split is drawn with a seed recorded in the run's config.
 """
 
+import math
 import os
 from pathlib import Path
 
@@ -72,15 +73,16 @@ def factor_dataset(
     train_rows, test_rows = split_rows(n, split_seed, n_test)
     order = torch.cat([train_rows, test_rows])
     rows = images.select(order)
-    where = torch.empty(n, dtype=torch.long)
-    where[order] = torch.arange(n)
     ordered = torch.from_numpy(classes).long()[order]
+    names, sizes, values = factors
+    where = torch.full((math.prod(sizes),), -1, dtype=torch.long)  # a partial file lacks some combinations
+    where[Factors.index(ordered, sizes)] = torch.arange(n)
     cut = n - n_test
 
     def split(a: int, b: int) -> Split:
         return Split(Images(rows.stored[a:b], rows.kind, rows.pixels), ordered[a:b, 0].clone(), ordered[a:b])
 
-    table = Factors(*factors, rows, where)
+    table = Factors(names, sizes, values, rows, where)
     side = int(round(images.pixels**0.5))
     return Dataset(name, split(0, cut), split(cut, n), (side, side), source, origin, split_seed, table)
 

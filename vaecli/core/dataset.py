@@ -15,6 +15,7 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
 from vaecli.core.images import Images, as_images
+from vaecli.errors import DataError
 
 
 @dataclass(frozen=True)
@@ -41,16 +42,29 @@ class Factors:
     images: Images  # all combinations, row `where[index_of(classes)]`
     where: torch.Tensor  # (prod(sizes),) int64: the row of `images` holding each combination
 
-    def index_of(self, classes: torch.Tensor) -> torch.Tensor:
+    @property
+    def complete(self) -> bool:
+        """Whether every combination of the factors is here (the metrics need them all)."""
+        return bool((self.where >= 0).all())
+
+    @staticmethod
+    def index(classes: torch.Tensor, sizes: tuple[int, ...]) -> torch.Tensor:
         """Factor classes (B, K) -> the combination's index (B,), the last factor fastest."""
         index = torch.zeros(len(classes), dtype=torch.long, device=classes.device)
-        for k, size in enumerate(self.sizes):
+        for k, size in enumerate(sizes):
             index = index * size + classes[:, k].long()
         return index
 
     def images_of(self, classes: torch.Tensor) -> torch.Tensor:
         """The images (B, D) float32 of these factor classes (B, K)."""
-        return self.images[self.where[self.index_of(classes.cpu())]]
+        rows = self.where[self.index(classes.cpu(), self.sizes)]
+        if bool((rows < 0).any()):
+            held = int((self.where >= 0).sum())
+            raise DataError(
+                f"the data set holds {held:,} of the {len(self.where):,} factor combinations, and a metric asked "
+                "for a missing one; use the whole data set"
+            )
+        return self.images[rows]
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,8 @@ class RunMetrics:
     active_units: int
     latent_dim: int
     kl_per_dim: list[float]
+    # the disentanglement metrics (studies/factor_scores.NAMES), on a data set with factors; else None
+    disentanglement: dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

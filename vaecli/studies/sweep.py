@@ -30,6 +30,8 @@ from vaecli.options import Row
 from vaecli.store.checkpoint import load_run
 from vaecli.store.runs import is_finished, run_folder
 from vaecli.studies.executors import Executor, FitContext, OneByOne, SideBySide, Stacked
+from vaecli.studies.factor_scores import NAMES as DISENTANGLEMENT
+from vaecli.studies.factor_scores import stored_disentanglement
 from vaecli.studies.observer import SweepObserver
 from vaecli.studies.scores import RunMetrics, stored_scores
 
@@ -185,6 +187,7 @@ class SweepOptions:
     device: str = "auto"
     force: bool = False  # train every member again
     iw_samples: int | None = 100  # samples of the importance-weighted bound; None: no test scores
+    metric_scale: float = 1.0  # share of disentanglement_lib's sample counts, on a data set with factors
     stack: str = "auto"  # "on", "off", or "auto": where stacks_faster says so
     jobs: int | None = None  # members side by side on the CPU; None: concurrent_jobs decides
 
@@ -238,6 +241,9 @@ def run_sweep(
         if options.iw_samples is not None:
             observer.on_scoring(index, config)
             metrics = stored_scores(run, data, options.iw_samples, seed=config.seed, device=dev)
+            if data.factors is not None:  # every member on the same draws of factors: seed 0
+                factors = stored_disentanglement(run, data, seed=0, scale=options.metric_scale)
+                metrics = replace(metrics, disentanglement=factors)
         run.model.cpu()
         seconds = float(run.info.get("train_seconds") or 0.0)
         reused = outcome is None or outcome.reused
@@ -287,16 +293,22 @@ def stacks_faster(device: torch.device) -> bool:
     return device.type == "cuda"
 
 
+def _disentanglement(name: str) -> Callable[[RunMetrics, Member], float]:
+    return lambda s, m: (s.disentanglement or {}).get(name, math.nan)
+
+
 # the columns of the metrics table: (name, value of a scored member)
-def _columns(iw_samples: int) -> list[tuple[str, Callable[[RunMetrics, Member], float]]]:
-    return [
+def _columns(iw_samples: int, factors: bool = False) -> list[tuple[str, Callable[[RunMetrics, Member], float]]]:
+    columns: list[tuple[str, Callable[[RunMetrics, Member], float]]] = [
         ("recon", lambda s, m: s.recon),
         ("KL", lambda s, m: s.kl),
         ("neg_elbo", lambda s, m: s.neg_elbo),
         (f"iw{iw_samples}_nll", lambda s, m: s.iw_nll),
         ("active_units", lambda s, m: s.active_units),
-        ("train_seconds", lambda s, m: m.train_seconds),
     ]
+    if factors:
+        columns += [(name, _disentanglement(name)) for name in DISENTANGLEMENT]
+    return columns + [("train_seconds", lambda s, m: m.train_seconds)]
 
 
 def first_seed(members: list[Member], sweep: Sweep) -> list[Member]:
@@ -318,6 +330,7 @@ def table_rows(members: list[Member], sweep: Sweep, iw_samples: int | None = Non
     (default: the members' own count).
     """
     iw = iw_samples or next((m.metrics.iw_samples for m in members if m.metrics is not None), 0)
+    factors = any(m.metrics is not None and m.metrics.disentanglement for m in members)
     any_failed = any(m.failed for m in members)
     labels = [AXES[name].label for name, _ in sweep.axes]
     rows = []
@@ -328,7 +341,7 @@ def table_rows(members: list[Member], sweep: Sweep, iw_samples: int | None = Non
         row["seeds"] = len(scored)
         if any_failed:
             row["failed"] = sum(m.failed for m in group)
-        for name, value in _columns(iw):
+        for name, value in _columns(iw, factors):
             values = [float(value(s, m)) for s, m in scored]
             row[name] = statistics.fmean(values) if values else math.nan
             if len(sweep.seeds) > 1:
