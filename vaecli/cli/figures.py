@@ -19,8 +19,9 @@ from vaecli.cli.training import TrainingOptions, obtain_run, one_model, training
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from vaecli.core.data import Split
+    from vaecli.core.data import Dataset
     from vaecli.store.checkpoint import Run
+    from vaecli.studies.factor_scores import MutualInformation
 
 PANEL = "Figures of a trained model"
 
@@ -65,8 +66,8 @@ def _run(options: TrainingOptions, model: Path | None, out: Path | None, console
     return run
 
 
-def _test_split(run: "Run", options: TrainingOptions) -> "Split":
-    """The test split of the data set the run was trained on."""
+def _test_data(run: "Run", options: TrainingOptions) -> "Dataset":
+    """The data set the run was trained on (its test split for the figures)."""
     from vaecli.core.data import load_for
     from vaecli.errors import DataError
 
@@ -75,7 +76,16 @@ def _test_split(run: "Run", options: TrainingOptions) -> "Split":
         raise DataError(
             f"{data.source}: images are {data.image_shape}, the model expects {run.config.model.image_shape}"
         )
-    return data.test
+    return data
+
+
+def _information(run: "Run", data: "Dataset") -> "MutualInformation | None":
+    """What the run's latents hold about the test images' factors, where the data set has them."""
+    from vaecli.studies.factor_scores import latent_information
+
+    if data.factors is None or data.test.factors is None:
+        return None
+    return latent_information(run.model, data.test, data.factors.names)
 
 
 def _write(fig: "Figure", run: "Run", out: Path | None, name: str, console: Console) -> None:
@@ -201,7 +211,7 @@ def recon(
 
     console = stdout(quiet=quiet)
     run = _run(options, one_model(run_path, model), out, console)
-    test = _test_split(run, options)
+    test = _test_data(run, options).test
     _write(figures.reconstructions(run, test.images, n, nrow, options.config.seed), run, out, "recon", console)
 
 
@@ -228,13 +238,16 @@ def traverse(
 
     console = stdout(quiet=quiet)
     run = _run(options, one_model(run_path, model), out, console)
-    test = _test_split(run, options)
+    data = _test_data(run, options)
+    test = data.test
     if image >= len(test.images):
         raise typer.BadParameter(
             f"the test set has {len(test.images)} images, so the index must be below that; got {image}",
             param_hint="--image",
         )
-    fig = figures.traversals(run, test.images, test.labels, image, top, n)
+    information = _information(run, data)
+    captures = information.captures() if information is not None else None
+    fig = figures.traversals(run, test.images, test.labels, image, top, n, captures)
     _write(fig, run, out, "traverse", console)
 
 
@@ -247,10 +260,20 @@ def latent(
     out: Annotated[Path | None, _out("latent")] = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Scatter the test set's mean codes coloured by digit; for H > 2 their first two principal components."""
-    from vaecli.views import figures
+    """Scatter the test set's mean codes coloured by label (the digit); for H > 2 their first two principal components.
+
+    On a data set with factors (dsprites) also the latent x factor mutual-information heatmap, beside it
+    as latent-factors.png.
+    """
+    from vaecli.views import factor_figures, figures
 
     console = stdout(quiet=quiet)
     run = _run(options, one_model(run_path, model), out, console)
-    test = _test_split(run, options)
-    _write(figures.latent_scatter(run, test.images, test.labels), run, out, "latent", console)
+    data = _test_data(run, options)
+    _write(figures.latent_scatter(run, data.test.images, data.test.labels), run, out, "latent", console)
+    information = _information(run, data)
+    if information is not None:
+        split = "test images" + ("" if data.split_seed is None else f" (split seed {data.split_seed})")
+        heatmap = factor_figures.mutual_information(run, information, split)
+        beside = out.with_name(f"{out.stem}-factors{out.suffix}") if out is not None else None
+        _write(heatmap, run, beside, "latent-factors", console)

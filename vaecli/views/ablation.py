@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from vaecli import atomic
+from vaecli.choices import DATASET_TITLES
 from vaecli.configfile import SweepFile
 from vaecli.core.images import ImageRows
 from vaecli.errors import OutputError
+from vaecli.studies.factor_scores import NAMES as DISENTANGLEMENT
 from vaecli.studies.sweep import AXES, AXIS_LABELS, Axis, Member, Sweep, first_seed, table_rows
-from vaecli.views import figures
+from vaecli.views import factor_figures, figures
 
 SWEEP_COPY = "sweep.toml"  # the sweep file a sweep came from, kept beside its results
 
@@ -45,6 +47,9 @@ def save_figures(members: list[Member], sweep: Sweep, rows: list[dict], images: 
         ("KL per latent dimension", "kl_per_dim.png", figures.kl_per_dim_bars(shown, varies, kl)),
         ("Training curves", "curves.png", figures.compare_curves([m for m in members if not m.failed], varies)),
     ]
+    if rows and DISENTANGLEMENT[0] in rows[0]:
+        title = "Disentanglement metrics"
+        drawn.append((title, "disentanglement.png", factor_figures.metrics_against(rows, sweep)))
     for _, name, fig in drawn:
         figures.save(fig, folder / name)
     return [(title, name) for title, name, _ in drawn]
@@ -158,20 +163,20 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
-def to_markdown(rows: list[dict[str, Any]]) -> str:
-    """The table as GitHub Markdown, mean ± std when there are several seeds."""
-    fields = [k for k in rows[0] if k != "kl_per_dim" and not k.endswith("_std")] if rows else []
+def to_markdown(rows: list[dict[str, Any]], leave_out: Sequence[str] = (), digits: int = 2) -> str:
+    """The table as GitHub Markdown, mean ± std when there are several seeds; without the columns `leave_out`."""
+    fields = [k for k in rows[0] if k != "kl_per_dim" and not k.endswith("_std") and k not in leave_out] if rows else []
     lines = ["| " + " | ".join(fields) + " |", "|" + "---|" * len(fields)]
     for row in rows:
         cells = []
         for k in fields:
             value = row[k]
             if isinstance(value, float):
-                text = Axis.text(value) if k in AXIS_LABELS else f"{value:.2f}"
+                text = Axis.text(value) if k in AXIS_LABELS else f"{value:.{digits}f}"
             else:
                 text = str(value)
             if f"{k}_std" in row and not math.isnan(row[f"{k}_std"]):
-                text += f" ± {row[f'{k}_std']:.2f}"
+                text += f" ± {row[f'{k}_std']:.{digits}f}"
             cells.append(text)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -206,11 +211,23 @@ def report(
             f"[{SWEEP_COPY}]({SWEEP_COPY}): `vaecli ablate --config {SWEEP_COPY}` runs it again.",
             "",
         ]
+    factors = bool(rows) and DISENTANGLEMENT[0] in rows[0]
     lines += [
         "## Metrics (test set, nats per image)",
         "",
-        to_markdown(rows),
+        to_markdown(rows, DISENTANGLEMENT if factors else ()),
     ]
+    if factors:
+        others = [k for k in rows[0] if k not in DISENTANGLEMENT and k not in AXIS_LABELS and k != "seeds"]
+        lines += [
+            "## Disentanglement (0 to 1, higher is better)",
+            "",
+            f"Each member's mean codes of factor combinations drawn uniformly from all of "
+            f"{DATASET_TITLES[sweep.base.dataset]} (train and test images alike, as disentanglement_lib draws "
+            "them), the same draws (seed 0) for every member.",
+            "",
+            to_markdown(rows, others, digits=3),
+        ]
     failed = [m for m in members if m.error is not None]
     if failed:
         lines += ["## Failed members", ""]

@@ -221,11 +221,14 @@ def traversals(
     index: int = 0,
     top: int | None = None,
     steps: int = 11,
+    captures: list[tuple[str, float]] | None = None,
 ) -> Figure:
     """A row per latent dimension sweeping it from -3 to 3, the others at test image `index`'s mean code.
 
     Rows are the `top` dimensions by average KL on `images` (all, in order,
-    without it); those below 0.01 nats are marked inactive.
+    without it); those below 0.01 nats are marked inactive. `captures`: per
+    latent, the factor it holds most about and the share of that factor's
+    entropy (factor_scores.MutualInformation.captures), written on its row.
     """
     model = run.model
     if not 0 <= index < len(images):
@@ -255,6 +258,8 @@ def traversals(
     active = latent.active_dims(kl)
     centres = [r * (h + pad) + (h - 1) / 2 for r in range(len(dims))]
     names = [f"z[{d}]  KL {kl[d]:.2f}" if active[d] else f"z[{d}]  inactive" for d in dims]
+    if captures is not None:  # the factor each row moves, by mutual information
+        names = [f"{name}\n{captures[d][0]} ({captures[d][1]:.0%})" for name, d in zip(names, dims, strict=True)]
     ax.set_yticks(centres, names, fontsize=8)
     for tick, d in zip(ax.get_yticklabels(), dims, strict=True):
         if not active[d]:
@@ -264,7 +269,12 @@ def traversals(
     layout.title(
         f"Latent traversals: {which} swept from {_number(values[0])} to {_number(values[-1])},\nthe others at "
         f"the mean code of test image #{index}; KL is the average on the test set;\n"
-        f"{int((~active).sum())} of {len(kl)} dimensions inactive (KL < {latent.INACTIVE_KL:g} nats)",
+        f"{int((~active).sum())} of {len(kl)} dimensions inactive (KL < {latent.INACTIVE_KL:g} nats)"
+        + (
+            ""
+            if captures is None
+            else ";\nunder each row: the factor it holds most about, as a share of that factor's entropy"
+        ),
         run,
         ax,
     )
