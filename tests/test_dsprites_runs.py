@@ -13,11 +13,10 @@ import pytest
 import torch
 
 from tests.conftest import FAST_TRAIN_ARGS, invoke, one_line_error
-from vaecli import train
+from vaecli import save_run, train
 from vaecli.config import ModelConfig, TrainConfig
 from vaecli.core.data import Dataset, Split, load_dataset
 from vaecli.errors import ConfigError
-from vaecli import save_run
 from vaecli.studies import sweep
 from vaecli.studies.factor_scores import NAMES
 from vaecli.views.ablation import save_ablation
