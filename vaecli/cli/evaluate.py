@@ -2,7 +2,7 @@
 
 import json
 from dataclasses import replace
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -13,6 +13,11 @@ from vaecli.cli.app import command, stderr, stdout
 from vaecli.cli.lists import number_lists
 from vaecli.cli.params import DataDirOpt, DeviceOpt, DownloadOpt, MetricScaleOpt, ModelOpt, RunArg
 from vaecli.cli.training import TrainingOptions, obtain_run, one_model, training_options
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from vaecli.studies.scores import RunMetrics
 
 
 @command("eval", cls=number_lists("--layers"))
@@ -54,8 +59,8 @@ def evaluate(
     from vaecli.engine.device import resolve_device
     from vaecli.errors import ConfigError
     from vaecli.store.checkpoint import load_run
-    from vaecli.studies.factor_scores import TITLES, stored_disentanglement
-    from vaecli.studies.scores import ACTIVE_THRESHOLD, stored_scores
+    from vaecli.studies.factor_scores import stored_disentanglement
+    from vaecli.studies.scores import stored_scores
 
     console = stdout(quiet=as_json)
     chosen = one_model(run_path, model)
@@ -96,7 +101,20 @@ def evaluate(
     if as_json:
         print(json.dumps({"run": str(loaded.path), **metrics.to_dict()}, indent=2))
         return
-    table = Table(title=f"test metrics of {loaded.path} (nats per image)", title_justify="left")
+    show_test_metrics(console, metrics, f"test metrics of {loaded.path} (nats per image)")
+    if data.split_seed is not None:
+        console.print(f"Test images: {data.split}.")
+    if factors is not None:
+        show_disentanglement(console, factors, DATASET_TITLES[data.name], seed, metric_scale)
+    elif data.factors is None:
+        console.print(f"{DATASET_TITLES[data.name]} has no factor labels: no disentanglement metrics.")
+
+
+def show_test_metrics(console: "Console", metrics: "RunMetrics", title: str) -> None:
+    """The test metrics as a table, and what an active unit is."""
+    from vaecli.studies.scores import ACTIVE_THRESHOLD
+
+    table = Table(title=title, title_justify="left")
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_row("reconstruction", f"{metrics.recon:.2f}")
@@ -109,19 +127,20 @@ def evaluate(
     table.add_row("KL per dimension, largest first", shown)
     console.print(table)
     console.print(f"A unit is active when the variance of its mean code over the test set exceeds {ACTIVE_THRESHOLD}.")
-    if data.split_seed is not None:
-        console.print(f"Test images: {data.split}.")
-    if factors is not None:
-        scores = Table(title="disentanglement (0 to 1, higher is better)", title_justify="left")
-        scores.add_column("metric")
-        scores.add_column("value", justify="right")
-        for name, value in factors.items():
-            scores.add_row(TITLES[name], f"{value:.3f}")
-        console.print(scores)
-        share = "" if metric_scale == 1 else f" ({metric_scale:g} of its sample counts)"
-        console.print(
-            f"Mean codes of factor combinations drawn uniformly from all of {DATASET_TITLES[data.name]}, seed {seed}, "
-            f"as disentanglement_lib{share}."
-        )
-    elif data.factors is None:
-        console.print(f"{DATASET_TITLES[data.name]} has no factor labels: no disentanglement metrics.")
+
+
+def show_disentanglement(console: "Console", factors: dict[str, float], data: str, seed: int, scale: float) -> None:
+    """The disentanglement metrics as a table, and how their points were drawn."""
+    from vaecli.studies.factor_scores import TITLES
+
+    scores = Table(title="disentanglement (0 to 1, higher is better)", title_justify="left")
+    scores.add_column("metric")
+    scores.add_column("value", justify="right")
+    for name, value in factors.items():
+        scores.add_row(TITLES[name], f"{value:.3f}")
+    console.print(scores)
+    share = "" if scale == 1 else f" ({scale:g} of its sample counts)"
+    console.print(
+        f"Mean codes of factor combinations drawn uniformly from all of {data}, seed {seed}, "
+        f"as disentanglement_lib{share}."
+    )
