@@ -200,11 +200,12 @@ def test_the_metrics_table_cuts_nothing_at_80_columns():
     """Two axes and every metric are wider than 80 columns: headers and numbers break, never end in '…'."""
     from rich.console import Console
 
-    from vaecli.cli.ablate import _metrics_table
+    from vaecli.cli.ablate import _metrics_tables
 
     row = {"H": 2.0, "lam": 40.0, "capacity": 5.0, "capacity epochs": 10.0, "recon": 141.0, "KL": 5.0}
     row |= {"neg_elbo": 146.0, "iw100_nll": 140.98, "active_units": "2/2", "train_seconds": 61.43}
     console = Console(width=80, record=True)
-    console.print(_metrics_table([row], 100, 1))
+    for table in _metrics_tables([row], 100, 1):
+        console.print(table)
     text = console.export_text()
     assert "…" not in text and "141.00" in text and "140.98" in text and "epochs" in text

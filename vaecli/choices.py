@@ -33,10 +33,12 @@ class Device(str, Enum):
 
 
 class ObjectiveName(str, Enum):
-    """What training maximizes: the ELBO (with lam and its variants) or the importance-weighted bound."""
+    """What training maximizes: the ELBO (with lam and its variants), the importance-weighted bound, or
+    beta-TCVAE's ELBO with its total correlation weighted."""
 
     elbo = "elbo"
     iwae = "iwae"
+    betatc = "betatc"
 
 
 class LrSchedule(str, Enum):

@@ -188,9 +188,18 @@ class TrainConfig:
     # value that does what runs before them did (ADDED_LATER), so that those runs keep their names
     objective: str = option(  # "elbo": recon + lam * KL and its variants below; "iwae": the IW-k bound
         "elbo",
-        "elbo: recon + lam * KL, with the variants below; iwae: the importance-weighted bound with --k samples.",
+        "elbo: recon + lam * KL, with the variants below; iwae: the importance-weighted bound with --k samples; "
+        "betatc: beta-TCVAE, the KL's total correlation weighted by --tc-weight.",
         choices=ObjectiveName,
         axis=("objective", ""),
+    )
+    tc_weight: float = option(  # beta-TCVAE's beta: the weight of the KL's total-correlation part
+        1.0,
+        "Weight of the total correlation, for --objective betatc (Chen et al.'s beta; lam weights the KL's "
+        "other two parts).",
+        minimum=0.0,
+        metavar="B",
+        axis=("TC weight", "tc"),
     )
     k: int = option(  # importance samples per image, for "iwae" (k = 1 is the ELBO)
         1,
@@ -281,7 +290,7 @@ class TrainConfig:
             object.__setattr__(self, "model", replace(self.model, image_shape=shape))
         self._check_objective()
         # 1 and 1.0 are the same lam: keep one spelling so the JSON (and hash) agree
-        for name in ("lam", "free_bits", "capacity"):
+        for name in ("lam", "free_bits", "capacity", "tc_weight"):
             object.__setattr__(self, name, float(getattr(self, name)))
         if not self.lr_follows_schedule:
             object.__setattr__(self, "lr", float(self.lr))
@@ -304,8 +313,14 @@ class TrainConfig:
         if self.compile and (self.kl_warmup or self.capacity_epochs):
             # a compiled step is specialized on the KL weight: a ramp would compile it again at every step
             raise ConfigError("`compile` cannot follow a ramp (`kl_warmup`, `capacity_epochs`); drop one of them")
-        if self.objective == "elbo" and self.k != 1:
+        if self.objective != "iwae" and self.k != 1:
             raise ConfigError(f"`k` {self.k} is the importance-weighted bound's: add `objective` iwae")
+        if self.objective != "betatc" and self.tc_weight != 1.0:
+            raise ConfigError("`tc_weight` weights beta-TCVAE's total correlation: add `objective` betatc")
+        if self.objective == "betatc":
+            for name, given in (("free_bits", self.free_bits > 0), ("capacity", self.capacity > 0)):
+                if given:
+                    raise ConfigError(f"`objective` betatc cannot take `{name}`: it weights the KL's parts instead")
         if self.objective == "iwae":
             refused = [
                 ("lam", self.lam != 1.0, "the bound has no KL weight: it is log p(x) as k grows"),
@@ -332,7 +347,7 @@ class TrainConfig:
         """'elbo', 'iwae k=50', 'elbo, free bits 1', ...: what a report says was optimised."""
         if self.objective == "iwae":
             return f"iwae k={self.k}"
-        parts = ["elbo"]
+        parts = [f"betatc TC weight {self.tc_weight:g}" if self.objective == "betatc" else "elbo"]
         if self.kl_warmup:
             parts.append(f"KL warm-up {epochs_text(self.kl_warmup)}")
         if self.free_bits:
@@ -415,6 +430,7 @@ class TrainConfig:
 ADDED_LATER: dict[str, Any] = {
     "objective": "elbo",
     "k": 1,
+    "tc_weight": 1.0,
     "kl_warmup": 0,
     "free_bits": 0.0,
     "capacity": 0.0,

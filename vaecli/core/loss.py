@@ -1,7 +1,8 @@
 """The loss, with its terms apart: total = recon + lam * KL, in nats per image; and the objectives beyond it.
 
 Objectives (objective_terms): the ELBO with a KL weight lam (the homework's), with
-free bits or a capacity, and the importance-weighted bound of Burda et al. 2016.
+free bits or a capacity, the importance-weighted bound of Burda et al. 2016, and
+beta-TCVAE (Chen et al. 2018), which weights the KL's total-correlation part.
 Each returns what is minimized beside the terms that compare across runs.
 """
 
@@ -206,12 +207,90 @@ def _iwae(
     return terms, log_w, lse
 
 
-def objective_terms(
-    config: "TrainConfig", out: VAEOutput, x: torch.Tensor, eps: torch.Tensor, lam: float, capacity: float
+class KlParts(NamedTuple):
+    """The KL term split as Chen et al. 2018 (eq. 2) split it, each a mean over the batch in nats."""
+
+    mi: torch.Tensor  # index-code mutual information I(x; z)
+    tc: torch.Tensor  # total correlation KL(q(z) || prod_j q(z_j))
+    dim_kl: torch.Tensor  # dimension-wise KL, sum_j KL(q(z_j) || p(z_j))
+
+
+def stratified_log_weights(batch: int, data_size: int, device: torch.device | None = None) -> torch.Tensor:
+    """log w_ij (B, B) of minibatch-stratified sampling (Chen et al. 2018, appendix C.2).
+
+    q(z_i) = (1/N) sum_n q(z_i | x_n) is estimated as sum_j w_ij q(z_i | x_j): weight 1/N for the image z_i
+    was drawn from, (N - M) / (N M) for one other image of the batch, 1/M for the rest (M = B - 1), so
+    each row sums to 1, as the authors' code arranges the strata.
+    """
+    if batch == 1:
+        return torch.zeros(1, 1, device=device)
+    m, n = batch - 1, data_size
+    weights = torch.full((batch, batch), 1.0 / m, dtype=torch.float64)
+    index = torch.arange(batch)
+    weights[index, index] = 1.0 / n
+    weights[index, (index + 1) % batch] = (n - m) / (n * m)
+    return weights.log().to(device=device, dtype=torch.float32)
+
+
+def kl_parts(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, data_size: int) -> KlParts:
+    """The three parts of E_x KL(q(z|x) || p(z)) at samples z (B, H) of q(z | x) for a batch drawn from N images.
+
+    The aggregate posterior q(z) and its marginals q(z_j) are estimated by minibatch-stratified
+    sampling (stratified_log_weights), the second of Chen et al.'s two estimators: unlike the first
+    (minibatch-weighted sampling, which disentanglement_lib uses), its values are near the parts'
+    own (two images with one posterior share no information: MI near 0, where the weighted estimator
+    says log N), and vaecli reports the parts and derive checks them. Both give the same
+    gradients up to their bias; the parts add up to the sampled KL, log q(z|x) - log p(z), exactly.
+    """
+    batch = z.shape[0]
+    # log q(z_i | x_j) per dimension: (B, B, H), i indexes the sample, j the image whose posterior it is under
+    log_q = -0.5 * (LOG_2PI + logvar[None] + (z[:, None] - mu[None]).pow(2) / logvar[None].exp())
+    log_w = stratified_log_weights(batch, data_size, z.device).to(z.dtype)  # (B, B)
+    log_qz = torch.logsumexp(log_q.sum(-1) + log_w, dim=1)  # (B,)
+    log_marginals = torch.logsumexp(log_q + log_w[..., None], dim=1).sum(-1)  # (B,): log prod_j q(z_ij)
+    log_qz_x = log_q.diagonal(dim1=0, dim2=1).sum(0)  # (B,): log q(z_i | x_i)
+    log_pz = log_prior(z)
+    return KlParts(
+        (log_qz_x - log_qz).mean(),
+        (log_qz - log_marginals).mean(),
+        (log_marginals - log_pz).mean(),
+    )
+
+
+def betatc_objective(
+    out: VAEOutput, x: torch.Tensor, lam: float, tc_weight: float, kind: str, data_size: int
 ) -> ObjectiveTerms:
-    """The objective `config` names, at the KL weight `lam` and capacity `capacity` of this step."""
+    """beta-TCVAE (Chen et al. 2018, eq. 4): recon + lam * (MI + dimension-wise KL) + tc_weight * TC.
+
+    At lam 1 it is the paper's alpha = gamma = 1, beta = tc_weight; at tc_weight = lam, the ELBO with
+    a KL weight lam, its KL sampled rather than in closed form. `kl` stays the closed form, so that
+    -ELBO compares across objectives.
+    """
+    recon = reconstruction_nll_sum(out.logits, x, kind) / len(x)
+    parts = kl_parts(out.z, out.mu, out.logvar, data_size)
+    loss = recon + lam * (parts.mi + parts.dim_kl) + tc_weight * parts.tc
+    return ObjectiveTerms(loss, recon, kl_divergence(out.mu, out.logvar).mean())
+
+
+def objective_terms(
+    config: "TrainConfig",
+    out: VAEOutput,
+    x: torch.Tensor,
+    eps: torch.Tensor,
+    lam: float,
+    capacity: float,
+    data_size: int | None = None,
+) -> ObjectiveTerms:
+    """The objective `config` names, at the KL weight `lam` and capacity `capacity` of this step.
+
+    `data_size`: the images the batches are drawn from, which beta-TCVAE's estimator needs.
+    """
     if config.objective == "iwae":
         return iwae_objective(out, x, eps, config.model.recon)
+    if config.objective == "betatc":
+        if data_size is None:
+            raise ValueError("beta-TCVAE's objective needs `data_size`, the images the batches are drawn from")
+        return betatc_objective(out, x, lam, config.tc_weight, config.model.recon, data_size)
     return elbo_objective(out, x, lam, config.model.recon, config.free_bits, capacity if config.capacity > 0 else None)
 
 

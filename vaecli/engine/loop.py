@@ -103,7 +103,7 @@ class _Fit:
         if stacked:
             self.net: OneModel | StackedModels = StackedModels(configs, dev, self.precision, self.steps)
         else:
-            self.net = OneModel(first, dev, self.precision, self.steps)
+            self.net = OneModel(first, dev, self.precision, self.steps, self.n)
         self.members = []
         for config in configs:
             shuffle, noise = generators(config, dev)
@@ -203,7 +203,9 @@ class _Fit:
             objective = test.total(config.lam)
             if not config.plain_elbo:
                 lam, capacity = schedule(config, last_step, self.steps)
-                objective = test_objective(model, member.test_images, test, config, lam, capacity, generator)
+                objective = test_objective(
+                    model, member.test_images, test, config, lam, capacity, generator, data_size=self.n
+                )
             train_terms = Terms(recon_sum / self.n, kl_sum / self.n)
             record = EpochRecord(self.epoch, config.lam, train_terms, test, seconds, objective_sum / self.n, objective)
             member.history.append(record)

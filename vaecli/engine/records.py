@@ -13,7 +13,7 @@ from vaecli.config import TrainConfig
 from vaecli.core import latent
 from vaecli.core.data import binarize
 from vaecli.core.images import ImageRows, Images, as_images
-from vaecli.core.loss import kl_divergence, reconstruction_nll_sum
+from vaecli.core.loss import kl_divergence, objective_terms, reconstruction_nll_sum
 from vaecli.core.model import VAE
 from vaecli.engine.bound import importance_weighted_nll
 
@@ -135,15 +135,25 @@ def test_objective(
     lam: float,
     capacity: float,
     generator: torch.Generator | None = None,
+    data_size: int | None = None,
 ) -> float:
     """The objective of `config` on `images` (N, D), in nats per image, at KL weight `lam` and `capacity`.
 
     `terms`: evaluate()'s on the same images. The ELBO and KL warm-up need nothing more;
     free bits hold each dimension's mean KL over the whole split up; the importance-weighted
-    bound draws its k samples of every image from `generator`.
+    bound draws its k samples of every image from `generator`; beta-TCVAE's estimator takes
+    batches of the training's size, drawn from `data_size` images, and one z per image.
     """
     if config.objective == "iwae":
         return importance_weighted_nll(model, images, config.k, generator)
+    if config.objective == "betatc":
+        total = 0.0
+        for start in range(0, len(images), config.batch_size):
+            x = images[start : start + config.batch_size]
+            out = model(x, generator)
+            batch = objective_terms(config, out, x, torch.empty(0), lam, capacity, data_size or len(images))
+            total += float(batch.loss) * len(x)
+        return total / len(images)
     if config.free_bits:
         held = float(latent.kl_per_dim(*latent.encode_means(model, images)).clamp_min(config.free_bits).sum())
     elif config.capacity:

@@ -48,8 +48,9 @@ def stack_key(config: TrainConfig) -> TrainConfig:
 
 
 def stackable(config: TrainConfig) -> bool:
-    """Eager steps only: a compiled step of another shape would not round like the member trained alone."""
-    return not config.compile
+    """Eager steps only: a compiled step of another shape would not round like the member trained alone;
+    and not beta-TCVAE, whose batch-coupled estimator the stacked objectives do not hold."""
+    return not config.compile and config.objective != "betatc"
 
 
 def generators(config: TrainConfig, device: torch.device) -> tuple[torch.Generator, torch.Generator]:
@@ -130,11 +131,14 @@ def eval_generator(config: TrainConfig, device: torch.device) -> torch.Generator
 BatchLoss = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
 
-def batch_loss_fn(model: VAE, config: TrainConfig, device: torch.device, precision: str) -> BatchLoss:
+def batch_loss_fn(
+    model: VAE, config: TrainConfig, device: torch.device, precision: str, data_size: int | None = None
+) -> BatchLoss:
     """(x (B, D), eps, lam, capacity) -> (the objective to minimize, its (recon, KL) means): the step's forward.
 
     lam and capacity default to the config's (a step of a schedule passes its own). bf16: the
-    layers run in bfloat16 under autocast; the loss is taken in float32.
+    layers run in bfloat16 under autocast; the loss is taken in float32. `data_size`: the training
+    images the batches come from (beta-TCVAE's estimator needs it).
     """
     bf16 = precision == "bf16"
 
@@ -145,7 +149,7 @@ def batch_loss_fn(model: VAE, config: TrainConfig, device: torch.device, precisi
             out = model(x, eps=eps)
         if bf16:
             out = VAEOutput(*(t.float() for t in out))
-        terms = loss.objective_terms(config, out, x, eps, lam, capacity)
+        terms = loss.objective_terms(config, out, x, eps, lam, capacity, data_size)
         return terms.loss, torch.stack((terms.recon, terms.kl)).detach()
 
     return batch_loss
@@ -157,9 +161,11 @@ TrainStep = Callable[[torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, torc
 def written_step(config: TrainConfig, device: torch.device, precision: str) -> type[WrittenStep] | None:
     """The written-out step that trains `config` there, or None where autograd does: the CPU's eager steps.
 
-    Every objective is written out (core/loss.objective_grads), so only the device and --compile decide.
+    Every objective but beta-TCVAE is written out (core/loss.objective_grads), so the device and
+    --compile decide; beta-TCVAE's estimator couples the images of a batch (each sample's density
+    under every image's posterior), which autograd differentiates, so it takes autograd's step.
     """
-    if device.type != "cpu" or config.compile:
+    if device.type != "cpu" or config.compile or config.objective == "betatc":
         return None
     return {"fp32": Fp32Step, "bf16": Bf16Step}.get(precision)
 
@@ -178,6 +184,7 @@ def train_step(
     device: torch.device,
     precision: str,
     steps_per_epoch: int = 1,
+    data_size: int | None = None,
 ) -> TrainStep:
     """(x (B, D), eps, global step t) -> (the loss, its (recon, KL, objective) means), the model updated once.
 
@@ -188,7 +195,7 @@ def train_step(
     written = written_step(config, device, precision)
     if written is not None:
         return written(model, optimizer, config, lambda t: schedule(config, t, steps_per_epoch))
-    return autograd_step(model, optimizer, config, device, precision, steps_per_epoch)
+    return autograd_step(model, optimizer, config, device, precision, steps_per_epoch, data_size)
 
 
 def autograd_step(
@@ -198,9 +205,10 @@ def autograd_step(
     device: torch.device,
     precision: str,
     steps_per_epoch: int = 1,
+    data_size: int | None = None,
 ) -> TrainStep:
     """train_step through autograd: batch_loss_fn (compiled on --compile), backward, Optimizer.step."""
-    batch_loss = batch_loss_fn(model, config, device, precision)
+    batch_loss = batch_loss_fn(model, config, device, precision, data_size)
     # one shape, one compilation: a short last batch runs eagerly instead of recompiling
     full_batch_loss = torch.compile(batch_loss, dynamic=False) if config.compile else batch_loss
 
@@ -237,10 +245,17 @@ def load_optimizer_tensors(optimizer: torch.optim.Optimizer, tensors: dict[str, 
 class OneModel:
     """A lone VAE in training: a stack of one member."""
 
-    def __init__(self, config: TrainConfig, device: torch.device, precision: str, steps_per_epoch: int = 1) -> None:
+    def __init__(
+        self,
+        config: TrainConfig,
+        device: torch.device,
+        precision: str,
+        steps_per_epoch: int = 1,
+        data_size: int | None = None,
+    ) -> None:
         self.model = build_model(config).to(device)
         self.optimizer = make_optimizer(self.model, config, device)
-        self._step = train_step(self.model, self.optimizer, config, device, precision, steps_per_epoch)
+        self._step = train_step(self.model, self.optimizer, config, device, precision, steps_per_epoch, data_size)
         self.config, self.steps_per_epoch = config, steps_per_epoch
 
     def step(self, xs: list[torch.Tensor], eps: list[torch.Tensor], t: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -55,12 +55,14 @@ def store_path(store: Path | str | None) -> Path:
 
 
 def run_name(config: TrainConfig) -> str:
-    """`h2-lam1-e20-s0-1a2b3c4d`; an objective other than the plain ELBO shows too: `h50-lam1-iwae5-e20-...`."""
-    prefix = "fashion-" if config.dataset == "fashion-mnist" else ""
+    """`h2-lam1-e20-s0-1a2b3c4d`; an objective other than the plain ELBO shows too: `h50-lam1-iwae5-e20-...`;
+    a data set other than MNIST leads: `fashion-h2-...`, `dsprites-h10-...`."""
+    prefix = {"fashion-mnist": "fashion-", "dsprites": "dsprites-"}.get(config.dataset, "")
     objective = "".join(
         f"-{part}"
         for part, given in (
             (f"iwae{config.k}", config.objective == "iwae"),
+            (f"tc{config.tc_weight:g}", config.objective == "betatc"),
             (f"wu{config.kl_warmup}", config.kl_warmup > 0),
             (f"fb{config.free_bits:g}", config.free_bits > 0),
             (f"cap{config.capacity:g}", config.capacity > 0),
