@@ -34,11 +34,13 @@ class Device(str, Enum):
 
 class ObjectiveName(str, Enum):
     """What training maximizes: the ELBO (with lam and its variants), the importance-weighted bound, or
-    beta-TCVAE's ELBO with its total correlation weighted."""
+    beta-TCVAE's ELBO with its total correlation weighted, or DIP-VAE's with a covariance penalty."""
 
     elbo = "elbo"
     iwae = "iwae"
     betatc = "betatc"
+    dip1 = "dip1"
+    dip2 = "dip2"
 
 
 class LrSchedule(str, Enum):
@@ -64,6 +66,8 @@ DATASET_TITLES = {
     DatasetName.dsprites.value: "dSprites",
 }
 DATASETS = tuple(k.value for k in DatasetName)
+# objectives whose loss of an image depends on the batch's other images: autograd's step, never stacked
+BATCH_COUPLED = (ObjectiveName.betatc.value, ObjectiveName.dip1.value, ObjectiveName.dip2.value)
 # what a data set's label is, and its classes' names where they are not numbers
 LABEL_NAMES = {"mnist": "digit", "fashion-mnist": "class", "dsprites": "shape"}
 CLASS_NAMES = {"dsprites": ("square", "ellipse", "heart")}

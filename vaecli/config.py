@@ -201,6 +201,21 @@ class TrainConfig:
         metavar="B",
         axis=("TC weight", "tc"),
     )
+    dip_offdiag: float = option(  # DIP-VAE's lambda_od
+        10.0,
+        "DIP-VAE's weight of the codes' off-diagonal covariance, for --objective dip1 or dip2.",
+        minimum=0.0,
+        metavar="L",
+        axis=("DIP off-diagonal", "od"),
+    )
+    dip_diag: float = option(  # DIP-VAE's lambda_d
+        100.0,
+        "DIP-VAE's weight of the diagonal's distance from 1 (Kumar et al.: 10 x --dip-offdiag for dip1, "
+        "equal to it for dip2).",
+        minimum=0.0,
+        metavar="L",
+        axis=("DIP diagonal", "d"),
+    )
     k: int = option(  # importance samples per image, for "iwae" (k = 1 is the ELBO)
         1,
         "Importance samples per image, for --objective iwae (1: the ELBO).",
@@ -290,7 +305,7 @@ class TrainConfig:
             object.__setattr__(self, "model", replace(self.model, image_shape=shape))
         self._check_objective()
         # 1 and 1.0 are the same lam: keep one spelling so the JSON (and hash) agree
-        for name in ("lam", "free_bits", "capacity", "tc_weight"):
+        for name in ("lam", "free_bits", "capacity", "tc_weight", "dip_offdiag", "dip_diag"):
             object.__setattr__(self, name, float(getattr(self, name)))
         if not self.lr_follows_schedule:
             object.__setattr__(self, "lr", float(self.lr))
@@ -317,10 +332,18 @@ class TrainConfig:
             raise ConfigError(f"`k` {self.k} is the importance-weighted bound's: add `objective` iwae")
         if self.objective != "betatc" and self.tc_weight != 1.0:
             raise ConfigError("`tc_weight` weights beta-TCVAE's total correlation: add `objective` betatc")
-        if self.objective == "betatc":
+        dip = self.objective in ("dip1", "dip2")
+        if not dip and (self.dip_offdiag != 10.0 or self.dip_diag != 100.0):
+            raise ConfigError("`dip_offdiag` and `dip_diag` weight DIP-VAE's penalty: add `objective` dip1 or dip2")
+        if self.objective == "betatc" or dip:
+            why = (
+                "it weights the KL's parts instead"
+                if self.objective == "betatc"
+                else "it holds the codes apart instead"
+            )
             for name, given in (("free_bits", self.free_bits > 0), ("capacity", self.capacity > 0)):
                 if given:
-                    raise ConfigError(f"`objective` betatc cannot take `{name}`: it weights the KL's parts instead")
+                    raise ConfigError(f"`objective` {self.objective} cannot take `{name}`: {why} instead")
         if self.objective == "iwae":
             refused = [
                 ("lam", self.lam != 1.0, "the bound has no KL weight: it is log p(x) as k grows"),
@@ -347,7 +370,12 @@ class TrainConfig:
         """'elbo', 'iwae k=50', 'elbo, free bits 1', ...: what a report says was optimised."""
         if self.objective == "iwae":
             return f"iwae k={self.k}"
-        parts = [f"betatc TC weight {self.tc_weight:g}" if self.objective == "betatc" else "elbo"]
+        head = {
+            "betatc": f"betatc TC weight {self.tc_weight:g}",
+            "dip1": f"dip1 off-diagonal {self.dip_offdiag:g}, diagonal {self.dip_diag:g}",
+            "dip2": f"dip2 off-diagonal {self.dip_offdiag:g}, diagonal {self.dip_diag:g}",
+        }
+        parts = [head.get(self.objective, "elbo")]
         if self.kl_warmup:
             parts.append(f"KL warm-up {epochs_text(self.kl_warmup)}")
         if self.free_bits:
@@ -431,6 +459,8 @@ ADDED_LATER: dict[str, Any] = {
     "objective": "elbo",
     "k": 1,
     "tc_weight": 1.0,
+    "dip_offdiag": 10.0,
+    "dip_diag": 100.0,
     "kl_warmup": 0,
     "free_bits": 0.0,
     "capacity": 0.0,

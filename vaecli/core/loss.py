@@ -1,8 +1,9 @@
 """The loss, with its terms apart: total = recon + lam * KL, in nats per image; and the objectives beyond it.
 
 Objectives (objective_terms): the ELBO with a KL weight lam (the homework's), with
-free bits or a capacity, the importance-weighted bound of Burda et al. 2016, and
-beta-TCVAE (Chen et al. 2018), which weights the KL's total-correlation part.
+free bits or a capacity, the importance-weighted bound of Burda et al. 2016,
+beta-TCVAE (Chen et al. 2018), which weights the KL's total-correlation part, and
+DIP-VAE-I and -II (Kumar et al. 2018), which penalise the codes' covariance.
 Each returns what is minimized beside the terms that compare across runs.
 """
 
@@ -272,6 +273,31 @@ def betatc_objective(
     return ObjectiveTerms(loss, recon, kl_divergence(out.mu, out.logvar).mean())
 
 
+def dip_penalty(mu: torch.Tensor, logvar: torch.Tensor, second: bool, offdiag: float, diag: float) -> torch.Tensor:
+    """DIP-VAE's penalty (Kumar et al. 2018, eqs. 6 and 9) on the batch's covariance of codes.
+
+    DIP-VAE-I: Cov[mu(x)]; DIP-VAE-II: Cov_q(z) = Cov[mu(x)] + E[diag sigma^2(x)]. The penalty is
+    offdiag * sum_{i != j} C_ij^2 + diag * sum_i (C_ii - 1)^2: the aggregate posterior pushed towards
+    uncorrelated, unit-variance latents (the covariance as disentanglement_lib computes it, over the batch).
+    """
+    centred = mu - mu.mean(0, keepdim=True)
+    cov = centred.T @ centred / len(mu)  # (H, H)
+    if second:
+        cov = cov + torch.diag(logvar.exp().mean(0))
+    on = torch.diagonal(cov)
+    off = cov - torch.diag(on)
+    return offdiag * off.pow(2).sum() + diag * (on - 1).pow(2).sum()
+
+
+def dip_objective(
+    out: VAEOutput, x: torch.Tensor, lam: float, kind: str, second: bool, offdiag: float, diag: float
+) -> ObjectiveTerms:
+    """DIP-VAE-I or -II: recon + lam * KL + dip_penalty."""
+    terms = vae_loss(out, x, lam, kind)
+    penalty = dip_penalty(out.mu, out.logvar, second, offdiag, diag)
+    return ObjectiveTerms(terms.total + penalty, terms.recon, terms.kl)
+
+
 def objective_terms(
     config: "TrainConfig",
     out: VAEOutput,
@@ -291,6 +317,9 @@ def objective_terms(
         if data_size is None:
             raise ValueError("beta-TCVAE's objective needs `data_size`, the images the batches are drawn from")
         return betatc_objective(out, x, lam, config.tc_weight, config.model.recon, data_size)
+    if config.objective in ("dip1", "dip2"):
+        second = config.objective == "dip2"
+        return dip_objective(out, x, lam, config.model.recon, second, config.dip_offdiag, config.dip_diag)
     return elbo_objective(out, x, lam, config.model.recon, config.free_bits, capacity if config.capacity > 0 else None)
 
 

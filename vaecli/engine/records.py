@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from vaecli.choices import BATCH_COUPLED
 from vaecli.config import TrainConfig
 from vaecli.core import latent
 from vaecli.core.data import binarize
@@ -146,7 +147,7 @@ def test_objective(
     """
     if config.objective == "iwae":
         return importance_weighted_nll(model, images, config.k, generator)
-    if config.objective == "betatc":
+    if config.objective in BATCH_COUPLED:  # in batches of the training's size
         total = 0.0
         for start in range(0, len(images), config.batch_size):
             x = images[start : start + config.batch_size]

@@ -18,6 +18,7 @@ from dataclasses import replace
 import torch
 import torch.nn.functional as F
 
+from vaecli.choices import BATCH_COUPLED
 from vaecli.config import TrainConfig
 from vaecli.core import loss
 from vaecli.core.data import binarize
@@ -49,8 +50,8 @@ def stack_key(config: TrainConfig) -> TrainConfig:
 
 def stackable(config: TrainConfig) -> bool:
     """Eager steps only: a compiled step of another shape would not round like the member trained alone;
-    and not beta-TCVAE, whose batch-coupled estimator the stacked objectives do not hold."""
-    return not config.compile and config.objective != "betatc"
+    and not the objectives that couple a batch's images (BATCH_COUPLED), which the stacked objectives do not hold."""
+    return not config.compile and config.objective not in BATCH_COUPLED
 
 
 def generators(config: TrainConfig, device: torch.device) -> tuple[torch.Generator, torch.Generator]:
@@ -161,11 +162,11 @@ TrainStep = Callable[[torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, torc
 def written_step(config: TrainConfig, device: torch.device, precision: str) -> type[WrittenStep] | None:
     """The written-out step that trains `config` there, or None where autograd does: the CPU's eager steps.
 
-    Every objective but beta-TCVAE is written out (core/loss.objective_grads), so the device and
-    --compile decide; beta-TCVAE's estimator couples the images of a batch (each sample's density
-    under every image's posterior), which autograd differentiates, so it takes autograd's step.
+    Every objective but those coupling the images of a batch is written out (core/loss.objective_grads),
+    so the device and --compile decide; beta-TCVAE's estimator (each sample's density under every image's
+    posterior) and DIP-VAE's covariance of the batch's codes take autograd's step (BATCH_COUPLED).
     """
-    if device.type != "cpu" or config.compile or config.objective == "betatc":
+    if device.type != "cpu" or config.compile or config.objective in BATCH_COUPLED:
         return None
     return {"fp32": Fp32Step, "bf16": Bf16Step}.get(precision)
 
