@@ -235,7 +235,7 @@ def all_prose():
 
 
 def test_every_step_has_formula_text_and_reason():
-    assert [p.number for p in derive.PARTS] == [1, 2, 3, 4]
+    assert [p.number for p in derive.PARTS] == [1, 2, 3, 4, 5]
     for p in derive.PARTS:
         assert len(p.steps) >= 5
         for step in p.steps:
@@ -247,7 +247,8 @@ def test_every_step_has_formula_text_and_reason():
 KNOWN_MACROS = set(
     r"""\Rightarrow \Vert \epsilon \frac \ge \lambda \lbrace \le \left \log \mathbb \mathcal \mathrel
     \mathrm \max \mid \mu \nabla \odot \operatorname \phi \pi \quad \rbrace \right \sigma \sim \sum
-    \text \tfrac \theta \beta \cdot \int \times \to \operatorname* \ldots \approx \ge \mathrm \in""".split()
+    \text \tfrac \theta \beta \cdot \int \times \to \operatorname* \ldots \approx \ge \mathrm \in
+    \prod \alpha \gamma""".split()
 )
 
 
@@ -365,7 +366,7 @@ def test_derive_part_3_trains_then_reuses_the_runs(tiny_mnist, tmp_path):
     [
         (["--format", "markdown"], ["--out"]),
         (["--out", "notes.txt"], ["notes.txt", ".md or .tex"]),
-        (["5"], ["part"]),
+        (["6"], ["part"]),
         (["--hidden", "3"], ["--hidden"]),
         (["--lams", "1"], ["--lams", "two"]),
         (["--model", "nowhere"], ["nowhere"]),
@@ -392,3 +393,26 @@ def test_every_check_passes_on_a_real_mnist_model(mnist_dir):
     results = identities.identity_checks(model, x) + identities.kl_checks(model, x) + identities.iw_checks(model, x)
     assert all(c.passed for c in results), [(c.name, c.difference) for c in results if not c.passed]
     assert abs(by_name(results, "ELBO + KL").difference) < 1e-3
+
+
+def test_the_kl_parts_by_quadrature_add_up_and_the_estimator_finds_them():
+    from vaecli.studies.decomposition import decomposition_checks, parts_by_quadrature
+
+    g = torch.Generator().manual_seed(0)
+    mu = 1.5 * torch.randn(64, 2, generator=g, dtype=torch.float64)
+    mu[:, 1] += 0.5 * mu[:, 0]  # correlated codes: a total correlation to find
+    logvar = torch.full((64, 2), -2.0, dtype=torch.float64)
+    parts = parts_by_quadrature(mu, logvar)
+    assert float(sum(parts)) == pytest.approx(float(loss.kl_divergence(mu, logvar).mean()), abs=1e-4)
+    assert 0.1 < float(parts.tc) and 0 < float(parts.mi) < math.log(64)
+    same = parts_by_quadrature(torch.zeros(8, 2), torch.zeros(8, 2))  # one posterior, the prior: nothing
+    assert all(abs(float(v)) < 1e-6 for v in same)
+    results = decomposition_checks(small_vae(2), torch.rand(64, 784, generator=g))
+    assert len(results) == 5 and all(c.passed for c in results), [(c.name, c.difference) for c in results]
+
+
+def test_derive_part_5_checks_the_decomposition(tiny_run):
+    result = invoke("derive", "5", "--model", tiny_run)
+    assert result.exit_code == 0, result.output
+    out = " ".join(result.stdout.split())
+    assert "total correlation" in out and "MI + TC + dimension-wise KL = the mean KL" in out and "checks passed" in out

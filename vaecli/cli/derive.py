@@ -169,7 +169,7 @@ def _output_format(fmt: Format, out: Path | None) -> str:
 
 @command(cls=number_lists("--lams", "--layers"))
 def derive(
-    part: Annotated[int | None, typer.Argument(min=1, max=4, help="Show only this part: 1, 2, 3 or 4.")] = None,
+    part: Annotated[int | None, typer.Argument(min=1, max=5, help="Show only this part: 1 to 5.")] = None,
     fmt: Annotated[
         Format, typer.Option("--format", "-f", help="terminal, or write markdown / latex to --out.")
     ] = Format.terminal,
@@ -199,7 +199,8 @@ def derive(
     The checks run on a small model: the run store's H=2, lam=1 run or --model,
     on a real MNIST image when the data are there, else a synthetic one. Part 3
     checks runs with every --lams value; part 4 the importance-weighted bound of
-    --objective iwae against log p(x).
+    --objective iwae against log p(x); part 5 the KL split into mutual information,
+    total correlation and dimension-wise KL, over 64 test images.
 
     The runs are the store's longest-trained finished runs of these settings
     (for lam = 1 and every --lams value), else runs trained for 2 epochs;
@@ -230,7 +231,7 @@ def derive(
         download=download,
         runs_dir=runs_dir,
     )
-    parts = (part,) if part else (1, 2, 3, 4)
+    parts = (part,) if part else derive.PART_NUMBERS
     findings = identities.Findings()
     progress = SweepProgress(console)
     checker = DeriveChecks(settings, progress)

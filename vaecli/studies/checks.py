@@ -28,6 +28,7 @@ from vaecli.core.model import VAE
 from vaecli.errors import ConfigError
 from vaecli.store.checkpoint import load_run
 from vaecli.studies import derive, identities
+from vaecli.studies.decomposition import decomposition_checks
 from vaecli.studies.identities import Findings, SweepRow
 from vaecli.studies.observer import SweepObserver
 from vaecli.studies.sweep import Sweep, SweepOptions, run_sweep
@@ -56,6 +57,7 @@ class DeriveSettings:
         return TrainConfig(model=model, lam=1.0, epochs=epochs or self.epochs or BRIEF, seed=self.seed)
 
 
+DECOMPOSITION_IMAGES = 64  # part 5's data set: few enough that q(z) is a mixture integrated on a grid
 BRIEF = 2  # epochs of the runs derive trains when the store holds none of its settings: enough for the checks
 
 
@@ -163,6 +165,7 @@ class _Subject:
     model: VAE
     image: torch.Tensor
     lines: list[str]
+    images: torch.Tensor  # the first DECOMPOSITION_IMAGES test images: part 5's data set
 
 
 @dataclass
@@ -241,7 +244,7 @@ class DeriveChecks:
         lines = [f"model: {label}", f"image: {what}", f"data: {note}"]
         if model.config.recon == "gaussian":
             lines.append("log p(x|z) is the loss's: minus the squared error, without the constant D/2 log π")
-        self._subject = _Subject(model, x, lines)
+        self._subject = _Subject(model, x, lines, data.test.images[0:DECOMPOSITION_IMAGES])
         return self._subject
 
     def check(self, number: int, findings: Findings) -> None:
@@ -265,10 +268,17 @@ class DeriveChecks:
         findings.context[number] = subject.lines
         if number == 2:
             findings.checks += identities.kl_checks(subject.model, subject.image, seed=s.seed)
+        elif number == 5 and subject.model.config.latent_dim != 2:
+            findings.skipped.append(identities.quadrature_skipped(subject.model.config.latent_dim, number))
         elif subject.model.config.latent_dim > identities.MAX_LATENT_DIM:
             findings.skipped.append(identities.quadrature_skipped(subject.model.config.latent_dim, number))
         elif number == 4:
             findings.checks += identities.iw_checks(subject.model, subject.image, seed=s.seed)
+        elif number == 5:
+            findings.context[5] = subject.lines[:1] + [
+                f"data: the first {len(subject.images)} test images, as the whole data set of the decomposition"
+            ]
+            findings.checks += decomposition_checks(subject.model, subject.images, seed=s.seed)
         else:
             findings.checks += identities.identity_checks(subject.model, subject.image, seed=s.seed)
 

@@ -270,7 +270,9 @@ def importance_check(
 def quadrature_skipped(latent_dim: int, part: int = 1) -> Skipped:
     return Skipped(
         part,
-        "log p(x) by quadrature: the ELBO identity and bound" if part == 1 else "the bounds against log p(x)",
+        {1: "log p(x) by quadrature: the ELBO identity and bound", 5: "the KL's parts by quadrature"}.get(
+            part, "the bounds against log p(x)"
+        ),
         f"the model has H = {latent_dim}; quadrature over z needs H ≤ {MAX_LATENT_DIM} "
         f"(a grid of n^H points: {latent_dim} dimensions are too many)",
     )
