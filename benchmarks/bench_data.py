@@ -8,7 +8,9 @@ a byte, MNIST's one byte a pixel) and prints what it holds against float32 copie
 the process's peak resident memory, and, taking turns, the seconds of reading one
 shuffled batch as floats (`images[index]`, what the training loop does per step)
 and of one training step of the model (engine/steps.OneModel, in the machine's
-precision). The ratio is the share of a step the compact storage adds.
+precision), and of the step's matrix products alone (bench_train.py's limit, in
+the same precision). The ratios: the share of a step the compact storage adds,
+and the step against its limit (the target for dSprites' model: at most 1.3).
 """
 
 import argparse
@@ -18,6 +20,7 @@ import sys
 import time
 
 import torch
+from bench_train import Limit
 from common import machine
 
 from vaecli.config import ModelConfig, TrainConfig
@@ -75,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     net = OneModel(config, CPU, precision, steps_per_epoch=len(train) // args.batch_size)
     shuffle, noise = torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)
     order = torch.randperm(len(train), generator=shuffle)
-    reads, steps, t = [], [], 0
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    limit = Limit(config.model, args.batch_size, len(train), CPU, dtype)
+    reads, steps, limits, t = [], [], [], 0
     for _ in range(args.rounds):
         index = [order[(t + i) * args.batch_size : (t + i + 1) * args.batch_size] for i in range(args.steps)]
         began = time.perf_counter()
@@ -87,12 +92,19 @@ def main(argv: list[str] | None = None) -> int:
             net.step([x], [e], t)
             t += 1
         steps.append((time.perf_counter() - began) / args.steps)
-    read, step = statistics.median(reads), statistics.median(steps)
+        began = time.perf_counter()
+        limit.run(args.steps, first=False)
+        limits.append((time.perf_counter() - began) / args.steps)
+    read, step, bound = statistics.median(reads), statistics.median(steps), statistics.median(limits)
     layers = "-".join(map(str, [train.pixels, *args.layers]))
     print(f"batch {args.batch_size}, MLP {layers}, H={args.hidden}, {precision}: medians of {args.rounds} turns")
     print(f"  read a shuffled batch as floats: {read * 1e3:.3f} ms")
     print(f"  one training step:               {step * 1e3:.3f} ms")
+    print(f"  the step's matmuls alone:        {bound * 1e3:.3f} ms")
     print(f"  reading / step:                  {read / step:.3f}")
+    print(f"  step / matmul limit:             {step / bound:.2f}")
+    epoch = len(train) / args.batch_size * step
+    print(f"  so one epoch of {len(train):,} images: about {epoch:.0f} s of steps")
     return 0
 
 

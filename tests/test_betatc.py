@@ -1,22 +1,10 @@
 """beta-TCVAE: the KL's three parts by minibatch-stratified sampling, the objective, and its runs."""
 
-from dataclasses import replace
-
 import pytest
 import torch
 
-from tests.conftest import FAST_TRAIN_ARGS, StopAt, invoke, one_line_error
-from tests.test_resume import CFG, same_weights
-from vaecli.config import TrainConfig
 from vaecli.core import loss
-from vaecli.core.data import load_dataset
 from vaecli.core.model import VAEOutput
-from vaecli.engine.interrupt import StopRequest
-from vaecli.engine.loop import train
-from vaecli.engine.state import Stopped
-from vaecli.engine.steps import stackable, written_step
-from vaecli.errors import ConfigError
-from vaecli.store.runs import run_name
 
 
 def sample(mu: torch.Tensor, logvar: torch.Tensor, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,39 +55,3 @@ def test_at_tc_weight_lam_the_objective_is_the_elbo_with_a_sampled_kl():
     sampled = (loss.log_posterior(eps, logvar) - loss.log_prior(z)).mean()
     assert float(terms.loss) == pytest.approx(float(terms.recon + 4.0 * sampled), rel=1e-5)
     assert float(terms.kl) == pytest.approx(float(loss.kl_divergence(mu, logvar).mean()))  # closed form
-
-
-def test_betatc_options_and_names():
-    config = TrainConfig(objective="betatc", tc_weight=6)
-    assert "-tc6-" in run_name(config) and config.describe().startswith("H=2, lam=1, betatc TC weight 6")
-    assert "tc_weight" not in TrainConfig().to_json() and TrainConfig().digest() == "48abe01d"  # old names kept
-    assert written_step(config, torch.device("cpu"), "fp32") is None and not stackable(config)
-    for bad, fragment in (
-        ({"tc_weight": 2.0}, "add `objective` betatc"),
-        ({"objective": "betatc", "free_bits": 1.0}, "cannot take `free_bits`"),
-        ({"objective": "betatc", "k": 3}, "importance-weighted"),
-    ):
-        with pytest.raises(ConfigError, match=fragment):
-            TrainConfig(**bad)
-
-
-def test_a_betatc_fit_resumes_bit_for_bit(tiny_mnist, tmp_path):
-    data = load_dataset("mnist", tiny_mnist)
-    config = replace(CFG, objective="betatc", tc_weight=5.0)
-    whole = train(config, data, device="cpu")
-    stop = StopRequest()
-    with pytest.raises(Stopped) as info:
-        train(config, data, device="cpu", stop=stop, observer=StopAt(stop, 2, 1))
-    resumed = train(config, data, device="cpu", resume=info.value.state)
-    assert same_weights(resumed.model, whole.model)
-    assert [r.test for r in resumed.history] == [r.test for r in whole.history]
-
-
-def test_betatc_from_the_command_line(tiny_mnist, tmp_path):
-    out = tmp_path / "tc"
-    result = invoke("train", *FAST_TRAIN_ARGS, "--objective", "betatc", "--tc-weight", "6", "--data-dir", tiny_mnist,
-                    "--out", out)  # fmt: skip
-    assert result.exit_code == 0, result.output
-    assert "betatc TC weight 6" in " ".join(invoke("info", out).stdout.split())
-    one_line_error(invoke("train", "--tc-weight", "6", "--data-dir", tiny_mnist), "--tc-weight", "--objective betatc")
-    one_line_error(invoke("train", "--objective", "betatc", "--tc-weight", "nan"), "--tc-weight")

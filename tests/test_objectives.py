@@ -193,17 +193,70 @@ def test_stacked_members_end_as_alone_with_every_objective(tiny_mnist, name):
         assert t.final.train_objective == pytest.approx(alone.final.train_objective, rel=1e-4)
 
 
-@pytest.mark.parametrize("name", ["warm-up", "iwae"])
-def test_an_interrupted_fit_resumes_bit_for_bit_with_its_schedule(tiny_mnist, name):
+# the disentanglement objectives: autograd's step, never stacked; (config fields, what `info` says, run name part)
+DISENTANGLING = {
+    "betatc": ({"objective": "betatc", "tc_weight": 6.0}, "betatc TC weight 6", "-tc6-"),
+    "dip1": (
+        {"objective": "dip1", "dip_offdiag": 2.0, "dip_diag": 20.0},
+        "dip1 off-diagonal 2, diagonal 20",
+        "-dip1od2d20-",
+    ),
+    "dip2": (
+        {"objective": "dip2", "dip_offdiag": 5.0, "dip_diag": 5.0},
+        "dip2 off-diagonal 5, diagonal 5",
+        "-dip2od5d5-",
+    ),
+    "factor": ({"objective": "factor", "factor_gamma": 20.0}, "factor gamma 20", "-factor20-"),
+}
+WEIGHTS = {"betatc": "tc_weight", "dip1": "dip_diag", "dip2": "dip_offdiag", "factor": "factor_gamma"}
+
+
+@pytest.mark.parametrize("name", ["warm-up", "iwae", *DISENTANGLING])
+def test_an_interrupted_fit_resumes_bit_for_bit_with_its_schedule(tiny_mnist, tmp_path, name):
+    from vaecli.store.checkpoint import load_state, save_state
+
     data = load_dataset("mnist", tiny_mnist)
-    config = replace(BASE, **VARIANTS[name])
+    config = replace(BASE, **(VARIANTS[name] if name in VARIANTS else DISENTANGLING[name][0]))
     whole = train(config, data, device="cpu")
     stop = StopRequest()
     with pytest.raises(Stopped) as info:
         train(config, data, device="cpu", stop=stop, observer=StopAt(stop, 2, 3))
-    resumed = train(config, data, device="cpu", resume=info.value.state)
+    save_state(tmp_path, info.value.state)  # through the file: FactorVAE's discriminator travels in it
+    resumed = train(config, data, device="cpu", resume=load_state(tmp_path))
     assert same(whole.model.state_dict(), resumed.model.state_dict())
     assert [r.train_objective for r in whole.history] == [r.train_objective for r in resumed.history]
+    assert [r.test for r in whole.history] == [r.test for r in resumed.history]
+
+
+@pytest.mark.parametrize("name", DISENTANGLING)
+def test_the_disentanglement_objectives_are_named_and_refused_apart(name):
+    from vaecli.engine.steps import stackable, written_step
+
+    fields, described, part = DISENTANGLING[name]
+    config = TrainConfig(**fields)
+    assert part in run_name(config) and described in config.describe()
+    assert written_step(config, torch.device("cpu"), "fp32") is None and not stackable(config)
+    assert TrainConfig().digest() == "48abe01d"  # their fields stay out of other runs' JSON and names
+    with pytest.raises(ConfigError, match="add `objective` "):
+        TrainConfig(**{WEIGHTS[name]: 3.0})
+    with pytest.raises(ConfigError, match="cannot take `free_bits`"):
+        TrainConfig(**fields, free_bits=1.0)
+
+
+@pytest.mark.parametrize("name", DISENTANGLING)
+def test_the_disentanglement_objectives_from_the_command_line(tiny_mnist, tmp_path, name):
+    fields, described, _ = DISENTANGLING[name]
+    flags = [
+        w
+        for key, value in fields.items()
+        for w in (f"--{key.replace('_', '-')}", f"{value:g}" if isinstance(value, float) else value)
+    ]
+    out = tmp_path / name
+    result = invoke("train", *FP32_ARGS, *flags, "--data-dir", tiny_mnist, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert described in " ".join(invoke("info", out).stdout.split())
+    weight = f"--{WEIGHTS[name].replace('_', '-')}"
+    one_line_error(invoke("train", weight, "3", "--data-dir", tiny_mnist), weight, "add --objective")
 
 
 def test_an_old_resume_file_without_the_objective_sum_still_continues(tiny_mnist, tmp_path):

@@ -33,6 +33,7 @@ CONFIGS = [
     TrainConfig(capacity=3.0, capacity_epochs=2, epochs=4, lam=1 / 3, dataset="dsprites", split_seed=2),
     TrainConfig(objective="betatc", tc_weight=6.0, lam=2.0),
     TrainConfig(objective="dip2", dip_offdiag=4.0, dip_diag=4.0),
+    TrainConfig(objective="factor", factor_gamma=30.0),
 ]
 
 
@@ -52,7 +53,7 @@ def test_the_configs_set_every_option():
     assert not unset, f"add a value of {unset} to CONFIGS"
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=["elbo-variants", "iwae", "capacity", "betatc", "dip"])
+@pytest.mark.parametrize("config", CONFIGS, ids=["elbo-variants", "iwae", "capacity", "betatc", "dip", "factor"])
 def test_a_config_survives_the_command_line_and_the_config_file(config, tmp_path):
     words = command_words(config)
     printed = invoke("train", *words, "--print-config")

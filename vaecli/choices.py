@@ -34,13 +34,15 @@ class Device(str, Enum):
 
 class ObjectiveName(str, Enum):
     """What training maximizes: the ELBO (with lam and its variants), the importance-weighted bound, or
-    beta-TCVAE's ELBO with its total correlation weighted, or DIP-VAE's with a covariance penalty."""
+    beta-TCVAE's ELBO with its total correlation weighted, DIP-VAE's with a covariance penalty, or
+    FactorVAE's with a discriminator's estimate of the total correlation."""
 
     elbo = "elbo"
     iwae = "iwae"
     betatc = "betatc"
     dip1 = "dip1"
     dip2 = "dip2"
+    factor = "factor"
 
 
 class LrSchedule(str, Enum):
@@ -68,6 +70,8 @@ DATASET_TITLES = {
 DATASETS = tuple(k.value for k in DatasetName)
 # objectives whose loss of an image depends on the batch's other images: autograd's step, never stacked
 BATCH_COUPLED = (ObjectiveName.betatc.value, ObjectiveName.dip1.value, ObjectiveName.dip2.value)
+# objectives the written-out step and stacking do not hold: those, and FactorVAE with its discriminator
+AUTOGRAD_ONLY = (*BATCH_COUPLED, ObjectiveName.factor.value)
 # what a data set's label is, and its classes' names where they are not numbers
 LABEL_NAMES = {"mnist": "digit", "fashion-mnist": "class", "dsprites": "shape"}
 CLASS_NAMES = {"dsprites": ("square", "ellipse", "heart")}

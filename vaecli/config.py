@@ -189,7 +189,8 @@ class TrainConfig:
     objective: str = option(  # "elbo": recon + lam * KL and its variants below; "iwae": the IW-k bound
         "elbo",
         "elbo: recon + lam * KL, with the variants below; iwae: the importance-weighted bound with --k samples; "
-        "betatc: beta-TCVAE, the KL's total correlation weighted by --tc-weight.",
+        "betatc: beta-TCVAE, the KL's total correlation weighted by --tc-weight; dip1, dip2: DIP-VAE; "
+        "factor: FactorVAE.",
         choices=ObjectiveName,
         axis=("objective", ""),
     )
@@ -215,6 +216,13 @@ class TrainConfig:
         minimum=0.0,
         metavar="L",
         axis=("DIP diagonal", "d"),
+    )
+    factor_gamma: float = option(  # FactorVAE's gamma
+        10.0,
+        "FactorVAE's weight of the discriminator's total-correlation estimate, for --objective factor.",
+        minimum=0.0,
+        metavar="G",
+        axis=("gamma", "g"),
     )
     k: int = option(  # importance samples per image, for "iwae" (k = 1 is the ELBO)
         1,
@@ -305,7 +313,7 @@ class TrainConfig:
             object.__setattr__(self, "model", replace(self.model, image_shape=shape))
         self._check_objective()
         # 1 and 1.0 are the same lam: keep one spelling so the JSON (and hash) agree
-        for name in ("lam", "free_bits", "capacity", "tc_weight", "dip_offdiag", "dip_diag"):
+        for name in ("lam", "free_bits", "capacity", "tc_weight", "dip_offdiag", "dip_diag", "factor_gamma"):
             object.__setattr__(self, name, float(getattr(self, name)))
         if not self.lr_follows_schedule:
             object.__setattr__(self, "lr", float(self.lr))
@@ -335,11 +343,11 @@ class TrainConfig:
         dip = self.objective in ("dip1", "dip2")
         if not dip and (self.dip_offdiag != 10.0 or self.dip_diag != 100.0):
             raise ConfigError("`dip_offdiag` and `dip_diag` weight DIP-VAE's penalty: add `objective` dip1 or dip2")
-        if self.objective == "betatc" or dip:
-            why = (
-                "it weights the KL's parts instead"
-                if self.objective == "betatc"
-                else "it holds the codes apart instead"
+        if self.objective != "factor" and self.factor_gamma != 10.0:
+            raise ConfigError("`factor_gamma` weights FactorVAE's total correlation: add `objective` factor")
+        if self.objective in ("betatc", "factor") or dip:
+            why = {"betatc": "it weights the KL's parts", "factor": "its discriminator holds the codes apart"}.get(
+                self.objective, "it penalises the codes' covariance"
             )
             for name, given in (("free_bits", self.free_bits > 0), ("capacity", self.capacity > 0)):
                 if given:
@@ -374,6 +382,7 @@ class TrainConfig:
             "betatc": f"betatc TC weight {self.tc_weight:g}",
             "dip1": f"dip1 off-diagonal {self.dip_offdiag:g}, diagonal {self.dip_diag:g}",
             "dip2": f"dip2 off-diagonal {self.dip_offdiag:g}, diagonal {self.dip_diag:g}",
+            "factor": f"factor gamma {self.factor_gamma:g}",
         }
         parts = [head.get(self.objective, "elbo")]
         if self.kl_warmup:
@@ -461,6 +470,7 @@ ADDED_LATER: dict[str, Any] = {
     "tc_weight": 1.0,
     "dip_offdiag": 10.0,
     "dip_diag": 100.0,
+    "factor_gamma": 10.0,
     "kl_warmup": 0,
     "free_bits": 0.0,
     "capacity": 0.0,

@@ -31,6 +31,7 @@ from vaecli.core.data import Dataset, load_for
 from vaecli.core.images import Images
 from vaecli.engine import memory
 from vaecli.engine.device import resolve_device, resolve_precision
+from vaecli.engine.factor import FactorModel
 from vaecli.engine.interrupt import StopRequest
 from vaecli.engine.observer import Observer
 from vaecli.engine.records import EpochRecord, Terms, evaluate, scored_test_images, test_objective
@@ -103,7 +104,11 @@ class _Fit:
         if stacked:
             self.net: OneModel | StackedModels = StackedModels(configs, dev, self.precision, self.steps)
         else:
-            self.net = OneModel(first, dev, self.precision, self.steps, self.n)
+            self.net = (
+                FactorModel(first, dev, self.precision, self.steps)
+                if first.objective == "factor"
+                else OneModel(first, dev, self.precision, self.steps, self.n)
+            )
         self.members = []
         for config in configs:
             shuffle, noise = generators(config, dev)

@@ -18,7 +18,7 @@ from dataclasses import replace
 import torch
 import torch.nn.functional as F
 
-from vaecli.choices import BATCH_COUPLED
+from vaecli.choices import AUTOGRAD_ONLY
 from vaecli.config import TrainConfig
 from vaecli.core import loss
 from vaecli.core.data import binarize
@@ -50,8 +50,8 @@ def stack_key(config: TrainConfig) -> TrainConfig:
 
 def stackable(config: TrainConfig) -> bool:
     """Eager steps only: a compiled step of another shape would not round like the member trained alone;
-    and not the objectives that couple a batch's images (BATCH_COUPLED), which the stacked objectives do not hold."""
-    return not config.compile and config.objective not in BATCH_COUPLED
+    and not the objectives that couple a batch's images or train a discriminator (AUTOGRAD_ONLY)."""
+    return not config.compile and config.objective not in AUTOGRAD_ONLY
 
 
 def generators(config: TrainConfig, device: torch.device) -> tuple[torch.Generator, torch.Generator]:
@@ -164,9 +164,10 @@ def written_step(config: TrainConfig, device: torch.device, precision: str) -> t
 
     Every objective but those coupling the images of a batch is written out (core/loss.objective_grads),
     so the device and --compile decide; beta-TCVAE's estimator (each sample's density under every image's
-    posterior) and DIP-VAE's covariance of the batch's codes take autograd's step (BATCH_COUPLED).
+    posterior) and DIP-VAE's covariance of the batch's codes take autograd's step, as FactorVAE does with
+    its discriminator (engine/factor.py): AUTOGRAD_ONLY.
     """
-    if device.type != "cpu" or config.compile or config.objective in BATCH_COUPLED:
+    if device.type != "cpu" or config.compile or config.objective in AUTOGRAD_ONLY:
         return None
     return {"fp32": Fp32Step, "bf16": Bf16Step}.get(precision)
 

@@ -27,6 +27,7 @@ from safetensors.torch import save as safetensors_bytes
 from vaecli import __version__, atomic
 from vaecli.config import TrainConfig
 from vaecli.core.model import VAE
+from vaecli.engine.factor import discriminator_shapes
 from vaecli.engine.records import EpochRecord
 from vaecli.engine.state import TrainResult, TrainState
 from vaecli.errors import CheckpointError, ConfigError
@@ -339,6 +340,8 @@ def load_state(path: Path | str) -> TrainState:
     header = read_state_header(path)
     config, numbers = header.config, header.numbers
     shapes = _model_shapes(config)
+    if config.objective == "factor":  # the discriminator's weights and Adam state, after the VAE's
+        shapes |= discriminator_shapes(config)
     expected: Expected = {f"model.{name}": (shape, "F32") for name, shape in shapes.items()}
     for index, shape in enumerate(shapes.values()):
         expected |= {f"adam.{index}.step": ((), "F32")}

@@ -63,6 +63,7 @@ def run_name(config: TrainConfig) -> str:
         for part, given in (
             (f"iwae{config.k}", config.objective == "iwae"),
             (f"tc{config.tc_weight:g}", config.objective == "betatc"),
+            (f"factor{config.factor_gamma:g}", config.objective == "factor"),
             (f"{config.objective}od{config.dip_offdiag:g}d{config.dip_diag:g}", config.objective in ("dip1", "dip2")),
             (f"wu{config.kl_warmup}", config.kl_warmup > 0),
             (f"fb{config.free_bits:g}", config.free_bits > 0),
