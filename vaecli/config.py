@@ -9,9 +9,7 @@ all come from that table.
 
 import hashlib
 import json
-import math
-from dataclasses import MISSING, Field, asdict, dataclass, field, fields, replace
-from enum import Enum
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from vaecli.choices import (
@@ -29,6 +27,7 @@ from vaecli.choices import (
     Recon,
 )
 from vaecli.errors import ConfigError
+from vaecli.fields import check_field, check_fields, check_int, check_keys, option
 
 
 class _ScheduleLr(float):
@@ -37,87 +36,6 @@ class _ScheduleLr(float):
 
 
 SCHEDULE_LR = _ScheduleLr("nan")  # TrainConfig.lr's default: the schedule's own, from LEARNING_RATES
-
-
-@dataclass(frozen=True)
-class Option:
-    """What a config field is to a user: checked here, shown by `--help`, swept by `ablate`.
-
-    `flag` defaults to the field's name with dashes; `axis` is (label, short) for a
-    field that `ablate` may vary: its table column and its part of a sweep's folder name.
-    """
-
-    help: str
-    flag: str | None = None
-    short: str | None = None  # "-H"
-    minimum: float | None = None
-    maximum: float | None = None
-    above: bool = False  # the minimum itself is refused (a learning rate > 0)
-    choices: type[Enum] | None = None
-    metavar: str | None = None
-    show_default: str | None = None
-    axis: tuple[str, str] | None = None
-
-
-def option(default: Any, help: str, **kwargs: Any) -> Any:
-    """A dataclass field with its Option: `lam: float = option(1.0, "Weight of the KL term.", minimum=0.0)`."""
-    return field(default=default, metadata={"option": Option(help, **kwargs)})
-
-
-def option_of(f: Field) -> Option | None:
-    return f.metadata.get("option")
-
-
-def _check_int(name: str, value: Any, minimum: float | None, maximum: float | None = None) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"`{name}` must be an integer, got {value!r}")
-    if minimum is not None and value < minimum:
-        raise ConfigError(f"`{name}` must be at least {minimum:g}, got {value}")
-    if maximum is not None and value > maximum:
-        raise ConfigError(f"`{name}` must be at most {maximum:g}, got {value}")
-
-
-def _check_float(name: str, value: Any, minimum: float | None, *, strict: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ConfigError(f"`{name}` must be a finite number, got {value!r}")
-    if minimum is not None and (value < minimum or (strict and value == minimum)):
-        bound = "greater than" if strict else "at least"
-        raise ConfigError(f"`{name}` must be {bound} {minimum:g}, got {value:g}")
-
-
-def _check_field(f: Field, value: Any) -> None:
-    """The checks that a field's type and Option give: a type, a range, a choice."""
-    spec = option_of(f)
-    if spec is None:
-        return
-    if spec.choices is not None:
-        choices = [c.value for c in spec.choices]
-        if value not in choices:
-            raise ConfigError(f"`{f.name}` must be one of {', '.join(choices)}; got {value!r}")
-    elif f.type in (bool, "bool"):
-        if not isinstance(value, bool):
-            raise ConfigError(f"`{f.name}` must be true or false, got {value!r}")
-    elif f.type in (int, "int"):
-        _check_int(f.name, value, spec.minimum, spec.maximum)
-    elif f.type in (float, "float"):
-        _check_float(f.name, value, spec.minimum, strict=spec.above)
-
-
-def _check_fields(config: Any) -> None:
-    for f in fields(config):
-        _check_field(f, getattr(config, f.name))
-
-
-def _check_keys(cls: type, data: Any) -> None:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{cls.__name__} must be a JSON object, got {type(data).__name__}")
-    unknown = set(data) - {f.name for f in fields(cls)}
-    if unknown:
-        raise ConfigError(f"{cls.__name__} has unknown keys: {', '.join(sorted(unknown))}")
-
-
-def default_of(f: Field) -> Any:
-    return f.default_factory() if f.default is MISSING else f.default  # type: ignore[operator]
 
 
 def epochs_text(n: int) -> str:
@@ -149,12 +67,12 @@ class ModelConfig:
         if not isinstance(self.hidden_layers, tuple):
             raise ConfigError(f"`hidden_layers` must be a tuple of sizes, got {self.hidden_layers!r}")
         for size in self.hidden_layers:
-            _check_int("hidden_layers", size, 1)
+            check_int("hidden_layers", size, 1)
         if not isinstance(self.image_shape, tuple) or len(self.image_shape) != 2:
             raise ConfigError(f"image_shape must be (height, width), got {self.image_shape!r}")
         for side in self.image_shape:
-            _check_int("image side", side, 1)
-        _check_fields(self)
+            check_int("image side", side, 1)
+        check_fields(self)
 
     @property
     def input_dim(self) -> int:
@@ -162,7 +80,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: Any) -> "ModelConfig":
-        _check_keys(cls, data)
+        check_keys(cls, data)
         data = dict(data)
         for key in ("hidden_layers", "image_shape"):
             if key in data:
@@ -304,10 +222,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.model, ModelConfig):
             raise ConfigError(f"model must be a ModelConfig, got {type(self.model).__name__}")
-        _check_field(next(f for f in fields(self) if f.name == "lr_schedule"), self.lr_schedule)
+        check_field(next(f for f in fields(self) if f.name == "lr_schedule"), self.lr_schedule)
         if self.lr_follows_schedule:  # not given, here or in the config this one replaces
             object.__setattr__(self, "lr", _ScheduleLr(LEARNING_RATES[self.lr_schedule]))
-        _check_fields(self)
+        check_fields(self)
         shape = IMAGE_SHAPES[self.dataset]  # a model left at the default size takes the data set's images
         if self.model.image_shape == ModelConfig.image_shape and shape != ModelConfig.image_shape:
             object.__setattr__(self, "model", replace(self.model, image_shape=shape))
@@ -444,7 +362,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: Any) -> "TrainConfig":
-        _check_keys(cls, data)
+        check_keys(cls, data)
         data = dict(data)
         if "model" in data:
             data["model"] = ModelConfig.from_dict(data["model"])

@@ -11,8 +11,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from vaecli.config import SCHEDULE_LR, ModelConfig, Option, TrainConfig, default_of, option_of
+from vaecli.config import SCHEDULE_LR, ModelConfig, TrainConfig
 from vaecli.errors import ConfigError
+from vaecli.fields import Option, default_of, option_of
 
 # the order of --help and of a command line: the homework's two first, then the objective, then the rest
 ORDER = (
