@@ -72,6 +72,16 @@ DATASETS = tuple(k.value for k in DatasetName)
 BATCH_COUPLED = (ObjectiveName.betatc.value, ObjectiveName.dip1.value, ObjectiveName.dip2.value)
 # objectives the written-out step and stacking do not hold: those, and FactorVAE with its discriminator
 AUTOGRAD_ONLY = (*BATCH_COUPLED, ObjectiveName.factor.value)
+# the disentanglement metrics' seven numbers (studies/disentanglement.py), as eval --json and ablate name them
+DISENTANGLEMENT_METRICS = (
+    "beta_vae",
+    "factor_vae",
+    "mig",
+    "sap",
+    "dci_disentanglement",
+    "dci_completeness",
+    "dci_informativeness",
+)
 # what a data set's label is, and its classes' names where they are not numbers
 LABEL_NAMES = {"mnist": "digit", "fashion-mnist": "class", "dsprites": "shape"}
 CLASS_NAMES = {"dsprites": ("square", "ellipse", "heart")}

@@ -256,12 +256,12 @@ class TrainConfig:
             raise ConfigError("`compile` cannot follow a ramp (`kl_warmup`, `capacity_epochs`); drop one of them")
         if self.objective != "iwae" and self.k != 1:
             raise ConfigError(f"`k` {self.k} is the importance-weighted bound's: add `objective` iwae")
-        if self.objective != "betatc" and self.tc_weight != 1.0:
+        if self.objective != "betatc" and self._given("tc_weight"):
             raise ConfigError("`tc_weight` weights beta-TCVAE's total correlation: add `objective` betatc")
         dip = self.objective in ("dip1", "dip2")
-        if not dip and (self.dip_offdiag != 10.0 or self.dip_diag != 100.0):
+        if not dip and (self._given("dip_offdiag") or self._given("dip_diag")):
             raise ConfigError("`dip_offdiag` and `dip_diag` weight DIP-VAE's penalty: add `objective` dip1 or dip2")
-        if self.objective != "factor" and self.factor_gamma != 10.0:
+        if self.objective != "factor" and self._given("factor_gamma"):
             raise ConfigError("`factor_gamma` weights FactorVAE's total correlation: add `objective` factor")
         if self.objective in ("betatc", "factor") or dip:
             why = {"betatc": "it weights the KL's parts", "factor": "its discriminator holds the codes apart"}.get(
@@ -280,6 +280,10 @@ class TrainConfig:
             for name, given, why in refused:
                 if given:
                     raise ConfigError(f"`objective` iwae cannot take `{name}`: {why}")
+
+    def _given(self, name: str) -> bool:
+        """Whether field `name`, added after the first release, is away from the value runs had before it."""
+        return bool(getattr(self, name) != ADDED_LATER[name])
 
     @property
     def lr_follows_schedule(self) -> bool:

@@ -45,11 +45,12 @@ from safetensors import safe_open
 from safetensors.numpy import save as save_tensors
 
 from vaecli import atomic
+from vaecli.choices import CLASS_NAMES
 from vaecli.errors import DataError, OutputError
 
 FACTOR_NAMES = ("shape", "scale", "orientation", "position_x", "position_y")
 FACTOR_SIZES = (3, 6, 40, 32, 32)
-SHAPES = ("square", "ellipse", "heart")
+SHAPES = CLASS_NAMES["dsprites"]  # ("square", "ellipse", "heart"), as figures name dSprites' labels
 N_IMAGES = 737_280
 IMAGE_SHAPE = (64, 64)
 FILE_NAME = "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz"

@@ -74,7 +74,7 @@ class Images:
         if isinstance(key, torch.Tensor):
             rows = self.stored.index_select(0, key.to(self.stored.device).long())
         elif isinstance(key, int):
-            return self._floats(self.stored[key : key + 1] if key >= 0 else self.stored[key:][:1])[0]
+            return self._floats(self.stored[key].unsqueeze(0))[0]
         else:
             rows = self.stored[key]
         return self._floats(rows)

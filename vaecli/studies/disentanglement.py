@@ -22,9 +22,10 @@ from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyp
 from sklearn.metrics import mutual_info_score  # type: ignore[import-untyped]
 from sklearn.svm import LinearSVC  # type: ignore[import-untyped]
 
+from vaecli.choices import DISENTANGLEMENT_METRICS
 from vaecli.errors import ConfigError
 
-METRICS = ("beta_vae", "factor_vae", "mig", "sap", "dci_disentanglement", "dci_completeness", "dci_informativeness")
+METRICS = DISENTANGLEMENT_METRICS
 NUM_BINS = 20  # mig.gin: discretizer.num_bins
 BATCH_SIZE = 64  # beta_vae.gin, factor_vae_metric.gin
 NUM_TRAIN = 10000

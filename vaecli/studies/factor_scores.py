@@ -19,8 +19,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from vaecli.choices import DISENTANGLEMENT_METRICS
 from vaecli.core.data import Dataset
 from vaecli.core.dataset import Factors, Split
+from vaecli.core.latent import encode_means
 from vaecli.core.model import VAE
 from vaecli.errors import ConfigError
 from vaecli.store.checkpoint import Run
@@ -34,16 +36,7 @@ POINTS = {
     "sap": {"num_train": 10_000, "num_test": 5_000},
     "dci": {"num_train": 10_000, "num_test": 5_000},
 }
-# the seven numbers, as `vaecli eval --json` keys them (studies/disentanglement.METRICS)
-NAMES = (
-    "beta_vae",
-    "factor_vae",
-    "mig",
-    "sap",
-    "dci_disentanglement",
-    "dci_completeness",
-    "dci_informativeness",
-)
+NAMES = DISENTANGLEMENT_METRICS  # the seven numbers, as `vaecli eval --json` keys them
 TITLES = {
     "beta_vae": "BetaVAE score",
     "factor_vae": "FactorVAE score",
@@ -144,9 +137,13 @@ def stored_disentanglement(
     """
     where = f"{data.origin}-{data.source.name}".replace(" ", "-")
     key = f"disentanglement-seed{seed}" + (f"-scale{scale:g}" if scale != 1 else "") + f"-{where}"
-    found = cached(run, key, lambda: disentanglement_scores(run.model, data, seed, scale, progress))
+
+    def compute() -> dict[str, float]:
+        return disentanglement_scores(run.model, data, seed, scale, progress)
+
+    found = cached(run, key, compute)
     if set(found) != set(NAMES):  # written by another version
-        found = cached(run, key, lambda: disentanglement_scores(run.model, data, seed, scale, progress), fresh=True)
+        found = cached(run, key, compute, fresh=True)
     return found
 
 
@@ -173,8 +170,7 @@ class MutualInformation:
 
 def latent_information(model: VAE, split: Split, names: tuple[str, ...], bins: int = 20) -> MutualInformation:
     """The mutual information between `model`'s mean codes of a split's images and their factors."""
-    from vaecli.core.latent import encode_means
-    from vaecli.studies import disentanglement as metrics
+    from vaecli.studies import disentanglement as metrics  # scikit-learn: only where asked for
 
     if split.factors is None:
         raise ConfigError("these images have no factor labels, so what the latents capture cannot be measured")
